@@ -18,12 +18,21 @@ struct Cli {
 enum Command {
     /// Show the metadata and tensors of a safetensors file, sharded index or directory.
     Inspect(cmd::inspect::Args),
+    /// Sign a model directory (OpenSSF model signing format, as `model_signing sign key`).
+    Sign(cmd::sign::Args),
+    /// Verify a model directory against its signature; lists every changed, missing or extra file.
+    Verify(cmd::verify::Args),
+    /// Print the model's root digest (the SHA-256 that `sign` signs), or its manifest with --json.
+    Digest(cmd::digest::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Sign(args) => cmd::sign::run(args),
+        Command::Verify(args) => cmd::verify::run(args),
+        Command::Digest(args) => cmd::digest::run(args),
     };
     cmd::finish(result)
 }

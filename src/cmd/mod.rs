@@ -2,7 +2,10 @@
 
 use std::process::ExitCode;
 
+pub mod digest;
 pub mod inspect;
+pub mod sign;
+pub mod verify;
 
 /// Exit code for a successful run.
 pub const EXIT_OK: u8 = 0;

@@ -18,7 +18,7 @@
 //! use std::path::Path;
 //! use tensorseal_sign::{manifest, keys::PrivateKey, sign_manifest};
 //! let key = PrivateKey::from_pem(&std::fs::read("key.pem")?, None, "key.pem")?;
-//! let m = manifest::hash_model(Path::new("model"), &manifest::HashOptions::new(), &|_| {})?;
+//! let m = manifest::hash_model(Path::new("model"), &manifest::HashOptions::new(), &())?;
 //! std::fs::write("model.sig", sign_manifest(&m, &key))?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -174,7 +174,7 @@ pub fn verify_model(
     bundle_bytes: &[u8],
     key: &PublicKey,
     opts: &VerifyOptions,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &dyn manifest::Progress,
 ) -> Result<Verification> {
     let expected = verify_bundle(bundle_bytes, key)?;
     let mut hash_opts = opts.hash.clone();

@@ -158,6 +158,17 @@ impl IgnorePath {
     }
 }
 
+/// Receives progress reports while a model is hashed (from several threads).
+pub trait Progress: Sync {
+    /// The files to hash are known: how many and their total size.
+    fn listed(&self, _files: usize, _bytes: u64) {}
+    /// `bytes` more bytes were hashed.
+    fn hashed(&self, _bytes: u64) {}
+}
+
+/// No progress reporting.
+impl Progress for () {}
+
 /// Options of [`hash_model`].
 #[derive(Debug, Clone, Default)]
 pub struct HashOptions {
@@ -328,8 +339,8 @@ fn push_file(path: &Path, rel: &[String], size: u64, out: &mut Vec<(Vec<String>,
 }
 
 /// Hashes one file with SHA-256, reading it in [`CHUNK_SIZE`] chunks;
-/// `progress` is called with the number of bytes of each chunk.
-pub fn hash_file(path: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<[u8; 32]> {
+/// `progress` is told the size of each chunk.
+pub fn hash_file(path: &Path, progress: &dyn Progress) -> Result<[u8; 32]> {
     let mut f = fs::File::open(path).map_err(|e| SignError::io(path, e))?;
     let mut buf = vec![0u8; CHUNK_SIZE];
     let mut h = Sha256::new();
@@ -344,14 +355,15 @@ pub fn hash_file(path: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<[u8; 32
         if let Some(chunk) = buf.get(..n) {
             h.update(chunk);
         }
-        progress(n as u64);
+        progress.hashed(n as u64);
     }
     Ok(h.finalize().into())
 }
 
 /// Hashes listed files in parallel (largest first, so big files do not end up
 /// last on one thread) and returns them as resources in the listed order.
-pub fn hash_files(files: &[FileEntry], progress: &(dyn Fn(u64) + Sync)) -> Result<Vec<Resource>> {
+pub fn hash_files(files: &[FileEntry], progress: &dyn Progress) -> Result<Vec<Resource>> {
+    progress.listed(files.len(), files.iter().map(|f| f.size).sum());
     let mut order: Vec<usize> = (0..files.len()).collect();
     order.sort_by(|&a, &b| {
         let sa = files.get(a).map_or(0, |f| f.size);
@@ -409,11 +421,7 @@ pub fn model_name(model: &Path) -> String {
 }
 
 /// Builds the manifest of a model: lists, hashes, records how.
-pub fn hash_model(
-    model: &Path,
-    opts: &HashOptions,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<Manifest> {
+pub fn hash_model(model: &Path, opts: &HashOptions, progress: &dyn Progress) -> Result<Manifest> {
     let files = list_files(model, opts)?;
     let resources = hash_files(&files, progress)?;
     Ok(Manifest {
