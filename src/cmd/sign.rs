@@ -69,38 +69,11 @@ pub(crate) fn sign_failure(e: SignError) -> Failure {
     fail(code, e.into())
 }
 
-/// Python `Path.resolve(strict=False)`: absolute, symlinks of the existing
-/// part resolved, the rest appended with `..` applied lexically.
-pub(crate) fn resolve_lenient(p: &Path) -> PathBuf {
-    let abs = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir().unwrap_or_default().join(p)
-    };
-    let mut out = PathBuf::new();
-    for c in abs.components() {
-        match c {
-            Component::Prefix(_) | Component::RootDir => out.push(c.as_os_str()),
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::Normal(n) => {
-                out.push(n);
-                if let Ok(real) = std::fs::canonicalize(&out) {
-                    out = real;
-                }
-            }
-        }
-    }
-    out
-}
-
 /// Turns a command-line path into an ignore path relative to the model, as
 /// model_signing's `_resolve_ignore_paths` does. `None` when outside.
 pub(crate) fn relative_to_model(model: &Path, p: &Path) -> Option<IgnorePath> {
-    let root = resolve_lenient(model);
-    let cand = resolve_lenient(p);
+    let root = manifest::resolve_lenient(model);
+    let cand = manifest::resolve_lenient(p);
     let rel = cand.strip_prefix(&root).ok()?;
     let mut parts = Vec::new();
     for c in rel.components() {

@@ -413,9 +413,9 @@ pub fn model_name(model: &Path) -> String {
     let norm = normalize(model);
     match norm.components().next_back() {
         Some(Component::Normal(n)) => n.to_string_lossy().into_owned(),
-        _ => fs::canonicalize(model)
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        _ => resolve_lenient(model)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
     }
 }
@@ -434,6 +434,33 @@ pub fn hash_model(model: &Path, opts: &HashOptions, progress: &dyn Progress) -> 
         },
         resources,
     })
+}
+
+/// Python `Path.resolve(strict=False)`: absolute, symlinks of the existing
+/// part resolved, the rest appended with `..` applied lexically.
+pub fn resolve_lenient(p: &Path) -> PathBuf {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    };
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::Prefix(_) | Component::RootDir => out.push(c.as_os_str()),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => {
+                out.push(n);
+                if let Ok(real) = std::fs::canonicalize(&out) {
+                    out = real;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Drops `.` components and trailing slashes (so `model/` and `model/.` name
@@ -469,7 +496,7 @@ pub fn from_hex(s: &str) -> Option<Vec<u8>> {
         }
     }
     let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if b.len() & 1 != 0 {
         return None;
     }
     b.chunks_exact(2)
