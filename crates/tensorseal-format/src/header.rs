@@ -351,7 +351,7 @@ fn as_usize(v: &Value) -> Option<usize> {
 }
 
 /// A JSON object kept as its list of pairs, duplicates included, in document order.
-struct Pairs<V>(Vec<(String, V)>);
+pub(crate) struct Pairs<V>(pub(crate) Vec<(String, V)>);
 
 impl<'de, V: Deserialize<'de>> Deserialize<'de> for Pairs<V> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
