@@ -375,13 +375,13 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Pairs<V> {
 }
 
 /// A header entry: an object (pairs kept to detect duplicate fields) or anything else.
-enum Entry {
+pub(crate) enum Entry {
     Object(Vec<(String, Value)>),
     Other(Value),
 }
 
 impl Entry {
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Entry::Object(_) => "an object".into(),
             Entry::Other(v) => v.to_string(),
