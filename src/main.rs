@@ -18,6 +18,10 @@ struct Cli {
 enum Command {
     /// Show the metadata and tensors of a safetensors file, sharded index or directory.
     Inspect(cmd::inspect::Args),
+    /// Split a .safetensors file into Hugging Face-style shards plus an index.
+    Split(cmd::split::Args),
+    /// Merge a sharded checkpoint (index or directory) into one .safetensors file.
+    Merge(cmd::merge::Args),
     /// Sign a model directory (OpenSSF model signing format, as `model_signing sign key`).
     Sign(cmd::sign::Args),
     /// Verify a model directory against its signature; lists every changed, missing or extra file.
@@ -30,6 +34,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Split(args) => cmd::split::run(args),
+        Command::Merge(args) => cmd::merge::run(args),
         Command::Sign(args) => cmd::sign::run(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Digest(args) => cmd::digest::run(args),
