@@ -5,8 +5,8 @@ use std::process::ExitCode;
 pub mod digest;
 pub mod inspect;
 pub mod merge;
-pub mod split;
 pub mod sign;
+pub mod split;
 pub mod verify;
 
 /// Exit code for a successful run.
