@@ -374,3 +374,22 @@ def test_ignore_unsigned_files(tmp_path, run_cli):
     assert r.returncode == 0, r.stdout + r.stderr
     v = ms("verify", "key", model, "--signature", sig, "--public_key", pub, "--ignore_unsigned_files")
     assert v.returncode == 0, v.stderr
+
+
+def test_single_file_model_both_ways(tmp_path, run_cli):
+    _, priv, pub = make_keys(tmp_path, "p384")
+    f = tmp_path / "weights.safetensors"
+    f.write_bytes(os.urandom(50_000))
+    a, b = tmp_path / "a.sig", tmp_path / "b.sig"
+    assert run_cli("sign", f, "--private-key", priv, "--signature", a).returncode == 0
+    assert ms("sign", "key", f, "--private_key", priv, "--signature", b).returncode == 0
+    for sig in (a, b):
+        st = statement(sig)
+        assert [x["name"] for x in st["predicate"]["resources"]] == ["."]
+        assert st["subject"][0]["name"] == "weights.safetensors"
+        assert ms("verify", "key", f, "--signature", sig, "--public_key", pub).returncode == 0
+        assert run_cli("verify", f, "--public-key", pub, "--signature", sig).returncode == 0
+    f.write_bytes(os.urandom(50_000))
+    r = run_cli("verify", f, "--public-key", pub, "--signature", b)
+    assert r.returncode == 1 and r.stdout.startswith("changed  .")
+    assert ms("verify", "key", f, "--signature", b, "--public_key", pub).returncode != 0
