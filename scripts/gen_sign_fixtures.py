@@ -7,12 +7,12 @@ Run with the venv python (model-signing 1.1.1 and cryptography installed):
 
 Writes:
 - keys: fixed (derived from constant scalars, so reruns give the same keys)
-  P-256 and P-384 private keys in PKCS#8, SEC1 and encrypted PKCS#8 (password
+  P-256, P-384 and P-521 private keys in PKCS#8, SEC1 and encrypted PKCS#8 (password
   "tensorseal") PEM, public keys in SubjectPublicKeyInfo PEM;
 - vectors.json: key hints as model-signing computes them, the manifest order
   of tricky names, the DSSE PAE of a payload, the model below and its digests;
 - model/: a small model directory (nested files, dotted names);
-- model-p256.sig / model-p384.sig: signatures of model/ made by
+- model-p256.sig / model-p384.sig / model-p521.sig: signatures of model/ made by
   `model_signing.signing` with the key method (ECDSA signatures are random,
   so these change on every run; the Rust tests only verify them).
 """
@@ -41,6 +41,7 @@ SCALARS = {
         ec.SECP384R1(),
         0x0102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F20212223242526272829303132,
     ),
+    "p521": (ec.SECP521R1(), 0x01A2B3C4D5E6F708192A3B4C5D6E7F8091A2B3C4D5E6F708192A3B4C5D6E7F8091A2B3C4D5E6F7),
 }
 
 MODEL_FILES = {
@@ -80,12 +81,12 @@ def write_keys(vectors: dict) -> None:
         )
         (OUT / f"{name}-pub.pem").write_bytes(pub)
         vectors["hints"][name] = hashlib.sha256(pub).hexdigest()
-    # model-signing also accepts P-521; tensorseal refuses it with a clear error.
-    key = ec.derive_private_key(0x123456789ABCDEF, ec.SECP521R1())
-    (OUT / "p521-pkcs8.pem").write_bytes(
+    # A curve neither tool supports (secp256k1), for error messages.
+    key = ec.derive_private_key(0x123456789ABCDEF, ec.SECP256K1())
+    (OUT / "k256-pkcs8.pem").write_bytes(
         key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption())
     )
-    (OUT / "p521-pub.pem").write_bytes(
+    (OUT / "k256-pub.pem").write_bytes(
         key.public_key().public_bytes(ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo)
     )
 

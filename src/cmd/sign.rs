@@ -35,7 +35,7 @@ pub struct HashArgs {
 pub struct Args {
     /// The model: a directory (or a single file).
     pub model: PathBuf,
-    /// ECDSA P-256 or P-384 private key, PEM (PKCS#8, SEC1 or encrypted PKCS#8).
+    /// ECDSA P-256, P-384 or P-521 private key, PEM (PKCS#8, SEC1 or encrypted PKCS#8).
     #[arg(long, value_name = "PEM")]
     pub private_key: PathBuf,
     /// Where to write the signature (a Sigstore bundle). Ignored when hashing

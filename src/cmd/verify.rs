@@ -16,7 +16,7 @@ use super::{CmdResult, Failure, EXIT_INVALID, EXIT_OK, EXIT_USAGE};
 pub struct Args {
     /// The model: a directory (or a single file).
     pub model: PathBuf,
-    /// ECDSA P-256 or P-384 public key, PEM SubjectPublicKeyInfo.
+    /// ECDSA P-256, P-384 or P-521 public key, PEM SubjectPublicKeyInfo.
     #[arg(long, value_name = "PEM")]
     pub public_key: PathBuf,
     /// The signature (Sigstore bundle) to check.

@@ -1,11 +1,13 @@
-//! ECDSA keys on NIST P-256 and P-384, read from PEM.
+//! ECDSA keys on NIST P-256, P-384 and P-521, read from PEM.
 //!
 //! Private keys: PKCS#8 (`PRIVATE KEY`), SEC1 (`EC PRIVATE KEY`) and
 //! password-protected PKCS#8 (`ENCRYPTED PRIVATE KEY`, PBES2). Public keys:
 //! SubjectPublicKeyInfo (`PUBLIC KEY`), compressed or uncompressed point.
 //!
-//! Signatures are ASN.1 DER, over SHA-256 (P-256) or SHA-384 (P-384), as
-//! model-signing makes them with `cryptography`.
+//! Signatures are ASN.1 DER, over SHA-256 (P-256), SHA-384 (P-384) or
+//! SHA-512 (P-521), as model-signing makes them with `cryptography`. P-256 and
+//! P-384 signatures are deterministic (RFC 6979); P-521 ones use a random
+//! nonce from the operating system.
 
 use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey, LineEnding};
 use sha2::{Digest, Sha256};
@@ -20,6 +22,8 @@ pub enum PrivateKey {
     P256(p256::ecdsa::SigningKey),
     /// NIST P-384 (secp384r1), signs SHA-384 digests.
     P384(p384::ecdsa::SigningKey),
+    /// NIST P-521 (secp521r1), signs SHA-512 digests.
+    P521(p521::ecdsa::SigningKey),
 }
 
 impl std::fmt::Debug for PrivateKey {
@@ -29,12 +33,24 @@ impl std::fmt::Debug for PrivateKey {
 }
 
 /// A public verification key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum PublicKey {
     /// NIST P-256 (secp256r1).
     P256(p256::ecdsa::VerifyingKey),
     /// NIST P-384 (secp384r1).
     P384(p384::ecdsa::VerifyingKey),
+    /// NIST P-521 (secp521r1).
+    P521(p521::ecdsa::VerifyingKey),
+}
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PublicKey({}, hint {})", self.curve(), self.hint())
+    }
+}
+
+fn p521_signing(sk: &p521::SecretKey) -> Option<p521::ecdsa::SigningKey> {
+    p521::ecdsa::SigningKey::from_bytes(&sk.to_bytes()).ok()
 }
 
 fn key_err(what: &str, detail: impl Into<String>) -> SignError {
@@ -86,9 +102,16 @@ impl PrivateKey {
                 if let Ok(k) = p384::SecretKey::from_sec1_pem(pem) {
                     return Ok(PrivateKey::P384(k.into()));
                 }
+                if let Some(k) = p521::SecretKey::from_sec1_pem(pem)
+                    .ok()
+                    .as_ref()
+                    .and_then(p521_signing)
+                {
+                    return Ok(PrivateKey::P521(k));
+                }
                 Err(key_err(
                     what,
-                    "EC PRIVATE KEY is not a P-256 or P-384 key (or is malformed)",
+                    "EC PRIVATE KEY is not a P-256, P-384 or P-521 key (or is malformed)",
                 ))
             }
             "ENCRYPTED PRIVATE KEY" => {
@@ -128,6 +151,13 @@ impl PrivateKey {
         if let Ok(k) = p384::SecretKey::from_pkcs8_der(der) {
             return Ok(PrivateKey::P384(k.into()));
         }
+        if let Some(k) = p521::SecretKey::from_pkcs8_der(der)
+            .ok()
+            .as_ref()
+            .and_then(p521_signing)
+        {
+            return Ok(PrivateKey::P521(k));
+        }
         let info = pkcs8::PrivateKeyInfo::try_from(der)
             .map_err(|e| key_err(what, format!("bad PKCS#8 private key: {e}")))?;
         let alg = info.algorithm.oid.to_string();
@@ -140,7 +170,7 @@ impl PrivateKey {
             Err(key_err(
                 what,
                 format!(
-                    "unsupported curve {}; P-256 and P-384 are supported",
+                    "unsupported curve {}; P-256, P-384 and P-521 are supported",
                     curve_name_from_oid(&curve)
                 ),
             ))
@@ -148,7 +178,7 @@ impl PrivateKey {
             Err(key_err(
                 what,
                 format!(
-                    "not an elliptic-curve key (algorithm {alg}); ECDSA P-256 or P-384 is needed"
+                    "not an elliptic-curve key (algorithm {alg}); ECDSA P-256, P-384 or P-521 is needed"
                 ),
             ))
         }
@@ -159,6 +189,7 @@ impl PrivateKey {
         match self {
             PrivateKey::P256(k) => PublicKey::P256(*k.verifying_key()),
             PrivateKey::P384(k) => PublicKey::P384(*k.verifying_key()),
+            PrivateKey::P521(k) => PublicKey::P521(p521::ecdsa::VerifyingKey::from(k)),
         }
     }
 
@@ -167,6 +198,7 @@ impl PrivateKey {
         match self {
             PrivateKey::P256(_) => "P-256",
             PrivateKey::P384(_) => "P-384",
+            PrivateKey::P521(_) => "P-521",
         }
     }
 
@@ -181,6 +213,10 @@ impl PrivateKey {
             }
             PrivateKey::P384(k) => {
                 let s: p384::ecdsa::Signature = k.sign(msg);
+                s.to_der().as_bytes().to_vec()
+            }
+            PrivateKey::P521(k) => {
+                let s: p521::ecdsa::Signature = k.sign(msg);
                 s.to_der().as_bytes().to_vec()
             }
         }
@@ -203,6 +239,12 @@ impl PublicKey {
                 if let Ok(k) = p384::ecdsa::VerifyingKey::from_public_key_pem(text) {
                     return Ok(PublicKey::P384(k));
                 }
+                if let Some(k) = p521::PublicKey::from_public_key_pem(text)
+                    .ok()
+                    .and_then(|p| p521::ecdsa::VerifyingKey::from_affine(*p.as_affine()).ok())
+                {
+                    return Ok(PublicKey::P521(k));
+                }
                 let (_, doc) = pkcs8::Document::from_pem(text)
                     .map_err(|e| key_err(what, format!("bad PEM: {e}")))?;
                 let spki = pkcs8::spki::SubjectPublicKeyInfoRef::try_from(doc.as_bytes())
@@ -217,14 +259,14 @@ impl PublicKey {
                     Err(key_err(
                         what,
                         format!(
-                            "unsupported curve {} (or invalid point); P-256 and P-384 are supported",
+                            "unsupported curve {} (or invalid point); P-256, P-384 and P-521 are supported",
                             curve_name_from_oid(&curve)
                         ),
                     ))
                 } else {
                     Err(key_err(
                         what,
-                        format!("not an elliptic-curve key (algorithm {alg}); ECDSA P-256 or P-384 is needed"),
+                        format!("not an elliptic-curve key (algorithm {alg}); ECDSA P-256, P-384 or P-521 is needed"),
                     ))
                 }
             }
@@ -243,6 +285,7 @@ impl PublicKey {
         match self {
             PublicKey::P256(_) => "P-256",
             PublicKey::P384(_) => "P-384",
+            PublicKey::P521(_) => "P-521",
         }
     }
 
@@ -252,6 +295,9 @@ impl PublicKey {
         let r = match self {
             PublicKey::P256(k) => k.to_public_key_pem(LineEnding::LF),
             PublicKey::P384(k) => k.to_public_key_pem(LineEnding::LF),
+            PublicKey::P521(k) => p521::PublicKey::from_affine(*k.as_affine())
+                .map_err(|_| p256::pkcs8::spki::Error::KeyMalformed)
+                .and_then(|p| p.to_public_key_pem(LineEnding::LF)),
         };
         // Encoding a valid in-memory key cannot fail; an empty string would
         // only make the hint not match, never verify something wrongly.
@@ -274,6 +320,9 @@ impl PublicKey {
             }
             PublicKey::P384(k) => {
                 p384::ecdsa::Signature::from_der(sig).is_ok_and(|s| k.verify(msg, &s).is_ok())
+            }
+            PublicKey::P521(k) => {
+                p521::ecdsa::Signature::from_der(sig).is_ok_and(|s| k.verify(msg, &s).is_ok())
             }
         }
     }

@@ -28,7 +28,7 @@ fn public(curve: &str) -> PublicKey {
 #[test]
 fn hints_match_model_signing() {
     let v = vectors();
-    for curve in ["p256", "p384"] {
+    for curve in ["p256", "p384", "p521"] {
         let want = v["hints"][curve].as_str().unwrap();
         assert_eq!(public(curve).hint(), want, "{curve} public key");
         for form in ["pkcs8", "sec1"] {
@@ -118,7 +118,7 @@ fn model_digests_match_model_signing() {
 
 #[test]
 fn verifies_signatures_made_by_model_signing() {
-    for curve in ["p256", "p384"] {
+    for curve in ["p256", "p384", "p521"] {
         let bundle = read(&format!("model-{curve}.sig"));
         let key = public(curve);
         let signed = verify_bundle(&bundle, &key).unwrap();
@@ -174,7 +174,7 @@ fn tampered_payload_or_signature_is_rejected() {
 
 #[test]
 fn our_statement_reads_back_and_verifies() {
-    for curve in ["p256", "p384"] {
+    for curve in ["p256", "p384", "p521"] {
         let key = PrivateKey::from_pem(&read(&format!("{curve}-sec1.pem")), None, curve).unwrap();
         let m = manifest::hash_model(&fixtures().join("model"), &HashOptions::new(), &()).unwrap();
         let bundle = sign_manifest(&m, &key);

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization as ser
 from cryptography.hazmat.primitives.asymmetric import ec
 
 MODEL_SIGNING = pathlib.Path(sys.executable).parent / "model_signing"
-CURVES = {"p256": ec.SECP256R1, "p384": ec.SECP384R1}
+CURVES = {"p256": ec.SECP256R1, "p384": ec.SECP384R1, "p521": ec.SECP521R1}
 
 
 def ms(*args, cwd=None):
