@@ -68,5 +68,11 @@ pub fn run(args: Args) -> CmdResult {
         ));
     }
     write_stdout(&out)?;
+    for stale in &report.stale {
+        eprintln!(
+            "warning: {} is not part of this split (left over from an earlier one?); loaders that glob shards may pick it up",
+            stale.display()
+        );
+    }
     Ok(EXIT_OK)
 }
