@@ -3,7 +3,7 @@
 //! and slices read only what they need, through both file readers.
 
 use tensorseal_format::write::{layout, TensorSpec};
-use tensorseal_format::{Dtype, MmapFile, PreadFile, ReadTensors, SliceArg};
+use tensorseal_format::{Dtype, MmapFile, PreadFile, SliceArg};
 
 #[test]
 fn hundred_gigabyte_file_opens_lazily() {
