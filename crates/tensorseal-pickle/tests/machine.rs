@@ -361,13 +361,8 @@ fn exponential_sharing_hits_the_value_limit() {
 
 #[test]
 fn deep_nesting_is_bounded() {
-    let mut p = Vec::new();
-    for _ in 0..100_000 {
-        p.push(b']');
-    }
-    for _ in 0..99_999 {
-        p.push(b'a');
-    }
+    let mut p = vec![b']'; 100_000];
+    p.extend(vec![b'a'; 99_999]);
     p.push(b'.');
     let r = load(&p, &lim());
     assert!(matches!(r, Err(PickleError::TooDeep { .. })), "{r:?}");
