@@ -22,6 +22,8 @@ enum Command {
     Split(cmd::split::Args),
     /// Merge a sharded checkpoint (index or directory) into one .safetensors file.
     Merge(cmd::merge::Args),
+    /// Convert a pickle checkpoint (torch zip or legacy, NumPy) to safetensors without running it, or back with --to torch.
+    Convert(cmd::convert::Args),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Split(args) => cmd::split::run(args),
         Command::Merge(args) => cmd::merge::run(args),
+        Command::Convert(args) => cmd::convert::run(args),
     };
     cmd::finish(result)
 }
