@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use tensorseal_format::shard::{index_json, plan_shards, shard_name};
-use tensorseal_format::{write_file, MmapFile, TensorSpec};
+use tensorseal_format::{write_file, PreadFile, TensorSpec};
 
 pub use error::ConvertError;
 pub use source::{Checkpoint, Format, LEGACY_MAGIC};
@@ -478,51 +478,60 @@ fn verify_file<'a>(
     file: &Path,
     tensors: impl Iterator<Item = (&'a PlannedTensor, &'a Checkpoint)>,
 ) -> Result<(), ConvertError> {
-    let out = MmapFile::open(file)?;
+    // Positioned reads, not a map: resident memory stays bounded.
+    let out = PreadFile::open(file)?;
     let verr = |name: &str, why: String| ConvertError::Verify {
         path: file.to_owned(),
         name: name.to_owned(),
         why,
     };
     let mut count = 0;
+    let mut back: Vec<u8> = Vec::new();
     for (p, ck) in tensors {
         count += 1;
-        let view = out
-            .tensor(&p.name)
-            .map_err(|e| verr(&p.name, format!("cannot be read back: {e}")))?;
-        if view.dtype() != p.tensor.dtype || view.shape() != p.tensor.shape.as_slice() {
+        let info = out
+            .header()
+            .get(&p.name)
+            .ok_or_else(|| verr(&p.name, "is missing from the output".into()))?;
+        if info.dtype != p.tensor.dtype || info.shape != p.tensor.shape {
             return Err(verr(
                 &p.name,
                 format!(
                     "is {} {:?}, expected {} {:?}",
-                    view.dtype(),
-                    view.shape(),
-                    p.tensor.dtype,
-                    p.tensor.shape
+                    info.dtype, info.shape, p.tensor.dtype, p.tensor.shape
                 ),
             ));
         }
-        let data = view.data();
-        let mut pos = 0usize;
-        let mut bad = None;
+        let (start, end) = info.data_offsets;
+        let mut pos = start;
+        let mut failure: Option<ConvertError> = None;
         tensor::emit(ck, &p.name, &p.tensor, &mut |b| {
-            let end = pos + b.len();
-            if data.get(pos..end) != Some(b) && bad.is_none() {
-                bad = Some(pos);
+            if failure.is_some() {
+                return Ok(());
             }
-            pos = end;
+            if pos + b.len() > end {
+                failure = Some(verr(&p.name, "is longer in the input".into()));
+                return Ok(());
+            }
+            back.resize(b.len(), 0);
+            if let Err(e) = out.read_at(pos, &mut back) {
+                failure = Some(e.into());
+            } else if back != b {
+                failure = Some(verr(
+                    &p.name,
+                    format!("differs from the input near byte {}", pos - start),
+                ));
+            }
+            pos += b.len();
             Ok(())
         })?;
-        if let Some(at) = bad {
-            return Err(verr(
-                &p.name,
-                format!("differs from the input near byte {at}"),
-            ));
+        if let Some(f) = failure {
+            return Err(f);
         }
-        if pos != data.len() {
+        if pos != end {
             return Err(verr(
                 &p.name,
-                format!("has {} bytes, the input {pos}", data.len()),
+                format!("has {} bytes, the input {}", end - start, pos - start),
             ));
         }
     }

@@ -57,6 +57,9 @@ pub(crate) enum StorageData {
 pub struct Checkpoint {
     path: PathBuf,
     map: memmap2::Mmap,
+    /// The same file, for positioned reads of contiguous tensors (page cache
+    /// only: the process's resident memory does not grow with the file).
+    file: Option<File>,
     format: Format,
     root: Value,
     storages: HashMap<String, StorageData>,
@@ -85,7 +88,12 @@ impl Checkpoint {
     /// Opens `path`, detecting its format from its bytes (never its name).
     pub fn open(path: impl AsRef<Path>) -> Result<Checkpoint, ConvertError> {
         let path = path.as_ref();
-        let map = map_file(path)?;
+        let mut ck = Self::open_mapped(path, map_file(path)?)?;
+        ck.file = Some(File::open(path).map_err(|e| ConvertError::io(path, e))?);
+        Ok(ck)
+    }
+
+    fn open_mapped(path: &Path, map: memmap2::Mmap) -> Result<Checkpoint, ConvertError> {
         let bytes: &[u8] = &map;
         if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
             let zip = ZipIndex::read(path, bytes)?;
@@ -113,6 +121,7 @@ impl Checkpoint {
                 big_endian: false,
                 npy_tensors: vec![(String::new(), tref)],
                 map,
+                file: None,
             });
         }
         if bytes.first() == Some(&0x80) {
@@ -176,6 +185,7 @@ impl Checkpoint {
         Ok(Checkpoint {
             path: path.to_owned(),
             map,
+            file: None,
             format: Format::TorchZip,
             root,
             storages,
@@ -263,6 +273,7 @@ impl Checkpoint {
         Ok(Checkpoint {
             path: path.to_owned(),
             map,
+            file: None,
             format: Format::TorchLegacy,
             root,
             storages,
@@ -296,6 +307,7 @@ impl Checkpoint {
         Ok(Checkpoint {
             path: path.to_owned(),
             map,
+            file: None,
             format: Format::Npz,
             root: Value::None,
             storages,
@@ -326,6 +338,27 @@ impl Checkpoint {
 
     pub(crate) fn npy_tensors(&self) -> &[(String, TensorRef)] {
         &self.npy_tensors
+    }
+
+    /// Where a storage lies in the file, when it is stored uncompressed.
+    pub(crate) fn storage_range(&self, key: &str) -> Option<Range<usize>> {
+        match self.storages.get(key) {
+            Some(StorageData::Mapped(r)) => Some(r.clone()),
+            _ => None,
+        }
+    }
+
+    /// Reads `buf.len()` bytes at file offset `at` with a positioned read.
+    pub(crate) fn read_at(&self, at: usize, buf: &mut [u8]) -> Result<bool, ConvertError> {
+        #[cfg(unix)]
+        if let Some(f) = &self.file {
+            use std::os::unix::fs::FileExt;
+            f.read_exact_at(buf, at as u64)
+                .map_err(|e| ConvertError::io(&self.path, e))?;
+            return Ok(true);
+        }
+        let _ = (at, buf);
+        Ok(false)
     }
 
     /// The bytes of a storage (borrowed from the map, or inflated).

@@ -423,6 +423,9 @@ fn to_json(v: &Value, depth: usize) -> Option<serde_json::Value> {
 /// Size of the buffer used to materialise non-contiguous views.
 const CHUNK: usize = 1 << 20;
 
+/// Size of the positioned reads that copy contiguous tensors.
+const READ_CHUNK: usize = 8 << 20;
+
 /// Streams the tensor's bytes, in logical row-major order and little-endian,
 /// to `sink` (in pieces of at most a few MiB for materialised views).
 pub(crate) fn emit(
@@ -446,7 +449,10 @@ pub(crate) fn emit(
     if numel == 0 {
         return Ok(());
     }
-    let storage = ck.storage(&t.storage)?;
+    let storage_len = match ck.storage_range(&t.storage) {
+        Some(r) => r.len(),
+        None => ck.storage(&t.storage)?.len(),
+    };
     // Highest element index the view touches, checked against the storage.
     let mut last = t.offset;
     for (&d, &s) in t.shape.iter().zip(&t.stride) {
@@ -460,14 +466,14 @@ pub(crate) fn emit(
         .and_then(|n| n.checked_mul(es))
         .and_then(|n| n.checked_add(t.byte_offset))
         .ok_or_else(|| terr("view extent overflows".into()))?;
-    if need > storage.len() {
+    if need > storage_len {
         return Err(terr(format!(
             "view (offset {}, size {:?}, stride {:?}) needs {need} bytes of storage `{}`, which has {}",
             t.offset,
             t.shape,
             t.stride,
             t.storage,
-            storage.len()
+            storage_len
         )));
     }
     let io_err = |e: io::Error| ConvertError::io(ck.path(), e);
@@ -475,6 +481,28 @@ pub(crate) fn emit(
     let swap = t.big_endian && unit > 1;
     let base = t.byte_offset + t.offset * es;
     if t.is_contiguous() && !swap {
+        if let Some(r) = ck.storage_range(&t.storage) {
+            // Positioned reads through a fixed buffer: resident memory stays
+            // at the buffer size whatever the tensor size.
+            let total = numel * es;
+            let mut buf = vec![0u8; READ_CHUNK.min(total)];
+            let mut done = 0usize;
+            let mut used_pread = true;
+            while done < total {
+                let n = READ_CHUNK.min(total - done);
+                let piece = buf.get_mut(..n).ok_or_else(|| terr("buffer".into()))?;
+                if !ck.read_at(r.start + base + done, piece)? {
+                    used_pread = false;
+                    break;
+                }
+                sink(piece).map_err(io_err)?;
+                done += n;
+            }
+            if used_pread {
+                return Ok(());
+            }
+        }
+        let storage = ck.storage(&t.storage)?;
         let bytes = storage
             .get(base..base + numel * es)
             .ok_or_else(|| terr("out of range".into()))?;
@@ -483,6 +511,7 @@ pub(crate) fn emit(
         }
         return Ok(());
     }
+    let storage = ck.storage(&t.storage)?;
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK.min(numel * es) + es);
     let nd = t.shape.len();
     let mut idx = vec![0usize; nd];

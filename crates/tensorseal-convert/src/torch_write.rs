@@ -10,10 +10,13 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use tensorseal_format::index::{open_path, Checkpoint as StCheckpoint};
-use tensorseal_format::{Dtype, MmapFile};
+use tensorseal_format::{Dtype, PreadFile};
 
 use crate::source::{torch_names, Checkpoint};
 use crate::{tensor, ConvertError, Report};
+
+/// Size of the reads that copy tensor bytes.
+const COPY_CHUNK: usize = 8 << 20;
 
 /// A minimal protocol-2 pickle writer.
 struct Pickler {
@@ -180,7 +183,10 @@ pub fn to_torch(
             ),
         ));
     }
-    let maps: Vec<MmapFile> = files.iter().map(MmapFile::open).collect::<Result<_, _>>()?;
+    let maps: Vec<PreadFile> = files
+        .iter()
+        .map(PreadFile::open)
+        .collect::<Result<_, _>>()?;
     let mut entries = Vec::new();
     let mut sources: Vec<(usize, String)> = Vec::new(); // storage key -> (file, tensor)
     let mut storage_bytes = Vec::new();
@@ -270,14 +276,23 @@ pub fn to_torch(
         put(&mut z, ".storage_alignment", b"64")?;
         put(&mut z, "byteorder", b"little")?;
         let mut total = 0u64;
+        let mut buf = Vec::new();
         for (key, (fi, name)) in sources.iter().enumerate() {
-            let view = maps[*fi].tensor(name)?;
-            let data = view.data();
-            total += data.len() as u64;
-            let opts = small.large_file(data.len() as u64 >= u32::MAX as u64);
+            let m = &maps[*fi];
+            let (start, end) = m.header().tensor(name)?.data_offsets;
+            let len = end - start;
+            total += len as u64;
+            let opts = small.large_file(len as u64 >= u32::MAX as u64);
             z.start_file(format!("{root}/data/{key}"), opts)
                 .map_err(zerr)?;
-            z.write_all(data).map_err(ioerr)?;
+            let mut done = 0;
+            while done < len {
+                let n = COPY_CHUNK.min(len - done);
+                buf.resize(n, 0);
+                m.read_at(start + done, &mut buf)?;
+                z.write_all(&buf).map_err(ioerr)?;
+                done += n;
+            }
         }
         put(&mut z, "version", b"3\n")?;
         let mut w = z.finish().map_err(zerr)?;
@@ -337,26 +352,33 @@ pub fn to_torch(
                     why: "was not written".into(),
                 })?;
             let (fi, sname) = &sources[k];
-            let expect = maps[*fi].tensor(sname)?;
-            if expect.dtype() != t.dtype || expect.shape() != t.shape.as_slice() {
+            let m = &maps[*fi];
+            let info = m.header().tensor(sname)?;
+            if info.dtype != t.dtype || info.shape != t.shape {
                 return Err(ConvertError::Verify {
                     path: dst.to_owned(),
                     name,
                     why: format!(
                         "is {} {:?}, expected {} {:?}",
-                        t.dtype,
-                        t.shape,
-                        expect.dtype(),
-                        expect.shape()
+                        t.dtype, t.shape, info.dtype, info.shape
                     ),
                 });
             }
-            let mut got = Vec::new();
+            let (start, end) = info.data_offsets;
+            let mut pos = start;
+            let mut same = true;
+            let mut back = Vec::new();
             tensor::emit(&ck, &name, &t, &mut |b| {
-                got.extend_from_slice(b);
+                if same && pos + b.len() <= end {
+                    back.resize(b.len(), 0);
+                    same = m.read_at(pos, &mut back).is_ok() && back == b;
+                } else {
+                    same = false;
+                }
+                pos += b.len();
                 Ok(())
             })?;
-            if got != expect.data() {
+            if !same || pos != end {
                 return Err(ConvertError::Verify {
                     path: dst.to_owned(),
                     name,
