@@ -102,14 +102,19 @@ pub struct SplitReport {
     pub total_size: u64,
 }
 
-/// Copies `len` bytes at `offset` of `src` into `dst` with a fixed buffer.
+/// Copies `len` bytes at `offset` of `src` into `dst` with a fixed buffer,
+/// calling `on_chunk(bytes)` after each chunk.
 pub fn copy_range(
     src: &File,
     offset: u64,
     len: u64,
     dst: &mut dyn Write,
     buf: &mut [u8],
+    on_chunk: &mut dyn FnMut(u64),
 ) -> std::io::Result<()> {
+    if buf.is_empty() && len > 0 {
+        return Err(std::io::Error::other("empty copy buffer"));
+    }
     let mut done = 0u64;
     while done < len {
         let n = (len - done).min(buf.len() as u64) as usize;
@@ -117,9 +122,13 @@ pub fn copy_range(
         pread_exact(src, chunk, offset + done)?;
         dst.write_all(chunk)?;
         done += n as u64;
+        on_chunk(n as u64);
     }
     Ok(())
 }
+
+/// A progress callback: `(bytes copied so far, total bytes)`.
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
 #[cfg(unix)]
 fn pread_exact(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
@@ -145,6 +154,16 @@ pub fn split(
     outdir: impl AsRef<Path>,
     max_shard_size: u64,
 ) -> Result<SplitReport, FormatError> {
+    split_with_progress(input, outdir, max_shard_size, &mut |_, _| {})
+}
+
+/// [`split`], reporting progress in tensor bytes copied.
+pub fn split_with_progress(
+    input: impl AsRef<Path>,
+    outdir: impl AsRef<Path>,
+    max_shard_size: u64,
+    progress: Progress<'_>,
+) -> Result<SplitReport, FormatError> {
     let input = input.as_ref();
     let outdir = outdir.as_ref();
     let (src, _len, header, data_start) = read_header_from_file(input)?;
@@ -165,6 +184,7 @@ pub fn split(
         total_size,
     };
     let mut weight_map = BTreeMap::new();
+    let mut copied = 0u64;
     for (si, members) in plan.iter().enumerate() {
         let name = if n == 1 {
             "model.safetensors".to_owned()
@@ -191,6 +211,10 @@ pub fn split(
                 info.byte_len() as u64,
                 w,
                 &mut buf,
+                &mut |n| {
+                    copied += n;
+                    progress(copied, total_size);
+                },
             )
         })?;
         let bytes: u64 = members.iter().map(|&i| sizes[i]).sum();
@@ -256,6 +280,15 @@ pub fn merge(
     index_or_dir: impl AsRef<Path>,
     out: impl AsRef<Path>,
 ) -> Result<MergeReport, FormatError> {
+    merge_with_progress(index_or_dir, out, &mut |_, _| {})
+}
+
+/// [`merge`], reporting progress in tensor bytes copied.
+pub fn merge_with_progress(
+    index_or_dir: impl AsRef<Path>,
+    out: impl AsRef<Path>,
+    progress: Progress<'_>,
+) -> Result<MergeReport, FormatError> {
     let out = out.as_ref();
     let shards = match open_path(index_or_dir.as_ref())? {
         Checkpoint::Sharded(index) => index.validate()?,
@@ -296,9 +329,14 @@ pub fn merge(
         }
     }
     let mut buf = vec![0u8; COPY_BUF];
+    let total: u64 = sources.iter().map(|s| s.2).sum();
+    let mut copied = 0u64;
     write_file(out, &specs, metadata.as_ref(), |i, w| {
         let (si, off, len) = sources[i];
-        copy_range(&shards[si].handle, off, len, w, &mut buf)
+        copy_range(&shards[si].handle, off, len, w, &mut buf, &mut |n| {
+            copied += n;
+            progress(copied, total);
+        })
     })?;
     Ok(MergeReport {
         shards: shards.len(),
