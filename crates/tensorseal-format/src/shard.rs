@@ -100,6 +100,25 @@ pub struct SplitReport {
     pub index: Option<PathBuf>,
     /// Sum of the tensors' byte sizes.
     pub total_size: u64,
+    /// Files in the output directory that look like shards of another split
+    /// (`model-NNNNN-of-MMMMM.safetensors` not written by this one). They are
+    /// left alone; callers should warn.
+    pub stale: Vec<PathBuf>,
+}
+
+/// Whether `name` looks like `model-00001-of-00002.safetensors`.
+fn is_shard_name(name: &str) -> bool {
+    let Some(rest) = name
+        .strip_prefix("model-")
+        .and_then(|r| r.strip_suffix(".safetensors"))
+    else {
+        return false;
+    };
+    let b = rest.as_bytes();
+    b.len() == 14
+        && b[..5].iter().all(u8::is_ascii_digit)
+        && &b[5..9] == b"-of-"
+        && b[9..].iter().all(u8::is_ascii_digit)
 }
 
 /// Copies `len` bytes at `offset` of `src` into `dst` with a fixed buffer,
@@ -182,6 +201,7 @@ pub fn split_with_progress(
         shards: Vec::with_capacity(n),
         index: None,
         total_size,
+        stale: Vec::new(),
     };
     let mut weight_map = BTreeMap::new();
     let mut copied = 0u64;
@@ -231,6 +251,17 @@ pub fn split_with_progress(
             .map_err(|e| FormatError::io(&index_path, e))?;
         f.commit()?;
         report.index = Some(index_path);
+    }
+    if let Ok(entries) = std::fs::read_dir(outdir) {
+        let written: Vec<&PathBuf> = report.shards.iter().map(|s| &s.0).collect();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = outdir.join(&name);
+            if is_shard_name(&name) && !written.contains(&&path) {
+                report.stale.push(path);
+            }
+        }
+        report.stale.sort();
     }
     Ok(report)
 }
@@ -360,6 +391,14 @@ mod tests {
         assert!(parse_size("5XB").is_err());
         assert!(parse_size("").is_err());
         assert!(parse_size("0").is_err());
+    }
+
+    #[test]
+    fn shard_names() {
+        assert!(is_shard_name("model-00001-of-00002.safetensors"));
+        assert!(is_shard_name(&shard_name(41, 100)));
+        assert!(!is_shard_name("model.safetensors"));
+        assert!(!is_shard_name("model-1-of-2.safetensors"));
     }
 
     #[test]
