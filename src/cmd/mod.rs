@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 pub mod digest;
+pub mod convert;
 pub mod inspect;
 pub mod merge;
 pub mod sign;
