@@ -70,7 +70,8 @@ impl Header {
                 return Err(FormatError::DuplicateKey { key: name.clone() });
             }
             if name == METADATA_KEY {
-                metadata = Some(parse_metadata(entry)?);
+                // `null` means no metadata, as in the reference.
+                metadata = parse_metadata(entry)?;
                 continue;
             }
             if name.is_empty() {
@@ -199,7 +200,10 @@ pub fn read_header_len(prefix: &[u8], file_len: u64) -> Result<usize, FormatErro
     Ok(n as usize)
 }
 
-fn parse_metadata(entry: &Entry) -> Result<BTreeMap<String, String>, FormatError> {
+fn parse_metadata(entry: &Entry) -> Result<Option<BTreeMap<String, String>>, FormatError> {
+    if matches!(entry, Entry::Other(Value::Null)) {
+        return Ok(None);
+    }
     let Entry::Object(pairs) = entry else {
         return Err(FormatError::InvalidMetadata {
             reason: format!("expected an object of strings, found {}", entry.describe()),
@@ -218,7 +222,7 @@ fn parse_metadata(entry: &Entry) -> Result<BTreeMap<String, String>, FormatError
             });
         }
     }
-    Ok(map)
+    Ok(Some(map))
 }
 
 fn parse_tensor(name: &str, entry: &Entry) -> Result<TensorInfo, FormatError> {
@@ -351,7 +355,7 @@ fn as_usize(v: &Value) -> Option<usize> {
 }
 
 /// A JSON object kept as its list of pairs, duplicates included, in document order.
-struct Pairs<V>(Vec<(String, V)>);
+pub(crate) struct Pairs<V>(pub(crate) Vec<(String, V)>);
 
 impl<'de, V: Deserialize<'de>> Deserialize<'de> for Pairs<V> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -375,13 +379,13 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Pairs<V> {
 }
 
 /// A header entry: an object (pairs kept to detect duplicate fields) or anything else.
-enum Entry {
+pub(crate) enum Entry {
     Object(Vec<(String, Value)>),
     Other(Value),
 }
 
 impl Entry {
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Entry::Object(_) => "an object".into(),
             Entry::Other(v) => v.to_string(),

@@ -243,7 +243,7 @@ mod tests {
             frame(p2, 0),
             Frame::Complete {
                 end: p2.len(),
-                ops: 7,
+                ops: 8,
                 proto: Some(2),
                 has_global: false
             }
