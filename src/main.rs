@@ -22,6 +22,8 @@ enum Command {
     Split(cmd::split::Args),
     /// Merge a sharded checkpoint (index or directory) into one .safetensors file.
     Merge(cmd::merge::Args),
+    /// Find model files that can run code (pickles, archives, every format by content).
+    Scan(cmd::scan::Args),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Split(args) => cmd::split::run(args),
         Command::Merge(args) => cmd::merge::run(args),
+        Command::Scan(args) => cmd::scan::run(args),
     };
     cmd::finish(result)
 }

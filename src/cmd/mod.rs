@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 pub mod inspect;
 pub mod merge;
+pub mod scan;
 pub mod split;
 
 /// Exit code for a successful run.

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use tensorseal_format::{MmapFile, PreadFile, ReadTensors, SafeTensors};
 
 fn corpus(sub: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/format").join(sub);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/format")
+        .join(sub);
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())

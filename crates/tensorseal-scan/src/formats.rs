@@ -47,7 +47,13 @@ pub(crate) fn scan_safetensors(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[Strin
     let prefix = match read_upto(src, 0, 8) {
         Ok(p) => p,
         Err(e) => {
-            ctx.add(ids::READ_ERROR, loc, None, None, format!("read failed: {e}"));
+            ctx.add(
+                ids::READ_ERROR,
+                loc,
+                None,
+                None,
+                format!("read failed: {e}"),
+            );
             return;
         }
     };
@@ -67,7 +73,13 @@ pub(crate) fn scan_safetensors(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[Strin
     let json = match read_range(src, 8, n as u64) {
         Ok(j) => j,
         Err(e) => {
-            ctx.add(ids::READ_ERROR, loc, None, None, format!("read failed: {e}"));
+            ctx.add(
+                ids::READ_ERROR,
+                loc,
+                None,
+                None,
+                format!("read failed: {e}"),
+            );
             return;
         }
     };
@@ -94,7 +106,10 @@ pub(crate) fn scan_safetensors(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[Strin
             if k.chars().chain(v.chars()).any(is_control_like) {
                 why.push("control characters".to_owned());
             }
-            if let Some(p) = CODE_PATTERNS.iter().find(|p| v.contains(*p) || k.contains(*p)) {
+            if let Some(p) = CODE_PATTERNS
+                .iter()
+                .find(|p| v.contains(*p) || k.contains(*p))
+            {
                 why.push(format!("code-like text {}", quote(p, 40)));
             }
             if let Some(p) = URL_PATTERNS
@@ -148,7 +163,11 @@ pub(crate) fn scan_safetensors(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[Strin
                 loc,
                 None,
                 None,
-                format!("tensor name {} contains {}", quote(name, 120), why.join(", ")),
+                format!(
+                    "tensor name {} contains {}",
+                    quote(name, 120),
+                    why.join(", ")
+                ),
             );
         }
     }
@@ -170,7 +189,10 @@ fn parse_npy(prefix: &[u8]) -> Result<NpyHeader, String> {
         }
         2 | 3 => {
             let b = prefix.get(8..12).ok_or("truncated header length")?;
-            (u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])), 12u64)
+            (
+                u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                12u64,
+            )
         }
         v => return Err(format!("unsupported .npy version {v}")),
     };
@@ -190,7 +212,10 @@ fn parse_npy(prefix: &[u8]) -> Result<NpyHeader, String> {
         .or_else(|| find(t.as_bytes(), b"\"descr\""))
         .ok_or_else(|| format!("header has no 'descr': {}", quote(t, 80)))?;
     let rest = t.get(key + 7..).unwrap_or("");
-    let rest = rest.trim_start().strip_prefix(':').ok_or("malformed 'descr'")?;
+    let rest = rest
+        .trim_start()
+        .strip_prefix(':')
+        .ok_or("malformed 'descr'")?;
     let rest = rest.trim_start();
     let (descr, object) = if let Some(q) = rest.chars().next().filter(|c| *c == '\'' || *c == '"') {
         let body = rest.get(1..).unwrap_or("");
@@ -200,9 +225,11 @@ fn parse_npy(prefix: &[u8]) -> Result<NpyHeader, String> {
         (d, object)
     } else if rest.starts_with('[') {
         // Structured dtype: object if any field is 'O'.
-        let object = ["'|O'", "\"|O\"", "'O'", "'<O'", "'>O'", "'=O'", "'|O8'", "'O8'"]
-            .iter()
-            .any(|p| rest.contains(p));
+        let object = [
+            "'|O'", "\"|O\"", "'O'", "'<O'", "'>O'", "'=O'", "'|O8'", "'O8'",
+        ]
+        .iter()
+        .any(|p| rest.contains(p));
         (rest.chars().take(200).collect(), object)
     } else {
         return Err(format!("unreadable 'descr': {}", quote(rest, 80)));
@@ -222,12 +249,24 @@ pub(crate) fn scan_npy(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
     let prefix = match read_upto(src, 0, (1 << 20) + 12) {
         Ok(p) => p,
         Err(e) => {
-            ctx.add(ids::READ_ERROR, loc, None, None, format!("read failed: {e}"));
+            ctx.add(
+                ids::READ_ERROR,
+                loc,
+                None,
+                None,
+                format!("read failed: {e}"),
+            );
             return;
         }
     };
     match parse_npy(&prefix) {
-        Err(why) => ctx.add(ids::NUMPY_INVALID, loc, None, None, format!("invalid .npy: {why}")),
+        Err(why) => ctx.add(
+            ids::NUMPY_INVALID,
+            loc,
+            None,
+            None,
+            format!("invalid .npy: {why}"),
+        ),
         Ok(h) if h.object => {
             ctx.add(
                 ids::NUMPY_OBJECT_ARRAY,
@@ -254,7 +293,13 @@ pub(crate) fn scan_npy(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
                     }
                     pickles::analyze_bytes(ctx, &data, loc, h.data_offset, depth);
                 }
-                Err(e) => ctx.add(ids::READ_ERROR, loc, None, None, format!("read failed: {e}")),
+                Err(e) => ctx.add(
+                    ids::READ_ERROR,
+                    loc,
+                    None,
+                    None,
+                    format!("read failed: {e}"),
+                ),
             }
         }
         Ok(_) => {}
@@ -266,7 +311,13 @@ pub(crate) fn scan_gguf(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String]) {
     let window = match read_upto(src, 0, 64 << 20) {
         Ok(w) => w,
         Err(e) => {
-            ctx.add(ids::READ_ERROR, loc, None, None, format!("read failed: {e}"));
+            ctx.add(
+                ids::READ_ERROR,
+                loc,
+                None,
+                None,
+                format!("read failed: {e}"),
+            );
             return;
         }
     };
@@ -308,7 +359,11 @@ pub(crate) fn scan_gguf(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String]) {
                     loc,
                     Some(off),
                     None,
-                    format!("metadata {} uses {} (template injection)", quote(&key, 80), quote(&pat, 40)),
+                    format!(
+                        "metadata {} uses {} (template injection)",
+                        quote(&key, 80),
+                        quote(&pat, 40)
+                    ),
                 );
             }
         }
@@ -320,7 +375,13 @@ pub(crate) fn scan_gguf(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String]) {
             None,
             "GGUF header runs past the end of the file".into(),
         ),
-        Err(GgufErr::Bad(why)) => ctx.add(ids::GGUF_INVALID, loc, None, None, format!("invalid GGUF: {why}")),
+        Err(GgufErr::Bad(why)) => ctx.add(
+            ids::GGUF_INVALID,
+            loc,
+            None,
+            None,
+            format!("invalid GGUF: {why}"),
+        ),
     }
 }
 
@@ -457,7 +518,13 @@ pub(crate) fn keras_lambda_check(ctx: &mut Ctx<'_>, data: &[u8], loc: &[String])
 pub(crate) fn scan_hdf5(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String]) {
     match read_upto(src, 0, 64 << 20) {
         Ok(w) => keras_lambda_check(ctx, &w, loc),
-        Err(e) => ctx.add(ids::READ_ERROR, loc, None, None, format!("read failed: {e}")),
+        Err(e) => ctx.add(
+            ids::READ_ERROR,
+            loc,
+            None,
+            None,
+            format!("read failed: {e}"),
+        ),
     }
 }
 
@@ -466,7 +533,13 @@ pub(crate) fn scan_tf(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String]) {
     let w = match read_upto(src, 0, 256 << 20) {
         Ok(w) => w,
         Err(e) => {
-            ctx.add(ids::READ_ERROR, loc, None, None, format!("read failed: {e}"));
+            ctx.add(
+                ids::READ_ERROR,
+                loc,
+                None,
+                None,
+                format!("read failed: {e}"),
+            );
             return;
         }
     };

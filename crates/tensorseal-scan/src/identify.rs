@@ -118,7 +118,8 @@ impl std::fmt::Display for Format {
 pub const PREFIX_LEN: usize = 64 * 1024;
 
 /// The pickle of the legacy torch magic number 0x1950a86a20f9469cfc6c, as LONG1 payload bytes.
-pub const LEGACY_MAGIC_LONG1: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
+pub const LEGACY_MAGIC_LONG1: [u8; 10] =
+    [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
 /// The legacy torch magic number in decimal (protocol-0 pickles write it as text).
 pub const LEGACY_MAGIC_DECIMAL: &[u8] = b"119547037146038801333356";
 
@@ -235,7 +236,13 @@ fn tar_checksum_ok(h: &[u8]) -> bool {
     let sum: u32 = h
         .iter()
         .enumerate()
-        .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u32::from(b) })
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(b)
+            }
+        })
         .sum();
     sum == want
 }
@@ -338,12 +345,21 @@ mod tests {
         assert_eq!(identify(b"PK\x03\x04rest", 100, false), Format::Zip);
         assert_eq!(identify(b"\x93NUMPY\x01\x00", 100, false), Format::Npy);
         assert_eq!(identify(b"GGUF\x03\x00\x00\x00", 100, false), Format::Gguf);
-        assert_eq!(identify(b"7z\xbc\xaf\x27\x1c\x00\x04", 100, false), Format::SevenZip);
+        assert_eq!(
+            identify(b"7z\xbc\xaf\x27\x1c\x00\x04", 100, false),
+            Format::SevenZip
+        );
         assert_eq!(identify(b"\x89HDF\r\n\x1a\n", 100, false), Format::Hdf5);
         assert_eq!(identify(b"", 0, false), Format::Empty);
         assert_eq!(identify(b"hello world\n", 12, false), Format::Unknown);
-        assert_eq!(identify(b"\x08\x07\x12\x07pytorch", 100, false), Format::Onnx);
-        assert_eq!(identify(b"\x08\x01\x12\x05\x0a\x03abc", 100, false), Format::TfSavedModel);
+        assert_eq!(
+            identify(b"\x08\x07\x12\x07pytorch", 100, false),
+            Format::Onnx
+        );
+        assert_eq!(
+            identify(b"\x08\x01\x12\x05\x0a\x03abc", 100, false),
+            Format::TfSavedModel
+        );
     }
 
     #[test]
@@ -354,7 +370,10 @@ mod tests {
         let pk = b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00}\x94.";
         assert_eq!(identify(pk, pk.len() as u64, false), Format::Pickle);
         let legacy = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.\x80\x02M\xe9\x03.";
-        assert_eq!(identify(legacy, legacy.len() as u64, false), Format::TorchLegacy);
+        assert_eq!(
+            identify(legacy, legacy.len() as u64, false),
+            Format::TorchLegacy
+        );
     }
 
     #[test]

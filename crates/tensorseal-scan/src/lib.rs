@@ -360,7 +360,13 @@ pub(crate) fn scan_content(
     let prefix = match read_upto(src, 0, identify::PREFIX_LEN as u64) {
         Ok(p) => p,
         Err(e) => {
-            ctx.add(ids::READ_ERROR, loc, None, None, format!("read failed: {e}"));
+            ctx.add(
+                ids::READ_ERROR,
+                loc,
+                None,
+                None,
+                format!("read failed: {e}"),
+            );
             return Format::Unknown;
         }
     };
@@ -393,7 +399,9 @@ pub(crate) fn scan_content(
             loc,
             None,
             None,
-            format!("{fmt} content cannot be unpacked by the scanner; unpack it and scan the files"),
+            format!(
+                "{fmt} content cannot be unpacked by the scanner; unpack it and scan the files"
+            ),
         ),
         Format::Gguf => formats::scan_gguf(ctx, src, loc),
         Format::Hdf5 => formats::scan_hdf5(ctx, src, loc),
@@ -438,7 +446,9 @@ fn record_member(ctx: &mut Ctx<'_>, loc: &[String], format: Format, size: u64) {
 }
 
 /// Counts findings per severity.
-pub fn count_by_severity<'a>(findings: impl Iterator<Item = &'a Finding>) -> BTreeMap<Severity, usize> {
+pub fn count_by_severity<'a>(
+    findings: impl Iterator<Item = &'a Finding>,
+) -> BTreeMap<Severity, usize> {
     let mut m = BTreeMap::new();
     for f in findings {
         *m.entry(f.severity).or_insert(0) += 1;

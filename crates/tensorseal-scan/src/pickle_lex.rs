@@ -274,8 +274,14 @@ mod tests {
 
     #[test]
     fn truncated_and_invalid() {
-        assert_eq!(frame(b"\x80\x02X\xff\xff\xff\x7f", 0), Frame::Truncated { ops: 1 });
-        assert!(matches!(frame(b"\x80\x02\xff", 0), Frame::Invalid { offset: 2, .. }));
+        assert_eq!(
+            frame(b"\x80\x02X\xff\xff\xff\x7f", 0),
+            Frame::Truncated { ops: 1 }
+        );
+        assert!(matches!(
+            frame(b"\x80\x02\xff", 0),
+            Frame::Invalid { offset: 2, .. }
+        ));
         assert!(matches!(
             frame(b"\x8e\xff\xff\xff\xff\xff\xff\xff\xff", 0),
             Frame::Invalid { .. } | Frame::Truncated { .. }

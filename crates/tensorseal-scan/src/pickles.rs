@@ -1,7 +1,12 @@
 //! Pickle streams: framing of stacked pickles, and the bridge to the non-executing analyser
 //! of `tensorseal-pickle`.
 
-use crate::finding::ids;
+use std::collections::BTreeMap;
+
+use tensorseal_pickle::policy::Class;
+use tensorseal_pickle::{analyze, Analysis, GlobalRef, Limits, Resolution};
+
+use crate::finding::{ids, quote};
 use crate::pickle_lex::{self, Frame};
 use crate::source::{read_range, read_upto, Source};
 use crate::Ctx;
@@ -13,7 +18,13 @@ pub(crate) fn scan_pickle_file(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[Strin
     let data = match read_range(src, 0, cap) {
         Ok(d) => d,
         Err(e) => {
-            ctx.add(ids::READ_ERROR, loc, None, None, format!("read failed: {e}"));
+            ctx.add(
+                ids::READ_ERROR,
+                loc,
+                None,
+                None,
+                format!("read failed: {e}"),
+            );
             return;
         }
     };
@@ -42,7 +53,13 @@ pub(crate) fn scan_legacy_torch(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[Stri
         let data = match read_upto(src, 0, window) {
             Ok(d) => d,
             Err(e) => {
-                ctx.add(ids::READ_ERROR, loc, None, None, format!("read failed: {e}"));
+                ctx.add(
+                    ids::READ_ERROR,
+                    loc,
+                    None,
+                    None,
+                    format!("read failed: {e}"),
+                );
                 return;
             }
         };
@@ -65,13 +82,22 @@ pub(crate) fn scan_legacy_torch(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[Stri
                     break;
                 }
                 Frame::Invalid { offset, .. } => {
-                    bad = Some((offset, format!("byte 0x{:02x} is not a pickle opcode", data.get(offset).copied().unwrap_or(0))));
+                    bad = Some((
+                        offset,
+                        format!(
+                            "byte 0x{:02x} is not a pickle opcode",
+                            data.get(offset).copied().unwrap_or(0)
+                        ),
+                    ));
                     break;
                 }
             }
         }
         if grow && window < ctx.cfg.max_pickle_bytes.min(len) {
-            window = window.saturating_mul(4).min(ctx.cfg.max_pickle_bytes).min(len);
+            window = window
+                .saturating_mul(4)
+                .min(ctx.cfg.max_pickle_bytes)
+                .min(len);
             continue;
         }
         if grow {
@@ -80,11 +106,14 @@ pub(crate) fn scan_legacy_torch(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[Stri
                 loc,
                 Some(pos as u64),
                 None,
-                format!("legacy torch pickle exceeds the limit of {window} bytes; analysed up to there"),
+                format!(
+                    "legacy torch pickle exceeds the limit of {window} bytes; analysed up to there"
+                ),
             );
         }
         if count < LEGACY_PICKLES {
-            let (off, why) = bad.unwrap_or((pos, "fewer pickles than the legacy format has".into()));
+            let (off, why) =
+                bad.unwrap_or((pos, "fewer pickles than the legacy format has".into()));
             ctx.add(
                 ids::TORCH_INVALID,
                 loc,
@@ -104,5 +133,157 @@ pub(crate) fn scan_legacy_torch(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[Stri
 /// Analyses a pickle stream (all stacked pickles) and reports its globals. `base` is the
 /// offset of `data` within the innermost member, added to every reported offset.
 pub(crate) fn analyze_bytes(ctx: &mut Ctx<'_>, data: &[u8], loc: &[String], base: u64, depth: u32) {
-    let _ = (ctx, data, loc, base, depth);
+    let _ = depth;
+    let limits = Limits::default();
+    let analysis = analyze(data, &limits);
+    let mut seen = BTreeMap::new();
+    report(ctx, &analysis, loc, base, None, &mut seen);
+    // Repeated globals are reported once, with a count.
+    for ((rule, global), (index, count)) in seen {
+        let _ = rule;
+        if count > 1 {
+            if let Some(f) = ctx.findings.get_mut(index) {
+                debug_assert_eq!(f.global.as_deref(), Some(global.as_str()));
+                f.message
+                    .push_str(&format!(" ({} more occurrences)", count - 1));
+            }
+        }
+    }
+}
+
+fn calls_text(g: &GlobalRef) -> String {
+    if g.calls.is_empty() {
+        return "referenced, not called".to_owned();
+    }
+    let mut parts: Vec<String> = g
+        .calls
+        .iter()
+        .take(3)
+        .map(|c| format!("{} at byte {}", c.kind.opcode(), c.offset))
+        .collect();
+    if g.calls.len() > 3 {
+        parts.push(format!("{} more", g.calls.len() - 3));
+    }
+    format!("called by {}", parts.join(", "))
+}
+
+fn resolution_text(r: Resolution) -> &'static str {
+    match r {
+        Resolution::Operand => "",
+        Resolution::Stack => ", name built on the stack",
+        Resolution::Dynamic => ", name computed at load time (not a literal)",
+        Resolution::AfterError => ", found after the stream became invalid",
+    }
+}
+
+type Seen = BTreeMap<(&'static str, String), (usize, usize)>;
+
+/// Reports one analysis (and, recursively, its nested pickles). `nested_at` is the offset
+/// of the call that carries a nested pickle: offsets inside it are relative to the bytes
+/// argument, so the call's offset is reported instead.
+fn report(
+    ctx: &mut Ctx<'_>,
+    a: &Analysis,
+    loc: &[String],
+    base: u64,
+    nested_at: Option<u64>,
+    seen: &mut Seen,
+) {
+    let stacked = a.pickles.len() > 1;
+    for g in &a.globals {
+        let q = g.qualified();
+        let (rule, why) = match &g.class {
+            Class::Allowed => continue,
+            Class::Dangerous { reason } => {
+                (ids::PICKLE_DANGEROUS_GLOBAL, format!("dangerous: {reason}"))
+            }
+            Class::Unknown if ctx.cfg.is_allowed(&q) => continue,
+            Class::Unknown => (
+                ids::PICKLE_UNKNOWN_GLOBAL,
+                "not on the weights allow-list (accept with --allow)".to_owned(),
+            ),
+        };
+        let key = (rule, q.clone());
+        if let Some((_, count)) = seen.get_mut(&key) {
+            *count += 1;
+            continue;
+        }
+        let offset = nested_at.unwrap_or(base + g.offset as u64);
+        let which = match (nested_at, stacked) {
+            (Some(_), _) => format!(" in a nested pickle (byte {} of it)", g.offset),
+            (None, true) => format!(
+                " in pickle {} of {} of the stream",
+                g.pickle + 1,
+                a.pickles.len()
+            ),
+            (None, false) => String::new(),
+        };
+        let message = format!(
+            "global {} ({} at byte {}{}){which}, {}: {why}",
+            quote(&q, 200),
+            g.opcode,
+            base + g.offset as u64,
+            resolution_text(g.resolution),
+            calls_text(g),
+        );
+        seen.insert(key, (ctx.findings.len(), 1));
+        ctx.add(rule, loc, Some(offset), Some(q), message);
+    }
+    for p in &a.pickles {
+        if let Some(e) = &p.error {
+            let offset = nested_at.unwrap_or(base + p.start as u64);
+            ctx.add(
+                ids::PICKLE_INVALID,
+                loc,
+                Some(offset),
+                None,
+                format!(
+                    "pickle starting at byte {} could not be fully analysed: {e}",
+                    base + p.start as u64
+                ),
+            );
+        }
+    }
+    for e in &a.errors {
+        // Errors not tied to a pickle (stream-level limits).
+        if !a.pickles.iter().any(|p| p.error.as_ref() == Some(e)) {
+            ctx.add(
+                ids::PICKLE_INVALID,
+                loc,
+                nested_at.or(Some(base)),
+                None,
+                format!("pickle stream could not be fully analysed: {e}"),
+            );
+        }
+    }
+    for n in &a.nested {
+        let at = nested_at.unwrap_or(base + n.offset as u64);
+        match &n.analysis {
+            Some(inner) => {
+                ctx.add(
+                    ids::PICKLE_NESTED,
+                    loc,
+                    Some(at),
+                    None,
+                    format!(
+                        "{} at byte {at} receives a {}-byte pickle ({}); it was analysed too",
+                        n.opcode,
+                        n.len,
+                        quote(&n.via, 120)
+                    ),
+                );
+                report(ctx, inner, loc, 0, Some(at), seen);
+            }
+            None => ctx.add(
+                ids::PICKLE_INVALID,
+                loc,
+                Some(at),
+                None,
+                format!(
+                    "pickles nested deeper than the analysis limit at byte {at} ({}) were not analysed",
+                    quote(&n.via, 120)
+                ),
+            ),
+        }
+    }
 }

@@ -52,7 +52,11 @@ pub(crate) fn check_member_name(ctx: &mut Ctx<'_>, loc: &[String], raw: &[u8]) {
             loc,
             None,
             None,
-            format!("member name {} has {}", quote_bytes(raw, 200), why.join(", ")),
+            format!(
+                "member name {} has {}",
+                quote_bytes(raw, 200),
+                why.join(", ")
+            ),
         );
     }
 }
@@ -185,7 +189,8 @@ pub(crate) fn scan_zip(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
             ),
         );
     }
-    let starts_pk = read_range(src, 0, 4).ok().as_deref() == Some(&zipread::LOCAL_SIG.to_le_bytes()[..]);
+    let starts_pk =
+        read_range(src, 0, 4).ok().as_deref() == Some(&zipread::LOCAL_SIG.to_le_bytes()[..]);
     if eocd.base > 0 && starts_pk {
         ctx.add(
             ids::ZIP_INVALID,
@@ -270,10 +275,10 @@ pub(crate) fn scan_zip(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
                 .is_some_and(|rest| rest.starts_with("data/"))
         });
         if kind.format == Format::Torchscript
-            && kind
-                .torch_root
-                .as_ref()
-                .is_some_and(|r| name.strip_prefix(r.as_str()).is_some_and(|s| s.starts_with("code/")))
+            && kind.torch_root.as_ref().is_some_and(|r| {
+                name.strip_prefix(r.as_str())
+                    .is_some_and(|s| s.starts_with("code/"))
+            })
         {
             script_code += 1;
         }
@@ -330,7 +335,16 @@ pub(crate) fn scan_zip(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
         .map(|e| e.local_offset)
         .min()
         .unwrap_or(eocd.base);
-    walk_locals(ctx, src, loc, depth, &by_offset, first.min(eocd.base), cd_start, false);
+    walk_locals(
+        ctx,
+        src,
+        loc,
+        depth,
+        &by_offset,
+        first.min(eocd.base),
+        cd_start,
+        false,
+    );
     if script_code > 0 {
         ctx.add(
             ids::TORCHSCRIPT_CODE,
@@ -593,7 +607,10 @@ fn read_member(
                 loc,
                 None,
                 None,
-                format!("member {} is a pickle but is not named *.pkl", quote(&m.name, 200)),
+                format!(
+                    "member {} is a pickle but is not named *.pkl",
+                    quote(&m.name, 200)
+                ),
             );
         }
     }
@@ -671,7 +688,13 @@ fn walk_locals(
             };
             if !(l.flags & 8 != 0 && l.crc == 0) {
                 read_member(ctx, src, &mloc, depth, &m);
-            } else if let Some(inf) = zipread::inflate(src, m.data_start, m.csize, m.method, ctx.cfg.max_member_bytes.min(ctx.budget)) {
+            } else if let Some(inf) = zipread::inflate(
+                src,
+                m.data_start,
+                m.csize,
+                m.method,
+                ctx.cfg.max_member_bytes.min(ctx.budget),
+            ) {
                 if ctx.spend(inf.data.len() as u64, &mloc) {
                     scan_content(ctx, &inf.data, &mloc, depth + 1, &name);
                 }
@@ -709,12 +732,19 @@ fn scan_gap(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], depth: u32, fro
     if let Ok(data) = read_range(src, from, cap) {
         if ctx.spend(cap, loc) {
             let fmt = crate::identify::identify(
-                data.get(..crate::identify::PREFIX_LEN.min(data.len())).unwrap_or(&data),
+                data.get(..crate::identify::PREFIX_LEN.min(data.len()))
+                    .unwrap_or(&data),
                 data.len() as u64,
                 false,
             );
             if fmt != Format::Unknown {
-                scan_content(ctx, &data, &child(loc, format!("[bytes at {from}]")), depth + 1, "");
+                scan_content(
+                    ctx,
+                    &data,
+                    &child(loc, format!("[bytes at {from}]")),
+                    depth + 1,
+                    "",
+                );
             }
         }
     }
@@ -728,7 +758,10 @@ fn next_signature(src: &dyn Source, from: u64, end: u64) -> Option<u64> {
         let buf = read_range(src, pos, n).ok()?;
         for (i, w) in buf.windows(4).enumerate() {
             let sig = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
-            if matches!(sig, zipread::LOCAL_SIG | zipread::CENTRAL_SIG | zipread::DESCRIPTOR_SIG) {
+            if matches!(
+                sig,
+                zipread::LOCAL_SIG | zipread::CENTRAL_SIG | zipread::DESCRIPTOR_SIG
+            ) {
                 return Some(pos + i as u64);
             }
         }
@@ -759,7 +792,10 @@ pub(crate) fn scan_tar(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
                 loc,
                 None,
                 None,
-                format!("more than {} members; the rest were not scanned", ctx.cfg.max_members),
+                format!(
+                    "more than {} members; the rest were not scanned",
+                    ctx.cfg.max_members
+                ),
             );
             break;
         }
@@ -781,7 +817,11 @@ pub(crate) fn scan_tar(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
                 .link_name_bytes()
                 .map(|b| lossy(&b))
                 .unwrap_or_default();
-            let what = if kind.is_symlink() { "symbolic" } else { "hard" };
+            let what = if kind.is_symlink() {
+                "symbolic"
+            } else {
+                "hard"
+            };
             let sev = if target.starts_with('/') || target.split('/').any(|c| c == "..") {
                 Severity::High
             } else {
@@ -802,8 +842,17 @@ pub(crate) fn scan_tar(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
         }
         let limit = ctx.cfg.max_member_bytes.min(ctx.budget);
         let mut data = Vec::new();
-        if let Err(e) = (&mut entry).take(limit.saturating_add(1)).read_to_end(&mut data) {
-            ctx.add(ids::ARCHIVE_INVALID, &mloc, None, None, format!("tar member unreadable: {e}"));
+        if let Err(e) = (&mut entry)
+            .take(limit.saturating_add(1))
+            .read_to_end(&mut data)
+        {
+            ctx.add(
+                ids::ARCHIVE_INVALID,
+                &mloc,
+                None,
+                None,
+                format!("tar member unreadable: {e}"),
+            );
             break;
         }
         if data.len() as u64 > limit {
@@ -835,7 +884,13 @@ pub(crate) fn scan_tar(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
 }
 
 /// Decompresses a gzip stream (within limits) and scans its content.
-pub(crate) fn scan_gzip(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], depth: u32, name: &str) {
+pub(crate) fn scan_gzip(
+    ctx: &mut Ctx<'_>,
+    src: &dyn Source,
+    loc: &[String],
+    depth: u32,
+    name: &str,
+) {
     let limit = ctx.cfg.max_member_bytes.min(ctx.budget);
     let reader = RangeReader::new(src, 0, src.len());
     let mut data = Vec::new();
