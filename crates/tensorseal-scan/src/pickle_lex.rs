@@ -221,7 +221,8 @@ pub fn guess(prefix: &[u8], total: u64) -> PickleGuess {
         Frame::Complete { ops, end, .. } => {
             // A lone `N.` is a pickle of None; a short text like "I am.\n" is not what we
             // want to call a pickle unless the whole input is that pickle.
-            if ops >= 2 && (end as u64 == total || ops >= 3) {
+            let stacked = prefix.get(end).is_some_and(|&b| arg_of(b).is_some());
+            if ops >= 2 && (end as u64 == total || ops >= 3 || stacked) {
                 PickleGuess::Yes
             } else {
                 PickleGuess::No

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use tensorseal_pickle::policy::Class;
+use std::collections::BTreeSet;
+
+use tensorseal_pickle::policy::{classify, Class};
 use tensorseal_pickle::{analyze, Analysis, GlobalRef, Limits, Resolution};
 
 use crate::finding::{ids, quote};
@@ -138,6 +140,46 @@ pub(crate) fn analyze_bytes(ctx: &mut Ctx<'_>, data: &[u8], loc: &[String], base
     let analysis = analyze(data, &limits);
     let mut seen = BTreeMap::new();
     report(ctx, &analysis, loc, base, None, &mut seen);
+    // Where the machine stopped on an error, a lenient reader (joblib reads raw array bytes
+    // in the middle of the stream and carries on) may still execute what follows: look for
+    // global references in the rest by byte patterns.
+    if let Some(stop) = analysis.pickles.iter().filter(|p| p.error.is_some()).map(|p| p.end).min() {
+        let known: BTreeSet<usize> = analysis.globals.iter().map(|g| g.offset).collect();
+        for hit in byte_search_globals(data, stop) {
+            if known.contains(&hit.offset) {
+                continue;
+            }
+            let q = format!("{}.{}", hit.module, hit.name);
+            let (rule, why) = match classify(&hit.module, &hit.name) {
+                Class::Allowed => continue,
+                Class::Dangerous { reason } => (ids::PICKLE_DANGEROUS_GLOBAL, format!("dangerous: {reason}")),
+                Class::Unknown if ctx.cfg.is_allowed(&q) => continue,
+                Class::Unknown => (
+                    ids::PICKLE_UNKNOWN_GLOBAL,
+                    "not on the weights allow-list (accept with --allow)".to_owned(),
+                ),
+            };
+            let key = (rule, q.clone());
+            if let Some((_, count)) = seen.get_mut(&key) {
+                *count += 1;
+                continue;
+            }
+            seen.insert(key, (ctx.findings.len(), 1));
+            let at = base + hit.offset as u64;
+            ctx.add(
+                rule,
+                loc,
+                Some(at),
+                Some(q.clone()),
+                format!(
+                    "global {} ({} at byte {at}, found by byte search after the stream became unreadable at byte {}; lenient loaders such as joblib still reach it): {why}",
+                    quote(&q, 200),
+                    hit.opcode,
+                    base + stop as u64
+                ),
+            );
+        }
+    }
     // Repeated globals are reported once, with a count.
     for ((rule, global), (index, count)) in seen {
         let _ = rule;
@@ -151,7 +193,7 @@ pub(crate) fn analyze_bytes(ctx: &mut Ctx<'_>, data: &[u8], loc: &[String], base
     }
 }
 
-fn calls_text(g: &GlobalRef) -> String {
+fn calls_text(g: &GlobalRef, base: u64) -> String {
     if g.calls.is_empty() {
         return "referenced, not called".to_owned();
     }
@@ -159,7 +201,7 @@ fn calls_text(g: &GlobalRef) -> String {
         .calls
         .iter()
         .take(3)
-        .map(|c| format!("{} at byte {}", c.kind.opcode(), c.offset))
+        .map(|c| format!("{} at byte {}", c.kind.opcode(), base + c.offset as u64))
         .collect();
     if g.calls.len() > 3 {
         parts.push(format!("{} more", g.calls.len() - 3));
@@ -210,7 +252,7 @@ fn report(
         }
         let offset = nested_at.unwrap_or(base + g.offset as u64);
         let which = match (nested_at, stacked) {
-            (Some(_), _) => format!(" in a nested pickle (byte {} of it)", g.offset),
+            (Some(_), _) => " of the nested pickle".to_owned(),
             (None, true) => format!(
                 " in pickle {} of {} of the stream",
                 g.pickle + 1,
@@ -224,7 +266,7 @@ fn report(
             g.opcode,
             base + g.offset as u64,
             resolution_text(g.resolution),
-            calls_text(g),
+            calls_text(g, base),
         );
         seen.insert(key, (ctx.findings.len(), 1));
         ctx.add(rule, loc, Some(offset), Some(q), message);
@@ -285,5 +327,117 @@ fn report(
                 ),
             ),
         }
+    }
+}
+
+/// A global reference found by byte patterns (not by running the machine).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ByteHit {
+    /// Offset of the opcode.
+    pub offset: usize,
+    /// `GLOBAL`, `INST` or `STACK_GLOBAL`.
+    pub opcode: &'static str,
+    /// Module.
+    pub module: String,
+    /// Name.
+    pub name: String,
+}
+
+fn is_dotted_identifier(s: &[u8]) -> bool {
+    !s.is_empty()
+        && s.len() <= 256
+        && s.first().is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
+        && s.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'.')
+}
+
+/// Reads a short string operand (`SHORT_BINUNICODE`, `BINUNICODE`, `SHORT_BINSTRING`) at
+/// `pos`, then skips a memo store; returns the string and the next position.
+fn string_operand(data: &[u8], pos: usize) -> Option<(&[u8], usize)> {
+    let op = *data.get(pos)?;
+    let (len, start) = match op {
+        0x8c | b'U' => (usize::from(*data.get(pos + 1)?), pos + 2),
+        b'X' => {
+            let b = data.get(pos + 1..pos + 5)?;
+            (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize, pos + 5)
+        }
+        _ => return None,
+    };
+    let s = data.get(start..start.checked_add(len)?)?;
+    let mut next = start + len;
+    match data.get(next) {
+        Some(0x94) => next += 1,
+        Some(b'q') => next += 2,
+        Some(b'r') => next += 5,
+        _ => {}
+    }
+    Some((s, next))
+}
+
+/// Finds `GLOBAL`/`INST` operands and `STACK_GLOBAL`s fed by two literal strings in
+/// `data[from..]`, by pattern alone.
+pub(crate) fn byte_search_globals(data: &[u8], from: usize) -> Vec<ByteHit> {
+    let mut out = Vec::new();
+    let mut i = from;
+    while i < data.len() && out.len() < 10_000 {
+        let b = data.get(i).copied().unwrap_or(0);
+        if b == b'c' || b == b'i' {
+            let rest = data.get(i + 1..).unwrap_or(&[]);
+            let window = rest.get(..rest.len().min(520)).unwrap_or(rest);
+            let mut lines = window.splitn(3, |&c| c == b'\n');
+            if let (Some(m), Some(n), Some(_)) = (lines.next(), lines.next(), lines.next()) {
+                if is_dotted_identifier(m) && is_dotted_identifier(n) {
+                    out.push(ByteHit {
+                        offset: i,
+                        opcode: if b == b'c' { "GLOBAL" } else { "INST" },
+                        module: String::from_utf8_lossy(m).into_owned(),
+                        name: String::from_utf8_lossy(n).into_owned(),
+                    });
+                    i += 1 + m.len() + 1 + n.len() + 1;
+                    continue;
+                }
+            }
+        }
+        if matches!(b, 0x8c | b'X' | b'U') {
+            if let Some((m, next)) = string_operand(data, i) {
+                if let Some((n, after)) = string_operand(data, next) {
+                    if data.get(after) == Some(&0x93)
+                        && is_dotted_identifier(m)
+                        && is_dotted_identifier(n)
+                    {
+                        out.push(ByteHit {
+                            offset: after,
+                            opcode: "STACK_GLOBAL",
+                            module: String::from_utf8_lossy(m).into_owned(),
+                            name: String::from_utf8_lossy(n).into_owned(),
+                        });
+                        i = after + 1;
+                        continue;
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_search_finds_all_three_forms() {
+        let data = b"\x00\x00cos\nsystem\n\x01\x8c\x02os\x94\x8c\x06system\x94\x93\xff(ibuiltins\nexec\n";
+        let hits = byte_search_globals(data, 0);
+        let names: Vec<String> = hits.iter().map(|h| format!("{}.{}", h.module, h.name)).collect();
+        assert_eq!(names, ["os.system", "os.system", "builtins.exec"]);
+        assert_eq!(hits[1].opcode, "STACK_GLOBAL");
+        assert_eq!(hits[2].opcode, "INST");
+    }
+
+    #[test]
+    fn byte_search_ignores_text() {
+        assert!(byte_search_globals(b"call me\nmaybe later", 0).is_empty());
+        assert!(byte_search_globals(b"c\n\n", 0).is_empty());
     }
 }
