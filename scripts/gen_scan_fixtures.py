@@ -273,6 +273,15 @@ def archives():
     mal("pickle.pkl.gz", gzip.compress(evil, mtime=0), [[DANGER, "os.system"]], "gzip")
     mal("sevenzip.7z", b"7z\xbc\xaf\x27\x1c\x00\x04" + b"\x00" * 24,
         [["archive-unscannable", None]], "seven_zip", clean=True)
+    # TorchScript: code inside; reported, but not a policy failure by itself.
+    buf = io.BytesIO()
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), buf)
+    mal("torchscript_linear.pt", buf.getvalue(), [["torchscript-code", None]], "torchscript",
+        clean=True)
     # torch zip whose data.pkl is a payload; root folder not "archive".
     mal("torch_zip_payload.pt", zip_build([
         {"name": "mymodel/data.pkl", "data": evil},

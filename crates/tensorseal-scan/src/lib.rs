@@ -155,6 +155,10 @@ pub(crate) struct Ctx<'a> {
     pub budget: u64,
     /// Whether the budget-exhausted finding was already reported.
     pub budget_reported: bool,
+    /// Inside a TorchScript archive: `__torch__.*` and `torch.jit._pickle.*` globals are
+    /// classes compiled from the archive's code (reported once as `torchscript-code`), not
+    /// Python imports.
+    pub in_torchscript: bool,
 }
 
 impl Ctx<'_> {
@@ -268,6 +272,7 @@ impl Scanner {
             members: Vec::new(),
             budget: self.cfg.max_total_bytes,
             budget_reported: false,
+            in_torchscript: false,
         }
     }
 

@@ -143,7 +143,13 @@ pub(crate) fn analyze_bytes(ctx: &mut Ctx<'_>, data: &[u8], loc: &[String], base
     // Where the machine stopped on an error, a lenient reader (joblib reads raw array bytes
     // in the middle of the stream and carries on) may still execute what follows: look for
     // global references in the rest by byte patterns.
-    if let Some(stop) = analysis.pickles.iter().filter(|p| p.error.is_some()).map(|p| p.end).min() {
+    if let Some(stop) = analysis
+        .pickles
+        .iter()
+        .filter(|p| p.error.is_some())
+        .map(|p| p.end)
+        .min()
+    {
         let known: BTreeSet<usize> = analysis.globals.iter().map(|g| g.offset).collect();
         for hit in byte_search_globals(data, stop) {
             if known.contains(&hit.offset) {
@@ -152,7 +158,9 @@ pub(crate) fn analyze_bytes(ctx: &mut Ctx<'_>, data: &[u8], loc: &[String], base
             let q = format!("{}.{}", hit.module, hit.name);
             let (rule, why) = match classify(&hit.module, &hit.name) {
                 Class::Allowed => continue,
-                Class::Dangerous { reason } => (ids::PICKLE_DANGEROUS_GLOBAL, format!("dangerous: {reason}")),
+                Class::Dangerous { reason } => {
+                    (ids::PICKLE_DANGEROUS_GLOBAL, format!("dangerous: {reason}"))
+                }
                 Class::Unknown if ctx.cfg.is_allowed(&q) => continue,
                 Class::Unknown => (
                     ids::PICKLE_UNKNOWN_GLOBAL,
@@ -240,6 +248,12 @@ fn report(
                 (ids::PICKLE_DANGEROUS_GLOBAL, format!("dangerous: {reason}"))
             }
             Class::Unknown if ctx.cfg.is_allowed(&q) => continue,
+            Class::Unknown
+                if ctx.in_torchscript
+                    && (q.starts_with("__torch__.") || q.starts_with("torch.jit._pickle.")) =>
+            {
+                continue
+            }
             Class::Unknown => (
                 ids::PICKLE_UNKNOWN_GLOBAL,
                 "not on the weights allow-list (accept with --allow)".to_owned(),
@@ -346,8 +360,10 @@ pub(crate) struct ByteHit {
 fn is_dotted_identifier(s: &[u8]) -> bool {
     !s.is_empty()
         && s.len() <= 256
-        && s.first().is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
-        && s.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'.')
+        && s.first()
+            .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
+        && s.iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'.')
 }
 
 /// Reads a short string operand (`SHORT_BINUNICODE`, `BINUNICODE`, `SHORT_BINSTRING`) at
@@ -358,7 +374,10 @@ fn string_operand(data: &[u8], pos: usize) -> Option<(&[u8], usize)> {
         0x8c | b'U' => (usize::from(*data.get(pos + 1)?), pos + 2),
         b'X' => {
             let b = data.get(pos + 1..pos + 5)?;
-            (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize, pos + 5)
+            (
+                u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize,
+                pos + 5,
+            )
         }
         _ => return None,
     };
@@ -427,9 +446,13 @@ mod tests {
 
     #[test]
     fn byte_search_finds_all_three_forms() {
-        let data = b"\x00\x00cos\nsystem\n\x01\x8c\x02os\x94\x8c\x06system\x94\x93\xff(ibuiltins\nexec\n";
+        let data =
+            b"\x00\x00cos\nsystem\n\x01\x8c\x02os\x94\x8c\x06system\x94\x93\xff(ibuiltins\nexec\n";
         let hits = byte_search_globals(data, 0);
-        let names: Vec<String> = hits.iter().map(|h| format!("{}.{}", h.module, h.name)).collect();
+        let names: Vec<String> = hits
+            .iter()
+            .map(|h| format!("{}.{}", h.module, h.name))
+            .collect();
         assert_eq!(names, ["os.system", "os.system", "builtins.exec"]);
         assert_eq!(hits[1].opcode, "STACK_GLOBAL");
         assert_eq!(hits[2].opcode, "INST");

@@ -234,6 +234,8 @@ pub(crate) fn scan_zip(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
         }
     }
     let cd_start = eocd.cd_offset.saturating_add(eocd.base);
+    let outer_script = ctx.in_torchscript;
+    ctx.in_torchscript = kind.format == Format::Torchscript;
     let mut ranges: Vec<(u64, u64, String)> = Vec::new();
     let mut by_offset: BTreeMap<u64, u64> = BTreeMap::new();
     let mut script_code = 0usize;
@@ -345,6 +347,7 @@ pub(crate) fn scan_zip(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
         cd_start,
         false,
     );
+    ctx.in_torchscript = outer_script;
     if script_code > 0 {
         ctx.add(
             ids::TORCHSCRIPT_CODE,
@@ -601,7 +604,8 @@ fn read_member(
     }
     if fmt == Format::Pickle {
         let lower = m.name.to_ascii_lowercase();
-        if !(lower.ends_with(".pkl") || lower.ends_with(".pickle")) {
+        if !(lower.ends_with(".pkl") || lower.ends_with(".pickle") || lower.ends_with(".debug_pkl"))
+        {
             ctx.add(
                 ids::PICKLE_MISNAMED,
                 loc,
