@@ -24,6 +24,8 @@ enum Command {
     Merge(cmd::merge::Args),
     /// Find model files that can run code (pickles, archives, every format by content).
     Scan(cmd::scan::Args),
+    /// Convert a pickle checkpoint (torch zip or legacy, NumPy) to safetensors without running it, or back with --to torch.
+    Convert(cmd::convert::Args),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
         Command::Split(args) => cmd::split::run(args),
         Command::Merge(args) => cmd::merge::run(args),
         Command::Scan(args) => cmd::scan::run(args),
+        Command::Convert(args) => cmd::convert::run(args),
     };
     cmd::finish(result)
 }

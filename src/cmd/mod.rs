@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+pub mod convert;
 pub mod inspect;
 pub mod merge;
 pub mod scan;
