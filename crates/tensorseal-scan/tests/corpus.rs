@@ -306,3 +306,82 @@ proptest! {
         let _ = Scanner::default().scan_bytes("p", "p", &v);
     }
 }
+
+/// A zip64 archive (all sizes and offsets in zip64 extra fields, zip64 EOCD record and
+/// locator), as large checkpoints are written: read correctly, no structural findings.
+#[test]
+fn zip64_records_are_followed() {
+    let payload: &[u8] = b"cos\nsystem\n(S'id'\ntR.";
+    let name = b"archive/data.pkl";
+    let crc = crc32fast::hash(payload);
+    let n = payload.len() as u64;
+    let mut out = Vec::new();
+    // Local header with zip64 extra.
+    out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+    for v in [45u16, 0, 0, 0, 0x21] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&u32::MAX.to_le_bytes());
+    out.extend_from_slice(&u32::MAX.to_le_bytes());
+    out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    out.extend_from_slice(&20u16.to_le_bytes());
+    out.extend_from_slice(name);
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(&n.to_le_bytes());
+    out.extend_from_slice(&n.to_le_bytes());
+    out.extend_from_slice(payload);
+    // Central entry with zip64 extra (usize, csize, offset).
+    let cd = out.len() as u64;
+    out.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+    for v in [45u16, 45, 0, 0, 0, 0x21] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&u32::MAX.to_le_bytes());
+    out.extend_from_slice(&u32::MAX.to_le_bytes());
+    for v in [name.len() as u16, 28, 0, 0, 0] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&u32::MAX.to_le_bytes());
+    out.extend_from_slice(name);
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&24u16.to_le_bytes());
+    out.extend_from_slice(&n.to_le_bytes());
+    out.extend_from_slice(&n.to_le_bytes());
+    out.extend_from_slice(&0u64.to_le_bytes());
+    let cd_len = out.len() as u64 - cd;
+    // zip64 EOCD record.
+    let rec = out.len() as u64;
+    out.extend_from_slice(&0x0606_4b50u32.to_le_bytes());
+    out.extend_from_slice(&44u64.to_le_bytes());
+    for v in [45u16, 45] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&1u64.to_le_bytes());
+    out.extend_from_slice(&1u64.to_le_bytes());
+    out.extend_from_slice(&cd_len.to_le_bytes());
+    out.extend_from_slice(&cd.to_le_bytes());
+    // Locator.
+    out.extend_from_slice(&0x0706_4b50u32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&rec.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    // EOCD with the 0xFFFF / 0xFFFFFFFF escapes.
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    for v in [0u16, 0, u16::MAX, u16::MAX] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&u32::MAX.to_le_bytes());
+    out.extend_from_slice(&u32::MAX.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    let r = Scanner::default().scan_bytes("z64.pt", "z64.pt", &out);
+    assert_eq!(r.format.as_str(), "torch_zip");
+    let rules: Vec<_> = r.findings.iter().map(|f| f.rule).collect();
+    assert_eq!(rules, ["pickle-dangerous-global"], "{:#?}", r.findings);
+    assert_eq!(r.findings[0].member, ["archive/data.pkl"]);
+}
