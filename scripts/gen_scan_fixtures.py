@@ -344,6 +344,16 @@ def others():
     gguf += gstr("tokenizer.chat_template") + struct.pack("<I", 8) + gstr(
         "{{ ''.__class__.__mro__[1].__subclasses__()[40]('id') }}")
     mal("chat_template.gguf", gguf, [["gguf-suspicious-chat-template", None]], "gguf")
+    # ONNX ModelProto: ir_version 8, producer "t", graph with one initializer whose external
+    # data location walks out of the model folder.
+    def pb_len(field, payload):
+        return bytes([field << 3 | 2, len(payload)]) + payload
+
+    entry = pb_len(1, b"location") + pb_len(2, b"../../../../etc/passwd")
+    tensor = pb_len(8, b"w") + bytes([14 << 3, 1]) + pb_len(13, entry)  # name, data_location, external_data
+    graph = pb_len(5, tensor)  # GraphProto.initializer
+    mal("external_data.onnx", b"\x08\x08" + pb_len(2, b"t") + pb_len(7, graph),
+        [["onnx-external-data-path", None]], "onnx")
     mal("suspicious_metadata.safetensors", safetensors_bytes(
         {"__metadata__": {"note": "__import__('os').system('id')", "src": "http://evil.example/x",
                           "ansi": "\x1b[2Jcleared"},

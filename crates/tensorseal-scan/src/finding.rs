@@ -163,6 +163,9 @@ rules! {
     TF_DANGEROUS_OP = "tf-dangerous-op", Medium,
         "A TensorFlow graph uses file-system or Python-call operations",
         "Ops like ReadFile, WriteFile or PyFunc act outside the tensor graph when the model runs.";
+    ONNX_EXTERNAL_DATA = "onnx-external-data-path", High,
+        "An ONNX tensor's external data location is absolute or leaves the model folder",
+        "onnx.load follows external-data paths: '..' or absolute locations read (or, when saving, write) files outside the model.";
     GGUF_INVALID = "gguf-invalid", High,
         "A GGUF header is malformed",
         "The file does not follow the GGUF format.";

@@ -604,3 +604,57 @@ pub(crate) fn check_polyglot(
         zipscan::scan_zip(ctx, src, &inner, depth + 1);
     }
 }
+
+/// ONNX: external-data locations (`StringStringEntryProto {key: "location", value}`) that
+/// are absolute or contain `..`.
+pub(crate) fn scan_onnx(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String]) {
+    let w = match read_upto(src, 0, 256 << 20) {
+        Ok(w) => w,
+        Err(e) => {
+            ctx.add(
+                ids::READ_ERROR,
+                loc,
+                None,
+                None,
+                format!("read failed: {e}"),
+            );
+            return;
+        }
+    };
+    let key: &[u8] = b"\x0a\x08location\x12";
+    let mut from = 0usize;
+    let mut reported = 0;
+    while let Some(i) = w.get(from..).and_then(|rest| find(rest, key)) {
+        let at = from + i + key.len();
+        from = at;
+        // Value length: a varint (paths are short; accept up to two bytes).
+        let (len, start) = match (w.get(at), w.get(at + 1)) {
+            (Some(&b0), _) if b0 < 0x80 => (usize::from(b0), at + 1),
+            (Some(&b0), Some(&b1)) if b1 < 0x80 => {
+                (usize::from(b0 & 0x7f) | (usize::from(b1) << 7), at + 2)
+            }
+            _ => continue,
+        };
+        let Some(value) = start.checked_add(len).and_then(|end| w.get(start..end)) else {
+            continue;
+        };
+        let path = String::from_utf8_lossy(value);
+        let bad = path.starts_with('/')
+            || path.starts_with('\\')
+            || path.as_bytes().get(1) == Some(&b':')
+            || path.split(['/', '\\']).any(|c| c == "..");
+        if bad && reported < 100 {
+            reported += 1;
+            ctx.add(
+                ids::ONNX_EXTERNAL_DATA,
+                loc,
+                Some(start as u64),
+                None,
+                format!(
+                    "external data location {} leaves the model folder",
+                    quote(&path, 200)
+                ),
+            );
+        }
+    }
+}

@@ -411,6 +411,7 @@ pub(crate) fn scan_content(
         Format::Gguf => formats::scan_gguf(ctx, src, loc),
         Format::Hdf5 => formats::scan_hdf5(ctx, src, loc),
         Format::TfSavedModel => formats::scan_tf(ctx, src, loc),
+        Format::Onnx => formats::scan_onnx(ctx, src, loc),
         Format::Unknown if extension(name) == "safetensors" => {
             // Named safetensors but not even the prefix fits: say why the core refuses it.
             formats::scan_safetensors(ctx, src, loc);
