@@ -63,6 +63,7 @@ LEGACY_MAGIC_PICKLE = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19
 
 
 def mal(name, data, expect, fmt, clean=False):
+    (MAL / name).parent.mkdir(parents=True, exist_ok=True)
     (MAL / name).write_bytes(data)
     EXPECTED[f"malicious/{name}"] = {"format": fmt, "clean": clean, "expect": expect}
 
@@ -354,6 +355,19 @@ def others():
     graph = pb_len(5, tensor)  # GraphProto.initializer
     mal("external_data.onnx", b"\x08\x08" + pb_len(2, b"t") + pb_len(7, graph),
         [["onnx-external-data-path", None]], "onnx")
+    # TensorFlow SavedModel: a NodeDef using ReadFile (identified by content and by name).
+    node = pb_len(1, b"read") + pb_len(2, b"ReadFile")
+    meta_graph = pb_len(1, b"") + pb_len(2, pb_len(1, node))
+    mal("saved_model/saved_model.pb", b"\x08\x01" + pb_len(2, meta_graph),
+        [["tf-dangerous-op", None]], "tf_saved_model", clean=True)
+    # Keras v3 .keras zip whose config.json has a Lambda layer.
+    mal("lambda_model.keras", zip_build([
+        {"name": "metadata.json", "data": b'{"keras_version": "3.5.0"}'},
+        {"name": "config.json", "data": b'{"module": "keras", "class_name": "Sequential", "config": '
+                                          b'{"layers": [{"module": "keras.layers", "class_name": "Lambda", '
+                                          b'"config": {"function": {"class_name": "__lambda__"}}}]}}'},
+        {"name": "model.weights.h5", "data": b"\x89HDF\r\n\x1a\n" + b"\x00" * 64},
+    ]), [["keras-lambda-layer", None]], "keras_zip")
     mal("suspicious_metadata.safetensors", safetensors_bytes(
         {"__metadata__": {"note": "__import__('os').system('id')", "src": "http://evil.example/x",
                           "ansi": "\x1b[2Jcleared"},

@@ -16,7 +16,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> CmdResult {
-    let r = shard::merge(&args.index_or_dir, &args.out).map_err(format_failure)?;
+    let mut progress = super::split::byte_progress("merge");
+    let r = shard::merge_with_progress(&args.index_or_dir, &args.out, &mut progress)
+        .map_err(format_failure)?;
     write_stdout(&format!(
         "{}\t{} tensors from {} shards\t{} bytes\n",
         args.out.display(),

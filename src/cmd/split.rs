@@ -19,12 +19,40 @@ pub struct Args {
     pub max_shard_size: String,
 }
 
+/// A byte progress bar on stderr, only when stderr is a terminal.
+pub(crate) fn byte_progress(label: &'static str) -> impl FnMut(u64, u64) {
+    use std::io::IsTerminal;
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let enabled = std::io::stderr().is_terminal();
+    move |done, total| {
+        if !enabled {
+            return;
+        }
+        let b = bar.get_or_insert_with(|| {
+            let b = indicatif::ProgressBar::new(total);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            ) {
+                b.set_style(style);
+            }
+            b.set_message(label);
+            b
+        });
+        b.set_position(done);
+        if done >= total {
+            b.finish_and_clear();
+        }
+    }
+}
+
 pub fn run(args: Args) -> CmdResult {
     let max = shard::parse_size(&args.max_shard_size).map_err(|e| Failure {
         code: EXIT_USAGE,
         error: anyhow::anyhow!("--max-shard-size: {e}"),
     })?;
-    let report = shard::split(&args.file, &args.outdir, max).map_err(format_failure)?;
+    let mut progress = byte_progress("split");
+    let report = shard::split_with_progress(&args.file, &args.outdir, max, &mut progress)
+        .map_err(format_failure)?;
     let mut out = String::new();
     for (path, tensors, bytes) in &report.shards {
         out.push_str(&format!(
@@ -40,5 +68,11 @@ pub fn run(args: Args) -> CmdResult {
         ));
     }
     write_stdout(&out)?;
+    for stale in &report.stale {
+        eprintln!(
+            "warning: {} is not part of this split (left over from an earlier one?); loaders that glob shards may pick it up",
+            stale.display()
+        );
+    }
     Ok(EXIT_OK)
 }

@@ -11,7 +11,7 @@
 //! - Readers: [`SafeTensors`] (bytes in memory), [`MmapFile`] (lazy memory
 //!   map), [`PreadFile`] (positioned reads, never maps); all implement
 //!   [`ReadTensors`].
-//! - Slices: [`slice`]. Writer: [`write`]. Sharded checkpoints: [`index`],
+//! - Slices: [`mod@slice`]. Writer: [`mod@write`]. Sharded checkpoints: [`index`],
 //!   [`shard`].
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

@@ -242,6 +242,22 @@ fn naive_slice(
     Some((out_shape, out))
 }
 
+/// A reader that counts the bytes it is asked for.
+struct Counting<'a> {
+    inner: SafeTensors<'a>,
+    read: std::cell::Cell<usize>,
+}
+
+impl ReadTensors for Counting<'_> {
+    fn header(&self) -> &tensorseal_format::Header {
+        self.inner.header()
+    }
+    fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<(), tensorseal_format::FormatError> {
+        self.read.set(self.read.get() + buf.len());
+        self.inner.read_at(offset, buf)
+    }
+}
+
 fn slice_arg() -> impl Strategy<Value = SliceArg> {
     prop_oneof![
         (-7i64..7).prop_map(SliceArg::Index),
@@ -290,6 +306,10 @@ proptest! {
                 let bytes = serialize(&[("t", view)], None).unwrap();
                 let st = SafeTensors::deserialize(&bytes).unwrap();
                 prop_assert_eq!(&st.read_slice("t", &args).unwrap().data, &wd);
+                // Only the bytes of the slice are read, each once.
+                let counting = Counting { inner: st, read: std::cell::Cell::new(0) };
+                prop_assert_eq!(&counting.read_slice("t", &args).unwrap().data, &wd);
+                prop_assert_eq!(counting.read.get(), wd.len());
             }
         }
     }
