@@ -69,6 +69,13 @@ def views_state():
     return sd
 
 
+def put(z, name, data, compress=zipfile.ZIP_STORED):
+    """Writes a zip member with a fixed timestamp (reproducible fixtures)."""
+    info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+    info.compress_type = compress
+    z.writestr(info, data)
+
+
 def save(obj, name, legacy=False):
     path = OUT / name
     torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
@@ -101,6 +108,12 @@ def main():
     }
     save(nested, "nested.pt")
     save(torch.arange(5, dtype=torch.int16), "bare_tensor.pt")
+    # NumPy arrays pickled inside a checkpoint (bytes in the pickle itself).
+    save({"weights": OrderedDict(w=torch.ones(2)),
+          "np_f32": np.arange(6, dtype=np.float32).reshape(2, 3),
+          "np_be_i16": np.arange(4, dtype=">i2"),
+          "np_fortran": np.asfortranarray(np.arange(6, dtype=np.float64).reshape(2, 3)),
+          "np_bool": np.array([True, False])}, "numpy_inside.pt")
 
     # Big-endian and renamed-root copies of a small zip checkpoint.
     small = OrderedDict(w=torch.arange(6, dtype=torch.float32).reshape(2, 3),
@@ -135,12 +148,12 @@ def main():
                 if big and rel.startswith("data/"):
                     es = key_size[rel[5:]]
                     data = np.frombuffer(data, dtype=np.uint8).reshape(-1, es)[:, ::-1].tobytes()
-                z2.writestr(f"{rename or root}/{rel}", data)
+                put(z2, f"{rename or root}/{rel}", data)
         (OUT / variant).write_bytes(out.getvalue())
     # A deflated copy (torch never compresses, other tools may).
     with zipfile.ZipFile(OUT / "deflated.pt", "w", zipfile.ZIP_DEFLATED) as z2:
         for rel, data in members:
-            z2.writestr(f"deflated/{rel}", data)
+            put(z2, f"deflated/{rel}", data, zipfile.ZIP_DEFLATED)
 
     # Hugging Face-style sharded directory.
     hf = OUT / "hf_sharded"
@@ -204,9 +217,9 @@ MALICIOUS = {
 def torch_zip_with_pickle(pkl, root="archive"):
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
-        z.writestr(f"{root}/data.pkl", pkl)
-        z.writestr(f"{root}/byteorder", b"little")
-        z.writestr(f"{root}/version", b"3\n")
+        put(z, f"{root}/data.pkl", pkl)
+        put(z, f"{root}/byteorder", b"little")
+        put(z, f"{root}/version", b"3\n")
     return out.getvalue()
 
 

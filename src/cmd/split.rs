@@ -17,6 +17,9 @@ pub struct Args {
     /// GB/MB/KB are powers of 10, GiB/MiB/KiB powers of 2, as in Hugging Face.
     #[arg(long, default_value = "5GB", value_name = "SIZE")]
     pub max_shard_size: String,
+    /// Print what was written as one JSON document.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A byte progress bar on stderr, only when stderr is a terminal.
@@ -53,6 +56,19 @@ pub fn run(args: Args) -> CmdResult {
     let mut progress = byte_progress("split");
     let report = shard::split_with_progress(&args.file, &args.outdir, max, &mut progress)
         .map_err(format_failure)?;
+    if args.json {
+        let doc = serde_json::json!({
+            "shards": report.shards.iter().map(|(p, t, b)| serde_json::json!({
+                "path": p.display().to_string(), "tensors": t, "bytes": b,
+            })).collect::<Vec<_>>(),
+            "index": report.index.as_ref().map(|p| p.display().to_string()),
+            "total_size": report.total_size,
+            "stale": report.stale.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        });
+        write_stdout(&format!("{doc:#}\n"))?;
+        warn_stale(&report.stale);
+        return Ok(EXIT_OK);
+    }
     let mut out = String::new();
     for (path, tensors, bytes) in &report.shards {
         out.push_str(&format!(
@@ -68,11 +84,15 @@ pub fn run(args: Args) -> CmdResult {
         ));
     }
     write_stdout(&out)?;
-    for stale in &report.stale {
+    warn_stale(&report.stale);
+    Ok(EXIT_OK)
+}
+
+fn warn_stale(stale: &[PathBuf]) {
+    for stale in stale {
         eprintln!(
             "warning: {} is not part of this split (left over from an earlier one?); loaders that glob shards may pick it up",
             stale.display()
         );
     }
-    Ok(EXIT_OK)
 }

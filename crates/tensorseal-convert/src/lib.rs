@@ -208,7 +208,7 @@ pub fn plan(inputs: &[PathBuf], opts: &Options) -> Result<Plan, ConvertError> {
     let mut extras = serde_json::Map::new();
     let mut names: HashMap<String, usize> = HashMap::new();
     for (i, path) in inputs.iter().enumerate() {
-        let ck = Checkpoint::open(path)?;
+        let mut ck = Checkpoint::open(path)?;
         report.format.get_or_insert(ck.format());
         let mut found: Vec<(String, Result<TensorRef, String>)> = Vec::new();
         match ck.format() {
@@ -235,11 +235,21 @@ pub fn plan(inputs: &[PathBuf], opts: &Options) -> Result<Plan, ConvertError> {
                 if report.chosen.is_none() {
                     report.chosen = sel.chosen.clone();
                 }
-                tensor::collect(sel.value, ck.big_endian(), &mut found, &mut extras);
+                let mut inline = Vec::new();
+                tensor::collect(
+                    sel.value,
+                    ck.big_endian(),
+                    &mut found,
+                    &mut extras,
+                    &mut inline,
+                );
                 if found.is_empty() {
                     if let Some(t) = tensor::tensor_of(sel.value, ck.big_endian()) {
                         found.push(("tensor".into(), t));
                     }
+                }
+                for (key, bytes) in inline {
+                    ck.add_inline(key, bytes);
                 }
             }
         }

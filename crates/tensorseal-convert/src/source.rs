@@ -51,6 +51,8 @@ pub(crate) enum StorageData {
     Mapped(Range<usize>),
     /// A compressed zip member, inflated when needed.
     Compressed { member: String, size: u64 },
+    /// Bytes held in the pickle itself (NumPy arrays inside a checkpoint).
+    Inline(Vec<u8>),
 }
 
 /// An opened checkpoint file.
@@ -296,6 +298,7 @@ impl Checkpoint {
             let data = entry.data(name);
             let bytes: Cow<[u8]> = match &data {
                 StorageData::Mapped(r) => Cow::Borrowed(map.get(r.clone()).unwrap_or(&[])),
+                StorageData::Inline(b) => Cow::Borrowed(b.as_slice()),
                 StorageData::Compressed { .. } => {
                     Cow::Owned(zip.read_member(path, &map, name, u64::MAX)?.into_owned())
                 }
@@ -340,6 +343,11 @@ impl Checkpoint {
         &self.npy_tensors
     }
 
+    /// Registers bytes found in the pickle as storage `key`.
+    pub(crate) fn add_inline(&mut self, key: String, bytes: Vec<u8>) {
+        self.storages.insert(key, StorageData::Inline(bytes));
+    }
+
     /// Where a storage lies in the file, when it is stored uncompressed.
     pub(crate) fn storage_range(&self, key: &str) -> Option<Range<usize>> {
         match self.storages.get(key) {
@@ -369,6 +377,7 @@ impl Checkpoint {
                     ConvertError::format(&self.path, format!("storage `{key}` outside the file"))
                 })
             }
+            Some(StorageData::Inline(b)) => Ok(Cow::Borrowed(b)),
             Some(StorageData::Compressed { member, size }) => {
                 let zip = ZipIndex::read(&self.path, &self.map)?;
                 Ok(Cow::Owned(

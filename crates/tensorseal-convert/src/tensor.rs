@@ -251,7 +251,7 @@ fn contains_tensor(v: &Value, depth: usize) -> bool {
     if depth > 64 {
         return false;
     }
-    if tensor_of(v, false).is_some() {
+    if tensor_of(v, false).is_some() || numpy_array(v).is_some() {
         return true;
     }
     match v {
@@ -320,13 +320,105 @@ pub fn select<'v>(
 
 /// Every tensor under `v`, named by dotted path (dict keys, list indices),
 /// and the JSON of plain non-tensor leaves (for metadata).
+///
+/// Numeric NumPy arrays pickled inside the checkpoint become tensors too:
+/// their bytes are in the pickle, and are returned in `inline` under the
+/// storage key their [`TensorRef`] names.
 pub fn collect(
     v: &Value,
     big_endian: bool,
     tensors: &mut Vec<(String, Result<TensorRef, String>)>,
     extras: &mut serde_json::Map<String, serde_json::Value>,
+    inline: &mut Vec<(String, Vec<u8>)>,
 ) {
-    walk(v, String::new(), big_endian, tensors, extras, 0);
+    let mut w = Walker {
+        big_endian,
+        tensors,
+        extras,
+        inline,
+    };
+    w.walk(v, String::new(), 0);
+}
+
+struct Walker<'a> {
+    big_endian: bool,
+    tensors: &'a mut Vec<(String, Result<TensorRef, String>)>,
+    extras: &'a mut serde_json::Map<String, serde_json::Value>,
+    inline: &'a mut Vec<(String, Vec<u8>)>,
+}
+
+/// A NumPy array pickled with `numpy.core.multiarray._reconstruct`:
+/// `(view, bytes)` for numeric dtypes, an error for others.
+pub(crate) fn numpy_array(v: &Value) -> Option<Result<(TensorRef, Vec<u8>), String>> {
+    let (m, n) = v.call_target()?;
+    if !matches!(m, "numpy.core.multiarray" | "numpy._core.multiarray") || n != "_reconstruct" {
+        return None;
+    }
+    Some((|| {
+        let call = v.as_call().ok_or("not a call")?;
+        let state = call
+            .state
+            .as_ref()
+            .and_then(Value::as_seq)
+            .ok_or("ndarray without state")?;
+        // (version, shape, dtype, is_fortran, data)
+        let shape = state.get(1).and_then(ints).ok_or("ndarray: bad shape")?;
+        let dtype = state
+            .get(2)
+            .and_then(Value::as_call)
+            .ok_or("ndarray: bad dtype")?;
+        if dtype.callable.as_global().map(|(_, n)| n) != Some("dtype") {
+            return Err("ndarray: dtype is not numpy.dtype".to_owned());
+        }
+        let code = dtype
+            .args
+            .as_seq()
+            .and_then(|a| a.first())
+            .and_then(Value::as_str)
+            .ok_or("ndarray: dtype without a type code")?;
+        let order = dtype
+            .state
+            .as_ref()
+            .and_then(Value::as_seq)
+            .and_then(|s| s.get(1))
+            .and_then(Value::as_str)
+            .unwrap_or("|");
+        let (dt, big) = crate::npy::descr_dtype(&format!("{order}{code}"))?;
+        let fortran = matches!(state.get(3), Some(Value::Bool(true)));
+        let data = match state.get(4) {
+            Some(Value::Bytes(b)) | Some(Value::ByteArray(b)) => b.clone(),
+            Some(other) => {
+                return Err(format!(
+                    "ndarray data is a {}, not bytes (object array?)",
+                    other.kind_name()
+                ))
+            }
+            None => return Err("ndarray without data".to_owned()),
+        };
+        let mut stride = vec![0usize; shape.len()];
+        let mut acc = 1usize;
+        let dims: Vec<usize> = if fortran {
+            (0..shape.len()).collect()
+        } else {
+            (0..shape.len()).rev().collect()
+        };
+        for d in dims {
+            stride[d] = acc;
+            acc = acc.saturating_mul(shape[d].max(1));
+        }
+        Ok((
+            TensorRef {
+                storage: String::new(),
+                dtype: dt,
+                shape,
+                stride,
+                offset: 0,
+                byte_offset: 0,
+                big_endian: big,
+            },
+            data,
+        ))
+    })())
 }
 
 fn join(prefix: &str, part: &str) -> String {
@@ -337,54 +429,51 @@ fn join(prefix: &str, part: &str) -> String {
     }
 }
 
-fn walk(
-    v: &Value,
-    path: String,
-    big_endian: bool,
-    tensors: &mut Vec<(String, Result<TensorRef, String>)>,
-    extras: &mut serde_json::Map<String, serde_json::Value>,
-    depth: usize,
-) {
-    if depth > 100 {
-        return;
-    }
-    if let Some(t) = tensor_of(v, big_endian) {
-        tensors.push((path, t));
-        return;
-    }
-    match v {
-        Value::Dict(d) => {
-            // Later duplicates replace earlier keys, as in Python.
-            let mut last: HashMap<String, usize> = HashMap::new();
-            for (i, (k, _)) in d.iter().enumerate() {
-                if let Some(k) = key_text(k) {
-                    last.insert(k, i);
+impl Walker<'_> {
+    fn walk(&mut self, v: &Value, path: String, depth: usize) {
+        if depth > 100 {
+            return;
+        }
+        if let Some(t) = tensor_of(v, self.big_endian) {
+            self.tensors.push((path, t));
+            return;
+        }
+        if let Some(arr) = numpy_array(v) {
+            let t = arr.map(|(mut t, bytes)| {
+                t.storage = format!("numpy:{}:{path}", self.inline.len());
+                self.inline.push((t.storage.clone(), bytes));
+                t
+            });
+            self.tensors.push((path, t));
+            return;
+        }
+        match v {
+            Value::Dict(d) => {
+                // Later duplicates replace earlier keys, as in Python.
+                let mut last: HashMap<String, usize> = HashMap::new();
+                for (i, (k, _)) in d.iter().enumerate() {
+                    if let Some(k) = key_text(k) {
+                        last.insert(k, i);
+                    }
+                }
+                for (i, (k, x)) in d.iter().enumerate() {
+                    let Some(kt) = key_text(k) else { continue };
+                    if last.get(&kt) != Some(&i) {
+                        continue;
+                    }
+                    self.walk(x, join(&path, &kt), depth + 1);
                 }
             }
-            for (i, (k, x)) in d.iter().enumerate() {
-                let Some(kt) = key_text(k) else { continue };
-                if last.get(&kt) != Some(&i) {
-                    continue;
+            Value::List(x) | Value::Tuple(x) if contains_tensor(v, 0) => {
+                for (i, x) in x.iter().enumerate() {
+                    self.walk(x, join(&path, &i.to_string()), depth + 1);
                 }
-                walk(x, join(&path, &kt), big_endian, tensors, extras, depth + 1);
             }
-        }
-        Value::List(x) | Value::Tuple(x) if contains_tensor(v, 0) => {
-            for (i, x) in x.iter().enumerate() {
-                walk(
-                    x,
-                    join(&path, &i.to_string()),
-                    big_endian,
-                    tensors,
-                    extras,
-                    depth + 1,
-                );
-            }
-        }
-        other => {
-            if let Some(j) = to_json(other, 0) {
-                if !path.is_empty() {
-                    extras.insert(path, j);
+            other => {
+                if let Some(j) = to_json(other, 0) {
+                    if !path.is_empty() {
+                        self.extras.insert(path, j);
+                    }
                 }
             }
         }

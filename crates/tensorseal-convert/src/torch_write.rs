@@ -328,7 +328,14 @@ pub fn to_torch(
         let ck = Checkpoint::open(dst)?;
         let mut found = Vec::new();
         let mut extras = serde_json::Map::new();
-        tensor::collect(ck.root(), ck.big_endian(), &mut found, &mut extras);
+        let mut inline = Vec::new();
+        tensor::collect(
+            ck.root(),
+            ck.big_endian(),
+            &mut found,
+            &mut extras,
+            &mut inline,
+        );
         if found.len() != entries.len() {
             return Err(ConvertError::Verify {
                 path: dst.to_owned(),

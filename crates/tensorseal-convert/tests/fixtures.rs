@@ -318,3 +318,28 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 }
+
+#[test]
+fn numpy_arrays_inside_a_checkpoint_become_tensors() {
+    let flat = Options {
+        flatten: true,
+        verify: true,
+        ..Options::default()
+    };
+    let (_d, bytes) = convert(&fix("numpy_inside.pt"), &flat);
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let f = st.tensor("np_f32").unwrap();
+    assert_eq!((f.dtype(), f.shape()), (Dtype::F32, &[2usize, 3][..]));
+    assert_eq!(f32s(f.data()), vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+    // Big-endian int16 is swapped; Fortran order is made row-major.
+    let i = st.tensor("np_be_i16").unwrap();
+    assert_eq!(i.data(), &[0, 0, 1, 0, 2, 0, 3, 0]);
+    let fo = st.tensor("np_fortran").unwrap();
+    let v: Vec<f64> = fo
+        .data()
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(v, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+    assert_eq!(st.tensor("np_bool").unwrap().data(), &[1, 0]);
+}

@@ -82,7 +82,8 @@ pub struct Limits {
     /// Items in one container (tuple, list, dict, set).
     pub max_container: usize,
     /// Bytes the machine may allocate for objects (strings, containers,
-    /// nodes), and again for the [`Value`] tree handed out.
+    /// nodes), and again for the [`Value`] tree handed out (which is also
+    /// capped at 256 bytes per input byte plus 16 MiB).
     pub max_alloc: usize,
     /// Nesting depth of the [`Value`] tree handed out.
     pub max_depth: usize,

@@ -1099,6 +1099,7 @@ impl<'a> Machine<'a> {
     pub(crate) fn value(&self, root: Id) -> R<Value> {
         let mut budget = Budget {
             bytes: 0,
+            max: tree_budget(self.data.len(), self.limits.max_alloc),
             on_path: vec![false; self.nodes.len()],
         };
         self.expand(root, 0, &mut budget)
@@ -1117,10 +1118,10 @@ impl<'a> Machine<'a> {
         }
         *flag = true;
         b.bytes = b.bytes.saturating_add(NODE_COST);
-        if b.bytes > self.limits.max_alloc {
+        if b.bytes > b.max {
             return Err(PickleError::Limit {
                 limit: "bytes in the value tree",
-                max: self.limits.max_alloc as u64,
+                max: b.max as u64,
                 offset: 0,
             });
         }
@@ -1129,10 +1130,10 @@ impl<'a> Machine<'a> {
         };
         let charge = |n: usize, b: &mut Budget| -> R<()> {
             b.bytes = b.bytes.saturating_add(n);
-            if b.bytes > self.limits.max_alloc {
+            if b.bytes > b.max {
                 return Err(PickleError::Limit {
                     limit: "bytes in the value tree",
-                    max: self.limits.max_alloc as u64,
+                    max: b.max as u64,
                     offset: 0,
                 });
             }
@@ -1212,7 +1213,18 @@ impl<'a> Machine<'a> {
 
 struct Budget {
     bytes: usize,
+    max: usize,
     on_path: Vec<bool>,
+}
+
+/// Bytes the value tree of one pickle may take: `max_alloc`, and at most
+/// 256 bytes per input byte plus 16 MiB, so that a small input sharing one
+/// object many times (x = (x, x), repeated) cannot expand into gigabytes.
+fn tree_budget(input_len: usize, max_alloc: usize) -> usize {
+    input_len
+        .saturating_mul(256)
+        .saturating_add(16 << 20)
+        .min(max_alloc)
 }
 
 fn unreachable_stop() {}

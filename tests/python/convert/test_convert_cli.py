@@ -270,3 +270,21 @@ def test_bare_pickle_is_refused_as_incomplete(run_cli, tmp_path):
     p.write_bytes(pickle.dumps({"a": 1}))
     r = run_cli("convert", p, tmp_path / "o.safetensors")
     assert r.returncode == 1 and "bare pickle" in r.stderr
+
+
+def test_numpy_arrays_inside_a_checkpoint(run_cli, tmp_path):
+    src = FIX / "numpy_inside.pt"
+    out = tmp_path / "np.safetensors"
+    r = run_cli("convert", src, out, "--flatten")
+    assert r.returncode == 0, r.stderr
+    # Our own benign fixture: loading it with weights_only=False is safe here
+    # (torch's weights_only loader does not allow numpy globals by default).
+    ck = torch.load(src, weights_only=False)
+    with safe_open(out, "np") as f:
+        for k in ["np_f32", "np_be_i16", "np_fortran", "np_bool"]:
+            a = f.get_tensor(k)
+            want = ck[k]
+            assert a.shape == want.shape, k
+            assert np.array_equal(a, want), k
+            assert a.dtype == want.dtype.newbyteorder("<") or a.dtype == want.dtype, k
+        assert np.array_equal(f.get_tensor("weights.w"), np.ones(2, dtype=np.float32))
