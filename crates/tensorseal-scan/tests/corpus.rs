@@ -385,3 +385,64 @@ fn zip64_records_are_followed() {
     assert_eq!(rules, ["pickle-dangerous-global"], "{:#?}", r.findings);
     assert_eq!(r.findings[0].member, ["archive/data.pkl"]);
 }
+
+#[test]
+fn structural_errors_are_specific() {
+    let base = one_member_zip("a.pkl", b"\x80\x02}q\x00.", false);
+    assert!(Scanner::default()
+        .scan_bytes("z", "z.zip", &base)
+        .findings
+        .is_empty());
+    let eocd = base.len() - 22;
+    let rules = |b: &[u8]| -> Vec<(&'static str, String)> {
+        Scanner::default()
+            .scan_bytes("z", "z.zip", b)
+            .findings
+            .into_iter()
+            .map(|f| (f.rule, f.message))
+            .collect()
+    };
+    // Central directory points the member's local header past the end of the file.
+    let mut b = base.clone();
+    let cd = u32::from_le_bytes(b[eocd + 16..eocd + 20].try_into().unwrap()) as usize;
+    b[cd + 42..cd + 46].copy_from_slice(&9_999u32.to_le_bytes());
+    let r = rules(&b);
+    assert!(
+        r.iter()
+            .any(|(rule, m)| *rule == "zip-invalid" && m.contains("local header unreadable")),
+        "{r:?}"
+    );
+    // The local entry at offset 0 is now not referenced: reported as hidden, and scanned.
+    assert!(
+        r.iter().any(|(rule, _)| *rule == "zip-hidden-member"),
+        "{r:?}"
+    );
+    // EOCD declares two entries, the directory holds one.
+    let mut b = base.clone();
+    b[eocd + 10..eocd + 12].copy_from_slice(&2u16.to_le_bytes());
+    let r = rules(&b);
+    assert!(
+        r.iter()
+            .any(|(rule, m)| *rule == "zip-invalid" && m.contains("declares 2 entries")),
+        "{r:?}"
+    );
+    // Bytes after the end of the archive.
+    let mut b = base.clone();
+    b.extend_from_slice(b"trailing");
+    let r = rules(&b);
+    assert!(
+        r.iter()
+            .any(|(rule, m)| *rule == "zip-hidden-member" && m.contains("8 bytes after")),
+        "{r:?}"
+    );
+    // Unsupported compression method: reported unscannable, not silently skipped.
+    let mut b = base.clone();
+    b[8..10].copy_from_slice(&12u16.to_le_bytes());
+    b[cd + 10..cd + 12].copy_from_slice(&12u16.to_le_bytes());
+    let r = rules(&b);
+    assert!(
+        r.iter()
+            .any(|(rule, m)| *rule == "archive-unscannable" && m.contains("bzip2")),
+        "{r:?}"
+    );
+}
