@@ -210,6 +210,11 @@ def malicious():
         + b"cos\nsystem\n" + su("id") + b"\x85R.",
         [[DANGER, "joblib.numpy_pickle.NumpyArrayWrapper"], [DANGER, "os.system"],
          ["pickle-invalid", None]], "pickle")
+    # dill-style: code objects and functions rebuilt by dill's helpers.
+    mal("dill_style.pkl",
+        P4 + su("dill._dill") + b"\x94" + su("_create_code") + b"\x94\x93" + b")R"
+        + b"h\x00" + su("_create_function") + b"\x93" + b")R.",
+        [[DANGER, "dill._dill._create_code"], [DANGER, "dill._dill._create_function"]], "pickle")
     # A global nobody reviewed: unknown (accepted with --allow mypkg.models.Net).
     mal("unknown_global.pkl", P2 + b"cmypkg.models\nNet\n)\x81}b.",
         [[UNKNOWN, "mypkg.models.Net"]], "pickle")
