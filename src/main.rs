@@ -28,6 +28,8 @@ enum Command {
     Verify(cmd::verify::Args),
     /// Print the model's root digest (the SHA-256 that `sign` signs), or its manifest with --json.
     Digest(cmd::digest::Args),
+    /// Find model files that can run code (pickles, archives, every format by content).
+    Scan(cmd::scan::Args),
     /// Convert a pickle checkpoint (torch zip or legacy, NumPy) to safetensors without running it, or back with --to torch.
     Convert(cmd::convert::Args),
 }
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Sign(args) => cmd::sign::run(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Digest(args) => cmd::digest::run(args),
+        Command::Scan(args) => cmd::scan::run(args),
         Command::Convert(args) => cmd::convert::run(args),
     };
     cmd::finish(result)

@@ -2,10 +2,11 @@
 
 use std::process::ExitCode;
 
-pub mod digest;
 pub mod convert;
+pub mod digest;
 pub mod inspect;
 pub mod merge;
+pub mod scan;
 pub mod sign;
 pub mod split;
 pub mod verify;

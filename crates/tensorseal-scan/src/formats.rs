@@ -1,0 +1,660 @@
+//! Checks for the non-archive, non-pickle formats: safetensors, NumPy, GGUF, HDF5/Keras,
+//! TensorFlow SavedModel, and zip data appended to another format.
+
+use tensorseal_format::header::read_header_len;
+use tensorseal_format::Header;
+
+use crate::finding::{ids, quote, Severity};
+use crate::identify::{contains, find};
+use crate::source::{read_range, read_upto, Source};
+use crate::{pickles, zipread, zipscan, Ctx};
+
+/// Metadata larger than this (keys + values) is reported as very large.
+const LARGE_METADATA: usize = 64 * 1024;
+
+/// Bidirectional-override characters ("Trojan Source") count as control characters.
+fn is_control_like(c: char) -> bool {
+    (c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
+}
+
+const CODE_PATTERNS: &[&str] = &[
+    "__import__",
+    "import os",
+    "import subprocess",
+    "import sys",
+    "eval(",
+    "exec(",
+    "os.system",
+    "subprocess.",
+    "<script",
+    "{%",
+    "{{",
+    "#!/",
+    "$(",
+    "powershell",
+    "base64 -d",
+    "__builtins__",
+    "__globals__",
+];
+
+const URL_PATTERNS: &[&str] = &["http://", "https://", "ftp://", "file://", "data:", "s3://"];
+
+/// safetensors: full header validation by the core, then metadata and tensor-name checks.
+/// Tensor bytes are never read.
+pub(crate) fn scan_safetensors(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String]) {
+    let len = src.len();
+    let prefix = match read_upto(src, 0, 8) {
+        Ok(p) => p,
+        Err(e) => {
+            ctx.add(
+                ids::READ_ERROR,
+                loc,
+                None,
+                None,
+                format!("read failed: {e}"),
+            );
+            return;
+        }
+    };
+    let invalid = |ctx: &mut Ctx<'_>, kind: &str, msg: String| {
+        ctx.add(
+            ids::SAFETENSORS_INVALID,
+            loc,
+            None,
+            None,
+            format!("invalid safetensors ({kind}): {msg}"),
+        );
+    };
+    let n = match read_header_len(&prefix, len) {
+        Ok(n) => n,
+        Err(e) => return invalid(ctx, e.kind(), e.to_string()),
+    };
+    let json = match read_range(src, 8, n as u64) {
+        Ok(j) => j,
+        Err(e) => {
+            ctx.add(
+                ids::READ_ERROR,
+                loc,
+                None,
+                None,
+                format!("read failed: {e}"),
+            );
+            return;
+        }
+    };
+    let header = match Header::parse(&json) {
+        Ok(h) => h,
+        Err(e) => return invalid(ctx, e.kind(), e.to_string()),
+    };
+    if let Err(e) = header.check_data_len(len - 8 - n as u64) {
+        invalid(ctx, e.kind(), e.to_string());
+    }
+    if let Some(meta) = header.metadata() {
+        let total: usize = meta.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if total > LARGE_METADATA {
+            ctx.add(
+                ids::SAFETENSORS_METADATA,
+                loc,
+                None,
+                None,
+                format!("__metadata__ is very large: {total} bytes (limit {LARGE_METADATA})"),
+            );
+        }
+        for (k, v) in meta {
+            let mut why = Vec::new();
+            if k.chars().chain(v.chars()).any(is_control_like) {
+                why.push("control characters".to_owned());
+            }
+            if let Some(p) = CODE_PATTERNS
+                .iter()
+                .find(|p| v.contains(*p) || k.contains(*p))
+            {
+                why.push(format!("code-like text {}", quote(p, 40)));
+            }
+            if let Some(p) = URL_PATTERNS
+                .iter()
+                .find(|p| v.to_ascii_lowercase().contains(*p))
+            {
+                why.push(format!("a URL ({p})"));
+            }
+            if !why.is_empty() {
+                ctx.add(
+                    ids::SAFETENSORS_METADATA,
+                    loc,
+                    None,
+                    None,
+                    format!(
+                        "__metadata__ entry {} = {} contains {}",
+                        quote(k, 80),
+                        quote(v, 120),
+                        why.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    for name in header.names() {
+        let mut why = Vec::new();
+        let mut sev = Severity::Low;
+        if name.chars().any(is_control_like) {
+            why.push("control characters");
+            sev = Severity::Medium;
+        }
+        if name.contains('\\') {
+            why.push("a backslash");
+            sev = Severity::Medium;
+        }
+        if name.starts_with('/') {
+            why.push("a leading '/'");
+            sev = Severity::Medium;
+        }
+        if name.split(['/', '\\']).any(|c| c == "..") {
+            why.push("a '..' component");
+            sev = Severity::Medium;
+        }
+        if why.is_empty() && name.contains('/') {
+            why.push("a path separator '/'");
+        }
+        if !why.is_empty() {
+            ctx.add_sev(
+                ids::SAFETENSORS_TENSOR_NAME,
+                sev,
+                loc,
+                None,
+                None,
+                format!(
+                    "tensor name {} contains {}",
+                    quote(name, 120),
+                    why.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+/// The parsed parts of a `.npy` header that matter here.
+struct NpyHeader {
+    descr: String,
+    object: bool,
+    data_offset: u64,
+}
+
+fn parse_npy(prefix: &[u8]) -> Result<NpyHeader, String> {
+    let major = *prefix.get(6).ok_or("file shorter than the .npy preamble")?;
+    let (hlen, start) = match major {
+        1 => {
+            let b = prefix.get(8..10).ok_or("truncated header length")?;
+            (u64::from(u16::from_le_bytes([b[0], b[1]])), 10u64)
+        }
+        2 | 3 => {
+            let b = prefix.get(8..12).ok_or("truncated header length")?;
+            (
+                u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                12u64,
+            )
+        }
+        v => return Err(format!("unsupported .npy version {v}")),
+    };
+    if hlen > 1 << 20 {
+        return Err(format!("header length {hlen} exceeds 1 MiB"));
+    }
+    let end = start + hlen;
+    let text = prefix
+        .get(start as usize..end as usize)
+        .ok_or_else(|| format!("header of {hlen} bytes runs past the end"))?;
+    let text = String::from_utf8_lossy(text);
+    let t = text.trim();
+    if !t.starts_with('{') || !t.ends_with('}') {
+        return Err(format!("header is not a dict literal: {}", quote(t, 80)));
+    }
+    let key = find(t.as_bytes(), b"'descr'")
+        .or_else(|| find(t.as_bytes(), b"\"descr\""))
+        .ok_or_else(|| format!("header has no 'descr': {}", quote(t, 80)))?;
+    let rest = t.get(key + 7..).unwrap_or("");
+    let rest = rest
+        .trim_start()
+        .strip_prefix(':')
+        .ok_or("malformed 'descr'")?;
+    let rest = rest.trim_start();
+    let (descr, object) = if let Some(q) = rest.chars().next().filter(|c| *c == '\'' || *c == '"') {
+        let body = rest.get(1..).unwrap_or("");
+        let close = body.find(q).ok_or("unterminated 'descr' string")?;
+        let d = body.get(..close).unwrap_or("").to_owned();
+        let object = d.trim_start_matches(['<', '>', '|', '=']).starts_with('O');
+        (d, object)
+    } else if rest.starts_with('[') {
+        // Structured dtype: object if any field is 'O'.
+        let object = [
+            "'|O'", "\"|O\"", "'O'", "'<O'", "'>O'", "'=O'", "'|O8'", "'O8'",
+        ]
+        .iter()
+        .any(|p| rest.contains(p));
+        (rest.chars().take(200).collect(), object)
+    } else {
+        return Err(format!("unreadable 'descr': {}", quote(rest, 80)));
+    };
+    if !t.contains("shape") {
+        return Err(format!("header has no 'shape': {}", quote(t, 80)));
+    }
+    Ok(NpyHeader {
+        descr,
+        object,
+        data_offset: end,
+    })
+}
+
+/// NumPy `.npy`: header validation; object arrays are pickles and get analysed.
+pub(crate) fn scan_npy(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], depth: u32) {
+    let prefix = match read_upto(src, 0, (1 << 20) + 12) {
+        Ok(p) => p,
+        Err(e) => {
+            ctx.add(
+                ids::READ_ERROR,
+                loc,
+                None,
+                None,
+                format!("read failed: {e}"),
+            );
+            return;
+        }
+    };
+    match parse_npy(&prefix) {
+        Err(why) => ctx.add(
+            ids::NUMPY_INVALID,
+            loc,
+            None,
+            None,
+            format!("invalid .npy: {why}"),
+        ),
+        Ok(h) if h.object => {
+            ctx.add(
+                ids::NUMPY_OBJECT_ARRAY,
+                loc,
+                Some(h.data_offset),
+                None,
+                format!(
+                    "array with object dtype {}: its data is a pickle (np.load(allow_pickle=True) runs it)",
+                    quote(&h.descr, 80)
+                ),
+            );
+            let len = src.len().saturating_sub(h.data_offset);
+            let cap = len.min(ctx.cfg.max_pickle_bytes);
+            match read_range(src, h.data_offset, cap) {
+                Ok(data) => {
+                    if cap < len {
+                        ctx.add(
+                            ids::ARCHIVE_LIMIT,
+                            loc,
+                            Some(h.data_offset),
+                            None,
+                            format!("object array pickle of {len} bytes exceeds the limit; only the first {cap} analysed"),
+                        );
+                    }
+                    pickles::analyze_bytes(ctx, &data, loc, h.data_offset, depth);
+                }
+                Err(e) => ctx.add(
+                    ids::READ_ERROR,
+                    loc,
+                    None,
+                    None,
+                    format!("read failed: {e}"),
+                ),
+            }
+        }
+        Ok(_) => {}
+    }
+}
+
+/// GGUF: header sanity and chat-template injection patterns.
+pub(crate) fn scan_gguf(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String]) {
+    let window = match read_upto(src, 0, 64 << 20) {
+        Ok(w) => w,
+        Err(e) => {
+            ctx.add(
+                ids::READ_ERROR,
+                loc,
+                None,
+                None,
+                format!("read failed: {e}"),
+            );
+            return;
+        }
+    };
+    let complete = window.len() as u64 == src.len();
+    let mut g = Gguf {
+        b: &window,
+        pos: 4,
+        v1: false,
+    };
+    let result = g.walk(|key, value, offset| {
+        if key.contains("chat_template") {
+            let lower = value.to_ascii_lowercase();
+            let hit = [
+                "__class__",
+                "__globals__",
+                "__subclasses__",
+                "__builtins__",
+                "__import__",
+                "__mro__",
+                "__init__",
+                "popen",
+                "os.system",
+                "subprocess",
+                "eval(",
+                "exec(",
+            ]
+            .iter()
+            .find(|p| lower.contains(*p));
+            hit.map(|p| (key.to_owned(), (*p).to_owned(), offset))
+        } else {
+            None
+        }
+    });
+    match result {
+        Ok(hits) => {
+            for (key, pat, off) in hits {
+                ctx.add(
+                    ids::GGUF_CHAT_TEMPLATE,
+                    loc,
+                    Some(off),
+                    None,
+                    format!(
+                        "metadata {} uses {} (template injection)",
+                        quote(&key, 80),
+                        quote(&pat, 40)
+                    ),
+                );
+            }
+        }
+        Err(GgufErr::Truncated) if !complete => {}
+        Err(GgufErr::Truncated) => ctx.add(
+            ids::GGUF_INVALID,
+            loc,
+            None,
+            None,
+            "GGUF header runs past the end of the file".into(),
+        ),
+        Err(GgufErr::Bad(why)) => ctx.add(
+            ids::GGUF_INVALID,
+            loc,
+            None,
+            None,
+            format!("invalid GGUF: {why}"),
+        ),
+    }
+}
+
+enum GgufErr {
+    Truncated,
+    Bad(String),
+}
+
+struct Gguf<'a> {
+    b: &'a [u8],
+    pos: usize,
+    v1: bool,
+}
+
+impl Gguf<'_> {
+    fn take(&mut self, n: u64) -> Result<&[u8], GgufErr> {
+        let n = usize::try_from(n).map_err(|_| GgufErr::Truncated)?;
+        let end = self.pos.checked_add(n).ok_or(GgufErr::Truncated)?;
+        let s = self.b.get(self.pos..end).ok_or(GgufErr::Truncated)?;
+        self.pos = end;
+        Ok(s)
+    }
+    fn u32(&mut self) -> Result<u32, GgufErr> {
+        let s = self.take(4)?;
+        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, GgufErr> {
+        let s = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(s);
+        Ok(u64::from_le_bytes(a))
+    }
+    fn count(&mut self) -> Result<u64, GgufErr> {
+        if self.v1 {
+            self.u32().map(u64::from)
+        } else {
+            self.u64()
+        }
+    }
+    fn string(&mut self) -> Result<String, GgufErr> {
+        let n = self.count()?;
+        if n > 1 << 30 {
+            return Err(GgufErr::Bad(format!("string length {n} is absurd")));
+        }
+        Ok(String::from_utf8_lossy(self.take(n)?).into_owned())
+    }
+    fn skip_value(&mut self, ty: u32, depth: u32) -> Result<Option<String>, GgufErr> {
+        let fixed = match ty {
+            0 | 1 | 7 => 1,
+            2 | 3 => 2,
+            4..=6 => 4,
+            10..=12 => 8,
+            8 => return self.string().map(Some),
+            9 => {
+                if depth > 2 {
+                    return Err(GgufErr::Bad("arrays nested too deep".into()));
+                }
+                let inner = self.u32()?;
+                let n = self.count()?;
+                let left = (self.b.len() - self.pos) as u64;
+                if n > left.max(1 << 20) && inner != 9 {
+                    return Err(GgufErr::Truncated);
+                }
+                for _ in 0..n {
+                    self.skip_value(inner, depth + 1)?;
+                }
+                return Ok(None);
+            }
+            t => return Err(GgufErr::Bad(format!("unknown value type {t}"))),
+        };
+        self.take(fixed)?;
+        Ok(None)
+    }
+    fn walk<T>(
+        &mut self,
+        mut visit: impl FnMut(&str, &str, u64) -> Option<T>,
+    ) -> Result<Vec<T>, GgufErr> {
+        let version = self.u32()?;
+        if !(1..=3).contains(&version) {
+            return Err(GgufErr::Bad(format!("unsupported version {version}")));
+        }
+        self.v1 = version == 1;
+        let tensors = self.count()?;
+        let kvs = self.count()?;
+        if tensors > 1 << 24 {
+            return Err(GgufErr::Bad(format!("tensor count {tensors} is absurd")));
+        }
+        if kvs > 1 << 20 {
+            return Err(GgufErr::Bad(format!("metadata count {kvs} is absurd")));
+        }
+        let mut out = Vec::new();
+        for _ in 0..kvs {
+            let key = self.string()?;
+            let ty = self.u32()?;
+            let at = self.pos as u64;
+            if let Some(s) = self.skip_value(ty, 0)? {
+                if let Some(t) = visit(&key, &s, at) {
+                    out.push(t);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+const KERAS_LAMBDA_PATTERNS: &[&[u8]] = &[
+    b"\"class_name\": \"Lambda\"",
+    b"\"class_name\":\"Lambda\"",
+    b"\"function_type\": \"lambda\"",
+    b"\"function_type\":\"lambda\"",
+];
+
+/// Reports Keras Lambda layers found in model config JSON text (HDF5 attribute or
+/// `.keras` `config.json`).
+pub(crate) fn keras_lambda_check(ctx: &mut Ctx<'_>, data: &[u8], loc: &[String]) {
+    if let Some((pat, off)) = KERAS_LAMBDA_PATTERNS
+        .iter()
+        .find_map(|p| find(data, p).map(|o| (p, o)))
+    {
+        ctx.add(
+            ids::KERAS_LAMBDA,
+            loc,
+            Some(off as u64),
+            None,
+            format!(
+                "Keras model config has a Lambda layer ({}): it runs serialized Python code when loaded",
+                crate::finding::quote_bytes(pat, 60)
+            ),
+        );
+    }
+}
+
+/// HDF5: the only code risk in Keras `.h5` files is a Lambda layer in the model config.
+pub(crate) fn scan_hdf5(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String]) {
+    match read_upto(src, 0, 64 << 20) {
+        Ok(w) => keras_lambda_check(ctx, &w, loc),
+        Err(e) => ctx.add(
+            ids::READ_ERROR,
+            loc,
+            None,
+            None,
+            format!("read failed: {e}"),
+        ),
+    }
+}
+
+/// TensorFlow SavedModel: graph ops that touch files or call Python.
+pub(crate) fn scan_tf(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String]) {
+    let w = match read_upto(src, 0, 256 << 20) {
+        Ok(w) => w,
+        Err(e) => {
+            ctx.add(
+                ids::READ_ERROR,
+                loc,
+                None,
+                None,
+                format!("read failed: {e}"),
+            );
+            return;
+        }
+    };
+    for op in [
+        "ReadFile",
+        "WriteFile",
+        "MatchingFiles",
+        "PyFunc",
+        "EagerPyFunc",
+        "PyFuncStateless",
+    ] {
+        // NodeDef.op is field 2 (tag 0x12), a short length-delimited string.
+        let mut pat = vec![0x12, op.len() as u8];
+        pat.extend_from_slice(op.as_bytes());
+        if let Some(off) = find(&w, &pat) {
+            ctx.add(
+                ids::TF_DANGEROUS_OP,
+                loc,
+                Some(off as u64),
+                None,
+                format!("graph uses op {}", quote(op, 40)),
+            );
+        }
+    }
+}
+
+/// Zip data appended to a file of another format (pickle + zip, safetensors + zip, …): an
+/// end-of-central-directory record whose directory parses is scanned as a second view.
+pub(crate) fn check_polyglot(
+    ctx: &mut Ctx<'_>,
+    src: &dyn Source,
+    loc: &[String],
+    depth: u32,
+    fmt: crate::Format,
+) {
+    let Ok(tail) = read_upto(src, src.len().saturating_sub(65_557), 65_557) else {
+        return;
+    };
+    if !contains(&tail, &zipread::EOCD_SIG.to_le_bytes()) {
+        return;
+    }
+    let Ok(eocd) = zipread::read_eocd(src) else {
+        return;
+    };
+    match zipread::read_central(src, &eocd, 16) {
+        Ok(entries) if !entries.is_empty() => {}
+        _ => return,
+    }
+    ctx.add(
+        ids::POLYGLOT,
+        loc,
+        Some(eocd.base),
+        None,
+        format!(
+            "{fmt} content with a zip archive after it (central directory at offset {}); the zip view is scanned too",
+            eocd.offset
+        ),
+    );
+    if depth < ctx.cfg.max_depth + 1 {
+        let mut inner = loc.to_vec();
+        inner.push("[zip view]".into());
+        zipscan::scan_zip(ctx, src, &inner, depth + 1);
+    }
+}
+
+/// ONNX: external-data locations (`StringStringEntryProto {key: "location", value}`) that
+/// are absolute or contain `..`.
+pub(crate) fn scan_onnx(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String]) {
+    let w = match read_upto(src, 0, 256 << 20) {
+        Ok(w) => w,
+        Err(e) => {
+            ctx.add(
+                ids::READ_ERROR,
+                loc,
+                None,
+                None,
+                format!("read failed: {e}"),
+            );
+            return;
+        }
+    };
+    let key: &[u8] = b"\x0a\x08location\x12";
+    let mut from = 0usize;
+    let mut reported = 0;
+    while let Some(i) = w.get(from..).and_then(|rest| find(rest, key)) {
+        let at = from + i + key.len();
+        from = at;
+        // Value length: a varint (paths are short; accept up to two bytes).
+        let (len, start) = match (w.get(at), w.get(at + 1)) {
+            (Some(&b0), _) if b0 < 0x80 => (usize::from(b0), at + 1),
+            (Some(&b0), Some(&b1)) if b1 < 0x80 => {
+                (usize::from(b0 & 0x7f) | (usize::from(b1) << 7), at + 2)
+            }
+            _ => continue,
+        };
+        let Some(value) = start.checked_add(len).and_then(|end| w.get(start..end)) else {
+            continue;
+        };
+        let path = String::from_utf8_lossy(value);
+        let bad = path.starts_with('/')
+            || path.starts_with('\\')
+            || path.as_bytes().get(1) == Some(&b':')
+            || path.split(['/', '\\']).any(|c| c == "..");
+        if bad && reported < 100 {
+            reported += 1;
+            ctx.add(
+                ids::ONNX_EXTERNAL_DATA,
+                loc,
+                Some(start as u64),
+                None,
+                format!(
+                    "external data location {} leaves the model folder",
+                    quote(&path, 200)
+                ),
+            );
+        }
+    }
+}

@@ -1,0 +1,466 @@
+//! Pickle streams: framing of stacked pickles, and the bridge to the non-executing analyser
+//! of `tensorseal-pickle`.
+
+use std::collections::BTreeMap;
+
+use std::collections::BTreeSet;
+
+use tensorseal_pickle::policy::{classify, Class};
+use tensorseal_pickle::{analyze, Analysis, GlobalRef, Limits, Resolution};
+
+use crate::finding::{ids, quote};
+use crate::pickle_lex::{self, Frame};
+use crate::source::{read_range, read_upto, Source};
+use crate::Ctx;
+
+/// A pickle file (or member): read within the limit, analyse every pickle of the stream.
+pub(crate) fn scan_pickle_file(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], depth: u32) {
+    let len = src.len();
+    let cap = len.min(ctx.cfg.max_pickle_bytes);
+    let data = match read_range(src, 0, cap) {
+        Ok(d) => d,
+        Err(e) => {
+            ctx.add(
+                ids::READ_ERROR,
+                loc,
+                None,
+                None,
+                format!("read failed: {e}"),
+            );
+            return;
+        }
+    };
+    if cap < len {
+        ctx.add(
+            ids::ARCHIVE_LIMIT,
+            loc,
+            Some(cap),
+            None,
+            format!("pickle stream of {len} bytes exceeds the limit; only the first {cap} bytes were analysed"),
+        );
+    }
+    analyze_bytes(ctx, &data, loc, 0, depth);
+}
+
+/// Number of pickles at the head of a legacy torch file: magic number, protocol version,
+/// sys_info, the object, the storage keys. Raw storage bytes follow and are not read.
+const LEGACY_PICKLES: usize = 5;
+
+/// Legacy torch: frame the leading pickles (growing the read window as needed, up to the
+/// pickle limit) and analyse only them.
+pub(crate) fn scan_legacy_torch(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], depth: u32) {
+    let len = src.len();
+    let mut window = (1u64 << 20).min(len);
+    loop {
+        let data = match read_upto(src, 0, window) {
+            Ok(d) => d,
+            Err(e) => {
+                ctx.add(
+                    ids::READ_ERROR,
+                    loc,
+                    None,
+                    None,
+                    format!("read failed: {e}"),
+                );
+                return;
+            }
+        };
+        let mut pos = 0usize;
+        let mut count = 0usize;
+        let mut grow = false;
+        let mut bad = None;
+        while count < LEGACY_PICKLES && pos < data.len() {
+            match pickle_lex::frame(&data, pos) {
+                Frame::Complete { end, .. } => {
+                    pos = end;
+                    count += 1;
+                }
+                Frame::Truncated { .. } if (data.len() as u64) < len => {
+                    grow = true;
+                    break;
+                }
+                Frame::Truncated { .. } => {
+                    bad = Some((pos, "the stream ends inside a pickle".to_owned()));
+                    break;
+                }
+                Frame::Invalid { offset, .. } => {
+                    bad = Some((
+                        offset,
+                        format!(
+                            "byte 0x{:02x} is not a pickle opcode",
+                            data.get(offset).copied().unwrap_or(0)
+                        ),
+                    ));
+                    break;
+                }
+            }
+        }
+        if grow && window < ctx.cfg.max_pickle_bytes.min(len) {
+            window = window
+                .saturating_mul(4)
+                .min(ctx.cfg.max_pickle_bytes)
+                .min(len);
+            continue;
+        }
+        if grow {
+            ctx.add(
+                ids::ARCHIVE_LIMIT,
+                loc,
+                Some(pos as u64),
+                None,
+                format!(
+                    "legacy torch pickle exceeds the limit of {window} bytes; analysed up to there"
+                ),
+            );
+        }
+        if count < LEGACY_PICKLES {
+            let (off, why) =
+                bad.unwrap_or((pos, "fewer pickles than the legacy format has".into()));
+            ctx.add(
+                ids::TORCH_INVALID,
+                loc,
+                Some(off as u64),
+                None,
+                format!("legacy torch file has {count} complete pickles of {LEGACY_PICKLES} before offset {off}: {why}"),
+            );
+            // Analyse everything read so that nothing before the problem is missed.
+            analyze_bytes(ctx, &data, loc, 0, depth);
+        } else {
+            analyze_bytes(ctx, data.get(..pos).unwrap_or(&data), loc, 0, depth);
+        }
+        return;
+    }
+}
+
+/// Analyses a pickle stream (all stacked pickles) and reports its globals. `base` is the
+/// offset of `data` within the innermost member, added to every reported offset.
+pub(crate) fn analyze_bytes(ctx: &mut Ctx<'_>, data: &[u8], loc: &[String], base: u64, depth: u32) {
+    let _ = depth;
+    let limits = Limits::default();
+    let analysis = analyze(data, &limits);
+    let mut seen = BTreeMap::new();
+    report(ctx, &analysis, loc, base, None, &mut seen);
+    // Where the machine stopped on an error, a lenient reader (joblib reads raw array bytes
+    // in the middle of the stream and carries on) may still execute what follows: look for
+    // global references in the rest by byte patterns.
+    if let Some(stop) = analysis
+        .pickles
+        .iter()
+        .filter(|p| p.error.is_some())
+        .map(|p| p.end)
+        .min()
+    {
+        let known: BTreeSet<usize> = analysis.globals.iter().map(|g| g.offset).collect();
+        for hit in byte_search_globals(data, stop) {
+            if known.contains(&hit.offset) {
+                continue;
+            }
+            let q = format!("{}.{}", hit.module, hit.name);
+            let (rule, why) = match classify(&hit.module, &hit.name) {
+                Class::Allowed => continue,
+                Class::Dangerous { reason } => {
+                    (ids::PICKLE_DANGEROUS_GLOBAL, format!("dangerous: {reason}"))
+                }
+                Class::Unknown if ctx.cfg.is_allowed(&q) => continue,
+                Class::Unknown => (
+                    ids::PICKLE_UNKNOWN_GLOBAL,
+                    "not on the weights allow-list (accept with --allow)".to_owned(),
+                ),
+            };
+            let key = (rule, q.clone());
+            if let Some((_, count)) = seen.get_mut(&key) {
+                *count += 1;
+                continue;
+            }
+            seen.insert(key, (ctx.findings.len(), 1));
+            let at = base + hit.offset as u64;
+            ctx.add(
+                rule,
+                loc,
+                Some(at),
+                Some(q.clone()),
+                format!(
+                    "global {} ({} at byte {at}, found by byte search after the stream became unreadable at byte {}; lenient loaders such as joblib still reach it): {why}",
+                    quote(&q, 200),
+                    hit.opcode,
+                    base + stop as u64
+                ),
+            );
+        }
+    }
+    // Repeated globals are reported once, with a count.
+    for ((rule, global), (index, count)) in seen {
+        let _ = rule;
+        if count > 1 {
+            if let Some(f) = ctx.findings.get_mut(index) {
+                debug_assert_eq!(f.global.as_deref(), Some(global.as_str()));
+                f.message
+                    .push_str(&format!(" ({} more occurrences)", count - 1));
+            }
+        }
+    }
+}
+
+fn calls_text(g: &GlobalRef, base: u64) -> String {
+    if g.calls.is_empty() {
+        return "referenced, not called".to_owned();
+    }
+    let mut parts: Vec<String> = g
+        .calls
+        .iter()
+        .take(3)
+        .map(|c| format!("{} at byte {}", c.kind.opcode(), base + c.offset as u64))
+        .collect();
+    if g.calls.len() > 3 {
+        parts.push(format!("{} more", g.calls.len() - 3));
+    }
+    format!("called by {}", parts.join(", "))
+}
+
+fn resolution_text(r: Resolution) -> &'static str {
+    match r {
+        Resolution::Operand => "",
+        Resolution::Stack => ", name built on the stack",
+        Resolution::Dynamic => ", name computed at load time (not a literal)",
+        Resolution::AfterError => ", found after the stream became invalid",
+    }
+}
+
+type Seen = BTreeMap<(&'static str, String), (usize, usize)>;
+
+/// Reports one analysis (and, recursively, its nested pickles). `nested_at` is the offset
+/// of the call that carries a nested pickle: offsets inside it are relative to the bytes
+/// argument, so the call's offset is reported instead.
+fn report(
+    ctx: &mut Ctx<'_>,
+    a: &Analysis,
+    loc: &[String],
+    base: u64,
+    nested_at: Option<u64>,
+    seen: &mut Seen,
+) {
+    let stacked = a.pickles.len() > 1;
+    for g in &a.globals {
+        let q = g.qualified();
+        let (rule, why) = match &g.class {
+            Class::Allowed => continue,
+            Class::Dangerous { reason } => {
+                (ids::PICKLE_DANGEROUS_GLOBAL, format!("dangerous: {reason}"))
+            }
+            Class::Unknown if ctx.cfg.is_allowed(&q) => continue,
+            Class::Unknown
+                if ctx.in_torchscript
+                    && (q.starts_with("__torch__.") || q.starts_with("torch.jit._pickle.")) =>
+            {
+                continue
+            }
+            Class::Unknown => (
+                ids::PICKLE_UNKNOWN_GLOBAL,
+                "not on the weights allow-list (accept with --allow)".to_owned(),
+            ),
+        };
+        let key = (rule, q.clone());
+        if let Some((_, count)) = seen.get_mut(&key) {
+            *count += 1;
+            continue;
+        }
+        let offset = nested_at.unwrap_or(base + g.offset as u64);
+        let which = match (nested_at, stacked) {
+            (Some(_), _) => " of the nested pickle".to_owned(),
+            (None, true) => format!(
+                " in pickle {} of {} of the stream",
+                g.pickle + 1,
+                a.pickles.len()
+            ),
+            (None, false) => String::new(),
+        };
+        let message = format!(
+            "global {} ({} at byte {}{}){which}, {}: {why}",
+            quote(&q, 200),
+            g.opcode,
+            base + g.offset as u64,
+            resolution_text(g.resolution),
+            calls_text(g, base),
+        );
+        seen.insert(key, (ctx.findings.len(), 1));
+        ctx.add(rule, loc, Some(offset), Some(q), message);
+    }
+    for p in &a.pickles {
+        if let Some(e) = &p.error {
+            let offset = nested_at.unwrap_or(base + p.start as u64);
+            ctx.add(
+                ids::PICKLE_INVALID,
+                loc,
+                Some(offset),
+                None,
+                format!(
+                    "pickle starting at byte {} could not be fully analysed: {e}",
+                    base + p.start as u64
+                ),
+            );
+        }
+    }
+    for e in &a.errors {
+        // Errors not tied to a pickle (stream-level limits).
+        if !a.pickles.iter().any(|p| p.error.as_ref() == Some(e)) {
+            ctx.add(
+                ids::PICKLE_INVALID,
+                loc,
+                nested_at.or(Some(base)),
+                None,
+                format!("pickle stream could not be fully analysed: {e}"),
+            );
+        }
+    }
+    for n in &a.nested {
+        let at = nested_at.unwrap_or(base + n.offset as u64);
+        match &n.analysis {
+            Some(inner) => {
+                ctx.add(
+                    ids::PICKLE_NESTED,
+                    loc,
+                    Some(at),
+                    None,
+                    format!(
+                        "{} at byte {at} receives a {}-byte pickle ({}); it was analysed too",
+                        n.opcode,
+                        n.len,
+                        quote(&n.via, 120)
+                    ),
+                );
+                report(ctx, inner, loc, 0, Some(at), seen);
+            }
+            None => ctx.add(
+                ids::PICKLE_INVALID,
+                loc,
+                Some(at),
+                None,
+                format!(
+                    "pickles nested deeper than the analysis limit at byte {at} ({}) were not analysed",
+                    quote(&n.via, 120)
+                ),
+            ),
+        }
+    }
+}
+
+/// A global reference found by byte patterns (not by running the machine).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ByteHit {
+    /// Offset of the opcode.
+    pub offset: usize,
+    /// `GLOBAL`, `INST` or `STACK_GLOBAL`.
+    pub opcode: &'static str,
+    /// Module.
+    pub module: String,
+    /// Name.
+    pub name: String,
+}
+
+fn is_dotted_identifier(s: &[u8]) -> bool {
+    !s.is_empty()
+        && s.len() <= 256
+        && s.first()
+            .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
+        && s.iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'.')
+}
+
+/// Reads a short string operand (`SHORT_BINUNICODE`, `BINUNICODE`, `SHORT_BINSTRING`) at
+/// `pos`, then skips a memo store; returns the string and the next position.
+fn string_operand(data: &[u8], pos: usize) -> Option<(&[u8], usize)> {
+    let op = *data.get(pos)?;
+    let (len, start) = match op {
+        0x8c | b'U' => (usize::from(*data.get(pos + 1)?), pos + 2),
+        b'X' => {
+            let b = data.get(pos + 1..pos + 5)?;
+            (
+                u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize,
+                pos + 5,
+            )
+        }
+        _ => return None,
+    };
+    let s = data.get(start..start.checked_add(len)?)?;
+    let mut next = start + len;
+    match data.get(next) {
+        Some(0x94) => next += 1,
+        Some(b'q') => next += 2,
+        Some(b'r') => next += 5,
+        _ => {}
+    }
+    Some((s, next))
+}
+
+/// Finds `GLOBAL`/`INST` operands and `STACK_GLOBAL`s fed by two literal strings in
+/// `data[from..]`, by pattern alone.
+pub(crate) fn byte_search_globals(data: &[u8], from: usize) -> Vec<ByteHit> {
+    let mut out = Vec::new();
+    let mut i = from;
+    while i < data.len() && out.len() < 10_000 {
+        let b = data.get(i).copied().unwrap_or(0);
+        if b == b'c' || b == b'i' {
+            let rest = data.get(i + 1..).unwrap_or(&[]);
+            let window = rest.get(..rest.len().min(520)).unwrap_or(rest);
+            let mut lines = window.splitn(3, |&c| c == b'\n');
+            if let (Some(m), Some(n), Some(_)) = (lines.next(), lines.next(), lines.next()) {
+                if is_dotted_identifier(m) && is_dotted_identifier(n) {
+                    out.push(ByteHit {
+                        offset: i,
+                        opcode: if b == b'c' { "GLOBAL" } else { "INST" },
+                        module: String::from_utf8_lossy(m).into_owned(),
+                        name: String::from_utf8_lossy(n).into_owned(),
+                    });
+                    i += 1 + m.len() + 1 + n.len() + 1;
+                    continue;
+                }
+            }
+        }
+        if matches!(b, 0x8c | b'X' | b'U') {
+            if let Some((m, next)) = string_operand(data, i) {
+                if let Some((n, after)) = string_operand(data, next) {
+                    if data.get(after) == Some(&0x93)
+                        && is_dotted_identifier(m)
+                        && is_dotted_identifier(n)
+                    {
+                        out.push(ByteHit {
+                            offset: after,
+                            opcode: "STACK_GLOBAL",
+                            module: String::from_utf8_lossy(m).into_owned(),
+                            name: String::from_utf8_lossy(n).into_owned(),
+                        });
+                        i = after + 1;
+                        continue;
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_search_finds_all_three_forms() {
+        let data =
+            b"\x00\x00cos\nsystem\n\x01\x8c\x02os\x94\x8c\x06system\x94\x93\xff(ibuiltins\nexec\n";
+        let hits = byte_search_globals(data, 0);
+        let names: Vec<String> = hits
+            .iter()
+            .map(|h| format!("{}.{}", h.module, h.name))
+            .collect();
+        assert_eq!(names, ["os.system", "os.system", "builtins.exec"]);
+        assert_eq!(hits[1].opcode, "STACK_GLOBAL");
+        assert_eq!(hits[2].opcode, "INST");
+    }
+
+    #[test]
+    fn byte_search_ignores_text() {
+        assert!(byte_search_globals(b"call me\nmaybe later", 0).is_empty());
+        assert!(byte_search_globals(b"c\n\n", 0).is_empty());
+    }
+}

@@ -1,0 +1,172 @@
+//! The result of a scan run: JSON document, text lines, summary and exit code.
+//!
+//! The JSON schema (`"schema": "tensorseal-scan/1"`) is documented in the README.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use crate::{FileReport, Policy, Severity};
+
+/// Identifier of the JSON document layout.
+pub const JSON_SCHEMA: &str = "tensorseal-scan/1";
+
+/// Exit code: nothing violates the policy.
+pub const EXIT_CLEAN: u8 = 0;
+/// Exit code: at least one finding violates the policy.
+pub const EXIT_FINDINGS: u8 = 1;
+/// Exit code: a file could not be read (or another error).
+pub const EXIT_ERROR: u8 = 2;
+
+/// All file reports of one run, with the settings that produced them.
+#[derive(Debug, Clone)]
+pub struct ScanRun {
+    /// Policy in force.
+    pub policy: Policy,
+    /// `--allow` entries.
+    pub allow: Vec<String>,
+    /// One report per file, in path order.
+    pub files: Vec<FileReport>,
+}
+
+/// Totals of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Files scanned.
+    pub files: usize,
+    /// Files that could not be read.
+    pub errors: usize,
+    /// Findings in total.
+    pub findings: usize,
+    /// Findings per severity.
+    pub by_severity: BTreeMap<Severity, usize>,
+    /// Files with at least one finding that violates the policy.
+    pub failed_files: usize,
+    /// Files per format.
+    pub formats: BTreeMap<String, usize>,
+}
+
+impl ScanRun {
+    /// Totals.
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary {
+            files: self.files.len(),
+            ..Summary::default()
+        };
+        for f in &self.files {
+            if f.error.is_some() {
+                s.errors += 1;
+            }
+            if f.fails_policy() {
+                s.failed_files += 1;
+            }
+            s.findings += f.findings.len();
+            for x in &f.findings {
+                *s.by_severity.entry(x.severity).or_insert(0) += 1;
+            }
+            *s.formats.entry(f.format.as_str().to_owned()).or_insert(0) += 1;
+        }
+        s
+    }
+
+    /// Whether any finding violates the policy.
+    pub fn policy_violated(&self) -> bool {
+        self.files.iter().any(FileReport::fails_policy)
+    }
+
+    /// 2 when a file could not be read, else 1 when the policy is violated, else 0.
+    pub fn exit_code(&self) -> u8 {
+        if self.files.iter().any(|f| f.error.is_some()) {
+            EXIT_ERROR
+        } else if self.policy_violated() {
+            EXIT_FINDINGS
+        } else {
+            EXIT_CLEAN
+        }
+    }
+
+    /// The JSON document.
+    pub fn to_json(&self, tool_version: &str) -> Value {
+        let s = self.summary();
+        let by_sev: serde_json::Map<String, Value> = Severity::ALL
+            .iter()
+            .rev()
+            .map(|sev| {
+                (
+                    sev.as_str().to_owned(),
+                    json!(s.by_severity.get(sev).copied().unwrap_or(0)),
+                )
+            })
+            .collect();
+        json!({
+            "schema": JSON_SCHEMA,
+            "tool": {"name": "tensorseal", "version": tool_version},
+            "policy": self.policy.as_str(),
+            "allow": self.allow,
+            "files": self.files,
+            "summary": {
+                "files": s.files,
+                "errors": s.errors,
+                "findings": s.findings,
+                "by_severity": by_sev,
+                "failed_files": s.failed_files,
+                "formats": s.formats,
+                "policy_violated": self.policy_violated(),
+            },
+            "exit_code": self.exit_code(),
+        })
+    }
+
+    /// One line per finding (`SEVERITY rule location[@offset]: message`).
+    pub fn text_lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for f in &self.files {
+            for x in &f.findings {
+                let at = x.offset.map(|o| format!("@{o}")).unwrap_or_default();
+                out.push(format!(
+                    "{:<8} {} {}{at}: {}",
+                    x.severity.as_str().to_uppercase(),
+                    x.rule,
+                    x.location(),
+                    x.message
+                ));
+            }
+        }
+        out
+    }
+
+    /// The summary paragraph of text output.
+    pub fn text_summary(&self) -> String {
+        let s = self.summary();
+        let formats: Vec<String> = s.formats.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let sev: Vec<String> = Severity::ALL
+            .iter()
+            .rev()
+            .filter_map(|x| s.by_severity.get(x).map(|n| format!("{x} {n}")))
+            .collect();
+        let verdict = match self.exit_code() {
+            EXIT_CLEAN => "PASS".to_owned(),
+            EXIT_FINDINGS => format!(
+                "FAIL ({} files violate policy {})",
+                s.failed_files,
+                self.policy.as_str()
+            ),
+            _ => format!("ERROR ({} files could not be read)", s.errors),
+        };
+        format!(
+            "scanned {} files ({}); {} findings{}\nresult: {verdict}",
+            s.files,
+            if formats.is_empty() {
+                "none".to_owned()
+            } else {
+                formats.join(", ")
+            },
+            s.findings,
+            if sev.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", sev.join(", "))
+            },
+        )
+    }
+}
