@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-pub mod digest;
 pub mod convert;
+pub mod digest;
 pub mod inspect;
 pub mod merge;
 pub mod sign;
