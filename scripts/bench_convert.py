@@ -7,8 +7,10 @@ output (same durability).
 
 Reference: what Hugging Face's converter does, `torch.load(weights_only=True)`
 then `safetensors.torch.save_file`, in a fresh Python process. Ours:
-`tensorseal convert` (release build), with its default verification pass and
-with `--no-verify`. Runs alternate in one session; prints medians, ratios and
+`tensorseal convert` (release build) with each verification mode: the
+default `--verify checksum` (per-tensor XXH3-128 while copying, output re-read),
+`--verify full` (input and output re-read and compared byte for byte) and
+`--verify none`. Runs alternate in one session; prints medians, ratios and
 the peak resident memory of each child (from os.wait4's rusage).
 
     /work/venv/bin/python scripts/bench_convert.py [--size-gib 1.2] [--rounds 3]
@@ -109,8 +111,9 @@ def main():
     cases = {
         "torch.load + save_file": [sys.executable, "-c", REF, str(ckpt), str(out_ref)],
         "torch.load + save_file + fsync": [sys.executable, "-c", REF, str(ckpt), str(out_ref), "fsync"],
-        "tensorseal convert": [args.bin, "convert", str(ckpt), str(out_ours), "--force"],
-        "tensorseal convert --no-verify": [args.bin, "convert", str(ckpt), str(out_ours), "--force", "--no-verify"],
+        "tensorseal convert (checksum)": [args.bin, "convert", str(ckpt), str(out_ours), "--force"],
+        "tensorseal convert --verify full": [args.bin, "convert", str(ckpt), str(out_ours), "--force", "--verify", "full"],
+        "tensorseal convert --verify none": [args.bin, "convert", str(ckpt), str(out_ours), "--force", "--verify", "none"],
     }
     # Warm the page cache once so every case reads from memory.
     run(["cat", str(ckpt)])

@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use tensorseal_convert::{ConvertError, Options, Progress, Report};
+use tensorseal_convert::{ConvertError, Options, Progress, Report, Verify};
 use tensorseal_format::shard;
 
 use super::{write_stdout, CmdResult, Failure, EXIT_INVALID, EXIT_OK, EXIT_USAGE};
@@ -33,8 +33,16 @@ pub struct Args {
     /// Shard the output directory: 5GB, 500MB, 10GiB or bytes (HF rules).
     #[arg(long, value_name = "SIZE")]
     pub max_shard_size: Option<String>,
-    /// Skip re-reading the output and comparing it with the input.
-    #[arg(long)]
+    /// Check the output after writing it. checksum: hash each tensor while
+    /// copying it, then re-read only the output and compare hashes, names,
+    /// dtypes and shapes. full: re-read the input and the output and compare
+    /// every byte (also catches an input that changes or reads back
+    /// differently). none: no check. With --to torch, checksum and full both
+    /// re-read both files.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "checksum")]
+    pub verify: VerifyMode,
+    /// Same as --verify none.
+    #[arg(long, conflicts_with = "verify")]
     pub no_verify: bool,
     /// Replace existing output files.
     #[arg(long)]
@@ -42,6 +50,17 @@ pub struct Args {
     /// Print a JSON report on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Verification modes of `convert`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum VerifyMode {
+    /// Per-tensor XXH3-128 of the copied bytes; only the output is re-read.
+    Checksum,
+    /// Re-read input and output, compare every byte.
+    Full,
+    /// No check.
+    None,
 }
 
 /// Output formats of `convert`.
@@ -65,6 +84,11 @@ fn failure(e: ConvertError) -> Failure {
 }
 
 pub fn run(args: Args) -> CmdResult {
+    let verify = match (args.no_verify, args.verify) {
+        (true, _) | (_, VerifyMode::None) => Verify::Off,
+        (_, VerifyMode::Checksum) => Verify::Checksum,
+        (_, VerifyMode::Full) => Verify::Full,
+    };
     let max_shard_size = match &args.max_shard_size {
         Some(s) => Some(shard::parse_size(s).map_err(|e| Failure {
             code: EXIT_USAGE,
@@ -82,7 +106,7 @@ pub fn run(args: Args) -> CmdResult {
                     ),
                 });
             }
-            tensorseal_convert::to_torch(&args.src, &args.dst, !args.no_verify, args.force)
+            tensorseal_convert::to_torch(&args.src, &args.dst, verify != Verify::Off, args.force)
                 .map_err(failure)?
         }
         Target::Safetensors => {
@@ -90,7 +114,7 @@ pub fn run(args: Args) -> CmdResult {
                 select: args.select.clone(),
                 flatten: args.flatten,
                 max_shard_size,
-                verify: !args.no_verify,
+                verify,
                 overwrite: args.force,
             };
             let show = std::io::stderr().is_terminal() && !args.json;
@@ -131,7 +155,9 @@ pub fn run(args: Args) -> CmdResult {
         );
     }
     if args.json {
-        write_stdout(&format!("{}\n", json_report(&report)))?;
+        let mut j = json_report(&report);
+        j["verification"] = serde_json::json!(verify_name(verify, args.to));
+        write_stdout(&format!("{j}\n"))?;
     } else {
         let mut out = String::new();
         for o in &report.outputs {
@@ -154,10 +180,22 @@ pub fn run(args: Args) -> CmdResult {
                     report.aliases.len()
                 )
             },
-            if report.verified { ", verified" } else { "" }
+            if report.verified {
+                format!(", verified ({})", verify_name(verify, args.to))
+            } else {
+                String::new()
+            }
         );
     }
     Ok(EXIT_OK)
+}
+
+/// The check that actually ran: to_torch always compares every byte.
+fn verify_name(v: Verify, to: Target) -> &'static str {
+    match (v, to) {
+        (Verify::Checksum, Target::Torch) => Verify::Full.name(),
+        _ => v.name(),
+    }
 }
 
 fn json_report(r: &Report) -> serde_json::Value {

@@ -12,6 +12,11 @@
 //! in 1 MiB pieces), so memory stays far below the checkpoint size.
 //! [`to_torch`] writes the reverse: a torch zip checkpoint that
 //! `torch.load(path, weights_only=True)` accepts.
+//!
+//! After writing, the output is checked as [`Verify`] says: by default each
+//! tensor is hashed (XXH3-128) from the copy buffer while it is written, and
+//! only the output is read back ([`verify_checksums`]); [`Verify::Full`]
+//! re-reads the input too and compares every byte ([`verify_against_input`]).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -25,7 +30,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use tensorseal_format::shard::{index_json, plan_shards, shard_name};
-use tensorseal_format::{write_file, PreadFile, TensorSpec};
+use tensorseal_format::{write_file, Dtype, PreadFile, TensorSpec};
+use xxhash_rust::xxh3::Xxh3;
 
 pub use error::ConvertError;
 pub use source::{Checkpoint, Format, LEGACY_MAGIC};
@@ -42,10 +48,54 @@ pub struct Options {
     pub flatten: bool,
     /// Shard the output (directory outputs only).
     pub max_shard_size: Option<u64>,
-    /// Re-read the output and compare every byte with the input.
-    pub verify: bool,
+    /// How to check the output after writing it.
+    pub verify: Verify,
     /// Replace an existing output.
     pub overwrite: bool,
+}
+
+/// How [`to_safetensors`] checks its output after writing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Verify {
+    /// Hash each tensor's bytes (XXH3-128) as they are copied from the input
+    /// to the output, then re-read only the output: validate its header,
+    /// and compare every tensor's name, dtype, shape, length and hash (and
+    /// the metadata) with what was written. Proves the file on disk holds
+    /// exactly the bytes read from the input during the copy.
+    #[default]
+    Checksum,
+    /// Re-read both the input and the output and compare every byte. Also
+    /// catches an input that reads back differently the second time (changed
+    /// while converting, or a faulty read), at about twice the read cost.
+    Full,
+    /// No check after writing.
+    Off,
+}
+
+impl Verify {
+    /// Its name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verify::Checksum => "checksum",
+            Verify::Full => "full",
+            Verify::Off => "none",
+        }
+    }
+}
+
+/// What was written for one tensor, as [`Verify::Checksum`] checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// Name in the output.
+    pub name: String,
+    /// Its dtype.
+    pub dtype: Dtype,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Bytes written.
+    pub len: u64,
+    /// XXH3-128 of those bytes.
+    pub xxh3_128: u128,
 }
 
 /// Progress events.
@@ -104,6 +154,9 @@ pub struct Report {
     pub total_bytes: u64,
     /// Whether the output was re-read and compared.
     pub verified: bool,
+    /// Per output file, what was written to it (filled with
+    /// [`Verify::Checksum`], empty otherwise).
+    pub written: Vec<Vec<Written>>,
 }
 
 /// The checkpoint files of `src`: the file itself, or in a directory
@@ -420,6 +473,9 @@ pub fn to_safetensors(
         tensors: planned.len(),
     });
     let mut weight_map = BTreeMap::new();
+    let hashing = opts.verify == Verify::Checksum;
+    let mut written: Vec<Vec<Written>> = Vec::new();
+    let mut file_meta: Vec<BTreeMap<String, String>> = Vec::new();
     for (g, file) in groups.iter().zip(&files) {
         let specs: Vec<TensorSpec> = g.iter().map(|&i| spec(&planned[i])).collect();
         let names_here: std::collections::HashSet<&str> =
@@ -432,11 +488,31 @@ pub fn to_safetensors(
             });
         }
         let mut err: Option<ConvertError> = None;
+        let mut here: Vec<Written> = Vec::new();
         let res = write_file(file, &specs, Some(&fmeta), |si, w| {
             let p = &planned[g[si]];
             let ck = &cks[p.input];
-            match tensor::emit(ck, &p.name, &p.tensor, &mut |b| w.write_all(b)) {
+            // The hash covers exactly the bytes handed to the writer.
+            let mut hasher = hashing.then(Xxh3::new);
+            let mut len = 0u64;
+            let copied = tensor::emit(ck, &p.name, &p.tensor, &mut |b| {
+                if let Some(h) = hasher.as_mut() {
+                    h.update(b);
+                }
+                len += b.len() as u64;
+                w.write_all(b)
+            });
+            match copied {
                 Ok(()) => {
+                    if let Some(h) = hasher {
+                        here.push(Written {
+                            name: p.name.clone(),
+                            dtype: p.tensor.dtype,
+                            shape: p.tensor.shape.clone(),
+                            len,
+                            xxh3_128: h.digest128(),
+                        });
+                    }
                     progress(Progress::Tensor {
                         name: &p.name,
                         bytes: p.tensor.byte_len().unwrap_or(0) as u64,
@@ -454,6 +530,8 @@ pub fn to_safetensors(
             return Err(e);
         }
         res?;
+        written.push(here);
+        file_meta.push(fmeta);
         let fname = file
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -466,15 +544,28 @@ pub fn to_safetensors(
         let json = index_json(total, &weight_map);
         std::fs::write(ix, json).map_err(|e| ConvertError::io(ix, e))?;
     }
-    if opts.verify {
-        progress(Progress::Verify);
-        for (g, file) in groups.iter().zip(&files) {
-            verify_file(
-                file,
-                g.iter().map(|&i| (&planned[i], &cks[planned[i].input])),
-            )?;
+    match opts.verify {
+        Verify::Off => {}
+        Verify::Checksum => {
+            progress(Progress::Verify);
+            for ((w, m), file) in written.iter().zip(&file_meta).zip(&files) {
+                verify_checksums(file, w, Some(m))?;
+            }
+            report.verified = true;
         }
-        report.verified = true;
+        Verify::Full => {
+            progress(Progress::Verify);
+            for (g, file) in groups.iter().zip(&files) {
+                verify_against_input(
+                    file,
+                    g.iter().map(|&i| (&planned[i], &cks[planned[i].input])),
+                )?;
+            }
+            report.verified = true;
+        }
+    }
+    if hashing {
+        report.written = written;
     }
     report.outputs = files;
     report.index = index_path;
@@ -482,9 +573,89 @@ pub fn to_safetensors(
     Ok(report)
 }
 
-/// Re-reads `file` and compares each tensor's dtype, shape and bytes with
-/// the source.
-fn verify_file<'a>(
+/// Size of the reads that hash the output back.
+const VERIFY_CHUNK: usize = 8 << 20;
+
+/// [`Verify::Checksum`]: reads `file` back (positioned reads, header
+/// validated by the core parser) and checks that it holds exactly the
+/// `written` tensors, each with the same dtype, shape, length and XXH3-128
+/// of its bytes, and, when given, exactly `metadata`. The input is not read.
+pub fn verify_checksums(
+    file: &Path,
+    written: &[Written],
+    metadata: Option<&BTreeMap<String, String>>,
+) -> Result<(), ConvertError> {
+    let out = PreadFile::open(file)?;
+    let verr = |name: &str, why: String| ConvertError::Verify {
+        path: file.to_owned(),
+        name: name.to_owned(),
+        why,
+    };
+    let mut buf: Vec<u8> = Vec::new();
+    for w in written {
+        let info = out
+            .header()
+            .get(&w.name)
+            .ok_or_else(|| verr(&w.name, "is missing from the output".into()))?;
+        if info.dtype != w.dtype || info.shape != w.shape {
+            return Err(verr(
+                &w.name,
+                format!(
+                    "is {} {:?}, expected {} {:?}",
+                    info.dtype, info.shape, w.dtype, w.shape
+                ),
+            ));
+        }
+        let (start, end) = info.data_offsets;
+        let len = end.saturating_sub(start);
+        if len as u64 != w.len {
+            return Err(verr(
+                &w.name,
+                format!("has {len} bytes, {} were written", w.len),
+            ));
+        }
+        let mut h = Xxh3::new();
+        let mut pos = start;
+        while pos < end {
+            let n = VERIFY_CHUNK.min(end - pos);
+            buf.resize(n, 0);
+            out.read_at(pos, &mut buf)?;
+            h.update(&buf);
+            pos += n;
+        }
+        let got = h.digest128();
+        if got != w.xxh3_128 {
+            return Err(verr(
+                &w.name,
+                format!(
+                    "bytes differ from those written (XXH3-128 {got:032x}, expected {:032x})",
+                    w.xxh3_128
+                ),
+            ));
+        }
+    }
+    if written.len() != out.header().len() {
+        return Err(verr(
+            "*",
+            format!(
+                "file holds {} tensors, expected {}",
+                out.header().len(),
+                written.len()
+            ),
+        ));
+    }
+    if let Some(m) = metadata {
+        let empty = BTreeMap::new();
+        if out.metadata().unwrap_or(&empty) != m {
+            return Err(verr("*", "metadata differs from what was written".into()));
+        }
+    }
+    Ok(())
+}
+
+/// [`Verify::Full`]: re-reads `file` and the inputs and compares each
+/// tensor's dtype, shape and every byte with the source.
+pub fn verify_against_input<'a>(
     file: &Path,
     tensors: impl Iterator<Item = (&'a PlannedTensor, &'a Checkpoint)>,
 ) -> Result<(), ConvertError> {

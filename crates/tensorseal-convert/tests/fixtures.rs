@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 use tensorseal_convert::{
-    plan, to_safetensors, to_torch, Checkpoint, ConvertError, Format, Options,
+    plan, to_safetensors, to_torch, verify_against_input, verify_checksums, Checkpoint,
+    ConvertError, Format, Options, Verify,
 };
 use tensorseal_format::{Dtype, SafeTensors};
 use tensorseal_pickle::PickleError;
@@ -33,15 +34,27 @@ fn f32s(b: &[u8]) -> Vec<f32> {
 
 fn verified() -> Options {
     Options {
-        verify: true,
+        verify: Verify::Checksum,
+        ..Options::default()
+    }
+}
+
+fn full() -> Options {
+    Options {
+        verify: Verify::Full,
         ..Options::default()
     }
 }
 
 #[test]
 fn views_are_materialised_in_logical_order() {
-    for f in ["views.pt", "views_legacy.pt"] {
-        let (_d, bytes) = convert(&fix(f), &verified());
+    for (f, opts) in [
+        ("views.pt", verified()),
+        ("views_legacy.pt", verified()),
+        ("views.pt", full()),
+        ("views_legacy.pt", full()),
+    ] {
+        let (_d, bytes) = convert(&fix(f), &opts);
         let st = SafeTensors::deserialize(&bytes).unwrap();
         let w: Vec<f32> = (0..24).map(|x| x as f32).collect();
         let get = |n: &str| f32s(st.tensor(n).unwrap().data());
@@ -195,7 +208,7 @@ fn truncated_files_fail_cleanly() {
             let out = dir.path().join("o.safetensors");
             let opts = Options {
                 overwrite: true,
-                verify: true,
+                verify: Verify::Full,
                 ..Options::default()
             };
             let _ = to_safetensors(&p, &out, &opts, &mut |_| {});
@@ -323,7 +336,7 @@ proptest! {
 fn numpy_arrays_inside_a_checkpoint_become_tensors() {
     let flat = Options {
         flatten: true,
-        verify: true,
+        verify: Verify::Full,
         ..Options::default()
     };
     let (_d, bytes) = convert(&fix("numpy_inside.pt"), &flat);
@@ -342,4 +355,141 @@ fn numpy_arrays_inside_a_checkpoint_become_tensors() {
         .collect();
     assert_eq!(v, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
     assert_eq!(st.tensor("np_bool").unwrap().data(), &[1, 0]);
+}
+
+/// Flips one byte inside tensor `name`'s data in the safetensors file at `p`.
+fn corrupt(p: &Path, name: &str) {
+    let mut bytes = std::fs::read(p).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let start = header[name]["data_offsets"][0].as_u64().unwrap() as usize;
+    let end = header[name]["data_offsets"][1].as_u64().unwrap() as usize;
+    assert!(end > start, "{name} is empty");
+    let at = 8 + n + (start + end) / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(p, bytes).unwrap();
+}
+
+fn verify_error_name(e: ConvertError) -> (String, String) {
+    match e {
+        ConvertError::Verify { name, why, .. } => (name, why),
+        other => panic!("expected a verification error, got {other:?}"),
+    }
+}
+
+#[test]
+fn checksum_verification_detects_a_corrupted_output() {
+    for f in [
+        "views.pt",
+        "views_legacy.pt",
+        "every_dtype.pt",
+        "arrays.npz",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("o.safetensors");
+        let report = to_safetensors(&fix(f), &out, &verified(), &mut |_| {}).unwrap();
+        assert!(report.verified);
+        assert_eq!(report.written.len(), 1);
+        let written = &report.written[0];
+        assert_eq!(written.len(), report.tensors);
+        let meta = SafeTensors::deserialize(&std::fs::read(&out).unwrap())
+            .unwrap()
+            .metadata()
+            .cloned();
+        // The intact file passes.
+        verify_checksums(&out, written, meta.as_ref()).unwrap();
+        // A flipped byte in any non-empty tensor is caught and named.
+        let victim = written.iter().rev().find(|w| w.len > 0).unwrap();
+        corrupt(&out, &victim.name);
+        let (name, why) =
+            verify_error_name(verify_checksums(&out, written, meta.as_ref()).unwrap_err());
+        assert_eq!(name, victim.name, "{f}");
+        assert!(why.contains("XXH3-128"), "{why}");
+    }
+}
+
+#[test]
+fn checksum_verification_checks_dtype_shape_names_and_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.safetensors");
+    let report = to_safetensors(&fix("small.pt"), &out, &verified(), &mut |_| {}).unwrap();
+    let written = report.written[0].clone();
+    let first = written[0].name.clone();
+    let mut w = written.clone();
+    w[0].dtype = if w[0].dtype == Dtype::F64 {
+        Dtype::I64
+    } else {
+        Dtype::F64
+    };
+    let (name, why) = verify_error_name(verify_checksums(&out, &w, None).unwrap_err());
+    assert_eq!(
+        (name.as_str(), why.starts_with("is ")),
+        (first.as_str(), true)
+    );
+    let mut w = written.clone();
+    w[0].shape.push(1);
+    let (name, _) = verify_error_name(verify_checksums(&out, &w, None).unwrap_err());
+    assert_eq!(name, first);
+    let mut w = written.clone();
+    w[0].name = "not_there".into();
+    let (name, why) = verify_error_name(verify_checksums(&out, &w, None).unwrap_err());
+    assert_eq!(
+        (name.as_str(), why.as_str()),
+        ("not_there", "is missing from the output")
+    );
+    // One tensor fewer expected than the file holds.
+    let (name, why) = verify_error_name(verify_checksums(&out, &written[1..], None).unwrap_err());
+    assert_eq!(name, "*");
+    assert!(why.contains("tensors"), "{why}");
+    let other = std::collections::BTreeMap::from([("format".to_owned(), "np".to_owned())]);
+    let (name, why) =
+        verify_error_name(verify_checksums(&out, &written, Some(&other)).unwrap_err());
+    assert_eq!(name, "*");
+    assert!(why.contains("metadata"), "{why}");
+}
+
+#[test]
+fn full_verification_detects_a_corrupted_output() {
+    for f in [
+        "views.pt",
+        "views_legacy.pt",
+        "every_dtype.pt",
+        "arrays.npz",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("o.safetensors");
+        let report = to_safetensors(&fix(f), &out, &full(), &mut |_| {}).unwrap();
+        assert!(report.verified);
+        assert!(report.written.is_empty());
+        let inputs = vec![fix(f)];
+        let (cks, planned, _, _) = plan(&inputs, &full()).unwrap();
+        let pairs = || planned.iter().map(|p| (p, &cks[p.input]));
+        verify_against_input(&out, pairs()).unwrap();
+        let victim = planned
+            .iter()
+            .rev()
+            .find(|p| p.tensor.byte_len().unwrap() > 0)
+            .unwrap();
+        corrupt(&out, &victim.name);
+        let (name, why) = verify_error_name(verify_against_input(&out, pairs()).unwrap_err());
+        assert_eq!(name, victim.name, "{f}");
+        assert!(why.contains("differs from the input"), "{why}");
+    }
+}
+
+#[test]
+fn verification_off_writes_the_same_bytes_and_checks_nothing() {
+    let off = Options {
+        verify: Verify::Off,
+        ..Options::default()
+    };
+    let (_a, plain) = convert(&fix("every_dtype.pt"), &off);
+    let (_b, checked) = convert(&fix("every_dtype.pt"), &verified());
+    let (_c, fully) = convert(&fix("every_dtype.pt"), &full());
+    assert_eq!(plain, checked);
+    assert_eq!(plain, fully);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.safetensors");
+    let report = to_safetensors(&fix("every_dtype.pt"), &out, &off, &mut |_| {}).unwrap();
+    assert!(!report.verified && report.written.is_empty());
 }

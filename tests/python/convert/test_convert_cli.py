@@ -288,3 +288,35 @@ def test_numpy_arrays_inside_a_checkpoint(run_cli, tmp_path):
             assert np.array_equal(a, want), k
             assert a.dtype == want.dtype.newbyteorder("<") or a.dtype == want.dtype, k
         assert np.array_equal(f.get_tensor("weights.w"), np.ones(2, dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    "flags, mode, verified",
+    [
+        ([], "checksum", True),
+        (["--verify", "checksum"], "checksum", True),
+        (["--verify=full"], "full", True),
+        (["--verify", "none"], "none", False),
+        (["--no-verify"], "none", False),
+    ],
+)
+def test_verify_modes_write_identical_bytes(run_cli, tmp_path, flags, mode, verified):
+    out = tmp_path / "v.safetensors"
+    r = run_cli("convert", FIX / "views.pt", out, "--json", *flags)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["verification"] == mode
+    assert rep["verified"] is verified
+    ref = tmp_path / "ref.safetensors"
+    assert run_cli("convert", FIX / "views.pt", ref, "--verify", "full").returncode == 0
+    assert out.read_bytes() == ref.read_bytes()
+
+
+def test_verify_mode_is_validated_and_no_verify_conflicts(run_cli, tmp_path):
+    out = tmp_path / "v.safetensors"
+    r = run_cli("convert", FIX / "views.pt", out, "--verify", "sometimes")
+    assert r.returncode == 2
+    assert "sometimes" in r.stderr
+    r = run_cli("convert", FIX / "views.pt", out, "--verify", "full", "--no-verify")
+    assert r.returncode == 2
+    assert not out.exists()
