@@ -1,0 +1,121 @@
+//! Reading headers and tensor bytes from files with positioned reads.
+
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::sync::Mutex;
+
+use tensorseal_format::header::read_header_len;
+use tensorseal_format::{FormatError, Header};
+
+/// Size of one positioned read when loading a whole file. Large enough that
+/// syscall overhead vanishes, small enough to spread over the threads.
+const CHUNK: usize = 16 << 20;
+
+/// An opened file with its validated header.
+pub struct Opened {
+    pub file: File,
+    pub header: Header,
+    /// Offset of the data buffer in the file (8 + header length).
+    pub data_start: u64,
+}
+
+/// Opens `path` and reads and validates only its header: prefix, JSON, and
+/// that the data buffer is exactly as long as the tensors need.
+pub fn open(path: &Path) -> Result<Opened, FormatError> {
+    let io_err = |e| FormatError::io(path, e);
+    let file = File::open(path).map_err(io_err)?;
+    let meta = file.metadata().map_err(io_err)?;
+    if meta.is_dir() {
+        return Err(io_err(io::Error::from(io::ErrorKind::IsADirectory)));
+    }
+    let file_len = meta.len();
+    let mut prefix = [0u8; 8];
+    if file_len < 8 {
+        return Err(FormatError::FileTooSmall { len: file_len });
+    }
+    read_exact_at(&file, &mut prefix, 0).map_err(io_err)?;
+    // Bounded by MAX_HEADER_LEN and by the file length.
+    let n = read_header_len(&prefix, file_len)?;
+    let mut json = vec![0u8; n];
+    read_exact_at(&file, &mut json, 8).map_err(io_err)?;
+    let header = Header::parse(&json)?;
+    let data_start = 8 + n as u64;
+    header.check_data_len(file_len - data_start)?;
+    Ok(Opened {
+        file,
+        header,
+        data_start,
+    })
+}
+
+/// Fills `dst` from `file` starting at `offset`, with `CHUNK`-sized reads
+/// spread over up to `threads` threads.
+pub fn read_parallel(file: &File, offset: u64, dst: &mut [u8], threads: usize) -> io::Result<()> {
+    let chunks = dst.len().div_ceil(CHUNK);
+    let threads = threads.clamp(1, chunks.max(1));
+    if threads == 1 {
+        return read_exact_at(file, dst, offset);
+    }
+    let work = Mutex::new(dst.chunks_mut(CHUNK).enumerate());
+    let next = || work.lock().map(|mut it| it.next()).unwrap_or(None);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> io::Result<()> {
+                    while let Some((i, chunk)) = next() {
+                        read_exact_at(file, chunk, offset + (i * CHUNK) as u64)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        let mut result = Ok(());
+        for h in handles {
+            let r = h
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("reader thread panicked")));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    })
+}
+
+/// Number of reader threads: `TENSORSEAL_THREADS` if set, else the number of
+/// CPUs the process may use (at most 8).
+pub fn default_threads() -> usize {
+    std::env::var("TENSORSEAL_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(8)
+        })
+}
+
+#[cfg(unix)]
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match file.seek_read(buf, offset) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
