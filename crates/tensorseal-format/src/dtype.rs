@@ -105,7 +105,7 @@ impl Dtype {
     /// Size of one element in whole bytes, or `None` for sub-byte dtypes.
     pub const fn byte_size(self) -> Option<usize> {
         let bits = self.bits();
-        if bits % 8 == 0 {
+        if bits.is_multiple_of(8) {
             Some(bits / 8)
         } else {
             None

@@ -185,6 +185,47 @@ pub enum FormatError {
         /// What is wrong.
         reason: String,
     },
+    /// A weight_map entry names a file outside the checkpoint's directory.
+    #[error("sharded index {path}: tensor {tensor:?} maps to {file:?}, which is not a plain relative path inside the checkpoint directory")]
+    IndexPathEscape {
+        /// Path of the index file.
+        path: String,
+        /// Tensor name.
+        tensor: String,
+        /// The offending file name.
+        file: String,
+    },
+    /// The index maps a tensor to a shard that does not hold it.
+    #[error("sharded index {path}: tensor {tensor:?} is mapped to {file:?} but that shard does not contain it")]
+    IndexTensorMissing {
+        /// Path of the index file.
+        path: String,
+        /// Tensor name.
+        tensor: String,
+        /// The shard file.
+        file: String,
+    },
+    /// A shard holds a tensor the index does not map to it.
+    #[error("sharded index {path}: shard {file:?} contains tensor {tensor:?}, which the index {}", match mapped_to { Some(f) => format!("maps to {f:?}"), None => "does not list".to_string() })]
+    IndexTensorUnlisted {
+        /// Path of the index file.
+        path: String,
+        /// Tensor name.
+        tensor: String,
+        /// The shard file holding it.
+        file: String,
+        /// Where the index maps it, if anywhere.
+        mapped_to: Option<String>,
+    },
+    /// An error in a specific file (a shard of a checkpoint).
+    #[error("{path}: {source}")]
+    InFile {
+        /// The file.
+        path: String,
+        /// The error found in it.
+        #[source]
+        source: Box<FormatError>,
+    },
     /// An I/O error, with the path it concerns.
     #[error("{path}: {source}")]
     Io {
@@ -223,7 +264,31 @@ impl FormatError {
             FormatError::InvalidSlice { .. } => "invalid_slice",
             FormatError::InvalidWrite { .. } => "invalid_write",
             FormatError::InvalidIndex { .. } => "invalid_index",
+            FormatError::IndexPathEscape { .. } => "index_path_escape",
+            FormatError::IndexTensorMissing { .. } => "index_tensor_missing",
+            FormatError::IndexTensorUnlisted { .. } => "index_tensor_unlisted",
+            FormatError::InFile { source, .. } => source.kind(),
             FormatError::Io { .. } => "io",
+        }
+    }
+
+    /// Whether this is an I/O error (as opposed to invalid content).
+    pub fn is_io(&self) -> bool {
+        match self {
+            FormatError::Io { .. } => true,
+            FormatError::InFile { source, .. } => source.is_io(),
+            _ => false,
+        }
+    }
+
+    /// Attaches the path of the file the error was found in.
+    pub fn in_file(self, path: impl AsRef<std::path::Path>) -> Self {
+        match self {
+            e @ (FormatError::Io { .. } | FormatError::InFile { .. }) => e,
+            e => FormatError::InFile {
+                path: path.as_ref().display().to_string(),
+                source: Box::new(e),
+            },
         }
     }
 

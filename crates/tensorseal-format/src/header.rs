@@ -351,7 +351,7 @@ fn as_usize(v: &Value) -> Option<usize> {
 }
 
 /// A JSON object kept as its list of pairs, duplicates included, in document order.
-struct Pairs<V>(Vec<(String, V)>);
+pub(crate) struct Pairs<V>(pub(crate) Vec<(String, V)>);
 
 impl<'de, V: Deserialize<'de>> Deserialize<'de> for Pairs<V> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -375,13 +375,13 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Pairs<V> {
 }
 
 /// A header entry: an object (pairs kept to detect duplicate fields) or anything else.
-enum Entry {
+pub(crate) enum Entry {
     Object(Vec<(String, Value)>),
     Other(Value),
 }
 
 impl Entry {
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Entry::Object(_) => "an object".into(),
             Entry::Other(v) => v.to_string(),

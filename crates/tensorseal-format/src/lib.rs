@@ -7,13 +7,34 @@
 //! Everything here treats its input as untrusted: parsing never panics, never
 //! indexes unchecked and never allocates from a length it has not bounded.
 //! Errors are typed ([`FormatError`]) and quote the value at fault.
-#![forbid(unsafe_code)]
+//!
+//! - Readers: [`SafeTensors`] (bytes in memory), [`MmapFile`] (lazy memory
+//!   map), [`PreadFile`] (positioned reads, never maps); all implement
+//!   [`ReadTensors`].
+//! - Slices: [`slice`]. Writer: [`write`]. Sharded checkpoints: [`index`],
+//!   [`shard`].
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 mod dtype;
 mod error;
 pub mod header;
+pub mod index;
+pub mod read;
+pub mod shard;
+pub mod slice;
+mod view;
+pub mod write;
 
 pub use dtype::{Dtype, UnknownDtype};
 pub use error::FormatError;
-pub use header::{Header, TensorInfo, MAX_HEADER_LEN, METADATA_KEY};
+pub use header::{byte_size, Header, TensorInfo, MAX_HEADER_LEN, METADATA_KEY};
+pub use read::{MmapFile, PreadFile, ReadTensors, SafeTensors};
+pub use slice::{SliceArg, SlicePlan};
+pub use view::{OwnedTensor, TensorView};
+pub use write::{serialize, serialize_to_file, write_file, AtomicFile, Layout, TensorSpec};
+
+/// Alias module: the readers also live at `tensorseal_format::mmap`.
+pub mod mmap {
+    pub use crate::read::MmapFile;
+}

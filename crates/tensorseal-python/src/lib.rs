@@ -11,6 +11,7 @@ mod buffer;
 mod read;
 mod write;
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -20,6 +21,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use pyo3::buffer::PyBuffer;
 use pyo3::create_exception;
 
+use tensorseal_format::write::{Layout, TensorSpec};
 use tensorseal_format::{Dtype, FormatError, Header};
 
 use buffer::Buffer;
@@ -112,7 +114,7 @@ fn metadata<'py>(py: Python<'py>, header: &Header) -> PyResult<Option<Bound<'py,
 /// view of them is touched, or read with `read_range`.
 #[pyclass(frozen, module = "tensorseal._tensorseal")]
 struct SafeFile {
-    opened: read::Opened,
+    opened: tensorseal_format::PreadFile,
     map: Py<Buffer>,
 }
 
@@ -122,7 +124,7 @@ impl SafeFile {
     fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
         let (opened, map) = detached(py, || {
             let opened = read::open(&path)?;
-            let map = Buffer::map_file(&opened.file).map_err(|e| FormatError::io(&path, e))?;
+            let map = Buffer::map_file(opened.file()).map_err(|e| FormatError::io(&path, e))?;
             Ok((opened, map))
         })?;
         Ok(SafeFile {
@@ -133,29 +135,29 @@ impl SafeFile {
 
     /// Tensor names, sorted.
     fn keys(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.opened.header.names().map(str::to_owned).collect();
+        let mut names: Vec<String> = self.opened.header().names().map(str::to_owned).collect();
         names.sort();
         names
     }
 
     /// Tensor names in file order (ascending offsets).
     fn offset_keys(&self) -> Vec<String> {
-        self.opened.header.names().map(str::to_owned).collect()
+        self.opened.header().names().map(str::to_owned).collect()
     }
 
     /// The `__metadata__` map, or None.
     fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        metadata(py, &self.opened.header)
+        metadata(py, self.opened.header())
     }
 
     /// `(name, dtype, shape, start, end)` for every tensor, offsets into `buffer`.
     fn entries<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        entries(py, &self.opened.header, self.data_start())
+        entries(py, self.opened.header(), self.data_start())
     }
 
     /// `(dtype, shape, start, end)` of one tensor, offsets into `buffer`.
     fn info(&self, py: Python<'_>, name: &str) -> PyResult<(&'static str, Vec<usize>, usize, usize)> {
-        let info = self.opened.header.tensor(name).map_err(|e| to_py(py, e))?;
+        let info = self.opened.header().tensor(name).map_err(|e| to_py(py, e))?;
         let base = self.data_start();
         Ok((
             info.dtype.as_str(),
@@ -174,13 +176,13 @@ impl SafeFile {
     /// Reads bytes `start..end` of the file into fresh memory with
     /// positioned reads (no page faults on the mapping).
     fn read_range(&self, py: Python<'_>, start: usize, end: usize) -> PyResult<Buffer> {
-        let file_len = self.data_start() + self.opened.header.data_len();
+        let file_len = self.data_start() + self.opened.header().data_len();
         if start > end || end > file_len {
             return Err(PyErr::new::<pyo3::exceptions::PyValueError, _>(format!(
                 "range {start}..{end} is outside the file ({file_len} bytes)"
             )));
         }
-        let file = &self.opened.file;
+        let file = self.opened.file();
         let threads = read::default_threads();
         py.detach(|| {
             Buffer::anon_with(end - start, |dst| {
@@ -193,8 +195,7 @@ impl SafeFile {
 
 impl SafeFile {
     fn data_start(&self) -> usize {
-        // Header length is bounded by MAX_HEADER_LEN.
-        self.opened.data_start as usize
+        self.opened.data_start()
     }
 }
 
@@ -211,12 +212,12 @@ fn read_file<'py>(
     let threads = threads.unwrap_or_else(read::default_threads);
     let (header, buf) = detached(py, || {
         let opened = read::open(&path)?;
-        let len = opened.header.data_len();
+        let len = opened.header().data_len();
         let buf = Buffer::anon_with(len, |dst| {
-            read::read_parallel(&opened.file, opened.data_start, dst, threads)
+            read::read_parallel(opened.file(), opened.data_start() as u64, dst, threads)
         })
         .map_err(|e| FormatError::io(&path, e))?;
-        Ok((opened.header, buf))
+        Ok((opened.header().clone(), buf))
     })?;
     Ok((entries(py, &header, 0)?, metadata(py, &header)?, buf))
 }
@@ -268,8 +269,8 @@ type SpecTuple<'py> = (String, String, Vec<usize>, Bound<'py, PyAny>);
 fn prepare(
     py: Python<'_>,
     specs: Vec<SpecTuple<'_>>,
-    metadata: Option<Vec<(String, String)>>,
-) -> PyResult<(write::Layout, Vec<(String, Source)>)> {
+    metadata: Option<BTreeMap<String, String>>,
+) -> PyResult<(Layout, Vec<(String, Source)>)> {
     let mut out = Vec::with_capacity(specs.len());
     let mut sources = Vec::with_capacity(specs.len());
     for (name, dtype, shape, data) in specs {
@@ -299,13 +300,14 @@ fn prepare(
             }
             Source::Direct(view)
         };
-        out.push(write::Spec { name, dtype, shape });
+        out.push(TensorSpec { name, dtype, shape });
         sources.push(source);
     }
-    let layout = write::layout(&out, metadata.as_deref()).map_err(|e| to_py(py, e))?;
+    let layout = tensorseal_format::write::layout(&out, metadata.as_ref()).map_err(|e| to_py(py, e))?;
+    let byte_lens: Vec<usize> = layout.offsets().iter().map(|(s, e)| e - s).collect();
     for (i, (spec, src)) in out.iter().zip(&sources).enumerate() {
         if let Source::Direct(view) = src {
-            if view.len_bytes() != layout.byte_lens[i] {
+            if view.len_bytes() != byte_lens[i] {
                 return Err(to_py(
                     py,
                     FormatError::InvalidWrite {
@@ -314,7 +316,7 @@ fn prepare(
                             "{} shape {:?} needs {} bytes but the data has {}",
                             spec.dtype,
                             spec.shape,
-                            layout.byte_lens[i],
+                            byte_lens[i],
                             view.len_bytes()
                         ),
                     },
@@ -408,13 +410,14 @@ impl WriteError {
 /// Writes the header and every tensor in file order.
 fn write_all(
     out: &mut (dyn Write + Send),
-    layout: &write::Layout,
+    layout: &Layout,
     sources: &[(String, Source)],
 ) -> Result<(), WriteError> {
-    out.write_all(&layout.header).map_err(WriteError::Io)?;
-    for &i in &layout.order {
+    out.write_all(layout.header_bytes()).map_err(WriteError::Io)?;
+    for &i in layout.order() {
         let (name, src) = &sources[i];
-        write_source(out, src, name, layout.byte_lens[i])?;
+        let (start, end) = layout.offsets()[i];
+        write_source(out, src, name, end - start)?;
     }
     Ok(())
 }
@@ -424,17 +427,18 @@ fn write_all(
 /// `specs` is a list of `(name, dtype, shape, data)` where dtype is a
 /// safetensors code (`"F32"`) and data is either a C-contiguous buffer of
 /// exactly the tensor's bytes or a callable returning an iterable of such
-/// buffers. Metadata entries keep their order.
+/// buffers. Metadata keys are written sorted (the core's rule), so output
+/// is deterministic.
 #[pyfunction]
 #[pyo3(signature = (specs, metadata=None))]
 fn serialize<'py>(
     py: Python<'py>,
     specs: Vec<SpecTuple<'py>>,
-    metadata: Option<Vec<(String, String)>>,
+    metadata: Option<BTreeMap<String, String>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let (layout, sources) = prepare(py, specs, metadata)?;
     let mut failure = None;
-    let bytes = PyBytes::new_with(py, layout.total_len(), |mut buf: &mut [u8]| {
+    let bytes = PyBytes::new_with(py, layout.file_len(), |mut buf: &mut [u8]| {
         if let Err(e) = write_all(&mut buf, &layout, &sources) {
             failure = Some(e);
         }
@@ -455,7 +459,7 @@ fn serialize_file(
     py: Python<'_>,
     specs: Vec<SpecTuple<'_>>,
     path: PathBuf,
-    metadata: Option<Vec<(String, String)>>,
+    metadata: Option<BTreeMap<String, String>>,
 ) -> PyResult<()> {
     let (layout, sources) = prepare(py, specs, metadata)?;
     let display = path.display().to_string();

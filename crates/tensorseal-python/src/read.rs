@@ -5,48 +5,23 @@ use std::io;
 use std::path::Path;
 use std::sync::Mutex;
 
-use tensorseal_format::header::read_header_len;
-use tensorseal_format::{FormatError, Header};
+use tensorseal_format::{FormatError, PreadFile};
 
 /// Size of one positioned read when loading a whole file. Large enough that
 /// syscall overhead vanishes, small enough to spread over the threads.
 const CHUNK: usize = 16 << 20;
 
-/// An opened file with its validated header.
-pub struct Opened {
-    pub file: File,
-    pub header: Header,
-    /// Offset of the data buffer in the file (8 + header length).
-    pub data_start: u64,
-}
-
-/// Opens `path` and reads and validates only its header: prefix, JSON, and
-/// that the data buffer is exactly as long as the tensors need.
-pub fn open(path: &Path) -> Result<Opened, FormatError> {
-    let io_err = |e| FormatError::io(path, e);
-    let file = File::open(path).map_err(io_err)?;
-    let meta = file.metadata().map_err(io_err)?;
-    if meta.is_dir() {
-        return Err(io_err(io::Error::from(io::ErrorKind::IsADirectory)));
+/// Opens `path` and reads and validates only its header (the core's
+/// [`PreadFile`]); a directory is reported as `EISDIR` so Python raises
+/// `IsADirectoryError`.
+pub fn open(path: &Path) -> Result<PreadFile, FormatError> {
+    if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+        return Err(FormatError::io(
+            path,
+            io::Error::from(io::ErrorKind::IsADirectory),
+        ));
     }
-    let file_len = meta.len();
-    let mut prefix = [0u8; 8];
-    if file_len < 8 {
-        return Err(FormatError::FileTooSmall { len: file_len });
-    }
-    read_exact_at(&file, &mut prefix, 0).map_err(io_err)?;
-    // Bounded by MAX_HEADER_LEN and by the file length.
-    let n = read_header_len(&prefix, file_len)?;
-    let mut json = vec![0u8; n];
-    read_exact_at(&file, &mut json, 8).map_err(io_err)?;
-    let header = Header::parse(&json)?;
-    let data_start = 8 + n as u64;
-    header.check_data_len(file_len - data_start)?;
-    Ok(Opened {
-        file,
-        header,
-        data_start,
-    })
+    PreadFile::open(path)
 }
 
 /// Fills `dst` from `file` starting at `offset`, with `CHUNK`-sized reads
