@@ -119,8 +119,8 @@ def _remove_duplicate_names(
     discard = set(discard_names or [])
     to_remove: Dict[str, List[str]] = defaultdict(list)
     for group in _find_shared_tensors(state_dict):
-        if len(group) < 2:
-            continue
+        # Like the reference, a lone tensor that views part of a larger
+        # storage is refused too (it is not "complete").
         complete = {n for n in group if _is_complete(state_dict[n])}
         if not complete:
             raise RuntimeError(
