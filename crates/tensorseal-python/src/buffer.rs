@@ -155,9 +155,8 @@ impl Buffer {
         // PyBuffer_FillInfo stores a new reference to `slf` in it (keeping
         // the memory alive until the view is released) and describes `len`
         // writable bytes at `ptr`, which this object owns.
-        let rc = unsafe {
-            ffi::PyBuffer_FillInfo(view, slf.as_ptr(), this.ptr.cast(), len, 0, flags)
-        };
+        let rc =
+            unsafe { ffi::PyBuffer_FillInfo(view, slf.as_ptr(), this.ptr.cast(), len, 0, flags) };
         if rc != 0 {
             return Err(PyErr::fetch(slf.py()));
         }

@@ -3,7 +3,7 @@
 //!
 //! The format core (`tensorseal-format`) knows nothing of Python; this crate
 //! maps its typed errors to Python exceptions, releases the GIL around file
-//! I/O and large copies, and hands out memory ([`buffer::Buffer`]) that numpy
+//! I/O and large copies, and hands out memory (`Buffer`) that numpy
 //! arrays and torch tensors view without copying. The framework-specific
 //! parts (dtype names, torch/numpy objects) live in the pure-Python package.
 
@@ -15,11 +15,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
+use pyo3::buffer::PyBuffer;
+use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyOSError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
-use pyo3::buffer::PyBuffer;
-use pyo3::create_exception;
 
 use tensorseal_format::write::{Layout, TensorSpec};
 use tensorseal_format::{Dtype, FormatError, Header};
@@ -156,8 +156,16 @@ impl SafeFile {
     }
 
     /// `(dtype, shape, start, end)` of one tensor, offsets into `buffer`.
-    fn info(&self, py: Python<'_>, name: &str) -> PyResult<(&'static str, Vec<usize>, usize, usize)> {
-        let info = self.opened.header().tensor(name).map_err(|e| to_py(py, e))?;
+    fn info(
+        &self,
+        py: Python<'_>,
+        name: &str,
+    ) -> PyResult<(&'static str, Vec<usize>, usize, usize)> {
+        let info = self
+            .opened
+            .header()
+            .tensor(name)
+            .map_err(|e| to_py(py, e))?;
         let base = self.data_start();
         Ok((
             info.dtype.as_str(),
@@ -303,7 +311,8 @@ fn prepare(
         out.push(TensorSpec { name, dtype, shape });
         sources.push(source);
     }
-    let layout = tensorseal_format::write::layout(&out, metadata.as_ref()).map_err(|e| to_py(py, e))?;
+    let layout =
+        tensorseal_format::write::layout(&out, metadata.as_ref()).map_err(|e| to_py(py, e))?;
     let byte_lens: Vec<usize> = layout.offsets().iter().map(|(s, e)| e - s).collect();
     for (i, (spec, src)) in out.iter().zip(&sources).enumerate() {
         if let Source::Direct(view) = src {
@@ -413,7 +422,8 @@ fn write_all(
     layout: &Layout,
     sources: &[(String, Source)],
 ) -> Result<(), WriteError> {
-    out.write_all(layout.header_bytes()).map_err(WriteError::Io)?;
+    out.write_all(layout.header_bytes())
+        .map_err(WriteError::Io)?;
     for &i in layout.order() {
         let (name, src) = &sources[i];
         let (start, end) = layout.offsets()[i];
