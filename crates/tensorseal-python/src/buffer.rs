@@ -85,7 +85,7 @@ impl Buffer {
         }
         let mut map = MmapOptions::new().len(len).map_anon()?;
         #[cfg(target_os = "linux")]
-        {
+        if huge_pages_wanted() {
             // Transparent huge pages: 512x fewer page faults when the reads
             // fill the buffer. Refused on some kernels/configs; that is fine.
             let _ = map.advise(memmap2::Advice::HugePage);
@@ -103,6 +103,12 @@ impl Buffer {
     pub fn addr(&self) -> usize {
         self.ptr as usize
     }
+}
+
+/// Huge pages are advised unless `TENSORSEAL_HUGEPAGES=0`.
+#[cfg(target_os = "linux")]
+fn huge_pages_wanted() -> bool {
+    std::env::var_os("TENSORSEAL_HUGEPAGES").is_none_or(|v| v != "0")
 }
 
 #[pymethods]
