@@ -67,3 +67,22 @@ def test_threads_save_concurrently(tmp_path):
         assert (tmp_path / f"out{k}.safetensors").read_bytes() == outs[0]
     # No temporary files left behind.
     assert sorted(x.name for x in tmp_path.iterdir()) == [f"out{k}.safetensors" for k in range(3)]
+
+
+def test_parallel_read_spanning_many_chunks(tmp_path):
+    # Larger than several 16 MiB read chunks, with tensors straddling chunk
+    # boundaries, read with 1 to 4 threads.
+    rng = np.random.default_rng(1)
+    d = {f"w{i}": rng.integers(0, 255, size=(9 << 20) + 13 * i, dtype=np.uint8) for i in range(4)}
+    p = tmp_path / "big.safetensors"
+    ts_np.save_file(d, p)
+    from tensorseal._tensorseal import read_file
+
+    for threads in (1, 2, 4):
+        entries, _meta, buf = read_file(p, threads=threads)
+        assert len(buf) == sum(v.nbytes for v in d.values())
+        whole = np.frombuffer(buf, dtype=np.uint8)
+        for name, _dtype, _shape, start, end in entries:
+            assert np.array_equal(whole[start:end], d[name])
+    out = ts_np.load_file(p)
+    assert all(np.array_equal(out[k], v) for k, v in d.items())
