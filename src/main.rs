@@ -18,12 +18,18 @@ struct Cli {
 enum Command {
     /// Show the metadata and tensors of a safetensors file, sharded index or directory.
     Inspect(cmd::inspect::Args),
+    /// Split a .safetensors file into Hugging Face-style shards plus an index.
+    Split(cmd::split::Args),
+    /// Merge a sharded checkpoint (index or directory) into one .safetensors file.
+    Merge(cmd::merge::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Split(args) => cmd::split::run(args),
+        Command::Merge(args) => cmd::merge::run(args),
     };
     cmd::finish(result)
 }

@@ -3,6 +3,8 @@
 use std::process::ExitCode;
 
 pub mod inspect;
+pub mod merge;
+pub mod split;
 
 /// Exit code for a successful run.
 pub const EXIT_OK: u8 = 0;
@@ -27,5 +29,28 @@ pub fn finish(result: CmdResult) -> ExitCode {
             eprintln!("error: {:#}", f.error);
             ExitCode::from(f.code)
         }
+    }
+}
+
+/// Maps a format error to its exit code: I/O problems are 2, invalid content 1.
+pub fn format_failure(e: tensorseal_format::FormatError) -> Failure {
+    Failure {
+        code: if e.is_io() { EXIT_USAGE } else { EXIT_INVALID },
+        // The message already quotes the cause: keep it one line, no chain.
+        error: anyhow::anyhow!("{e}"),
+    }
+}
+
+/// Writes `text` to stdout; a closed pipe (`| head`) is not an error.
+pub fn write_stdout(text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Failure {
+            code: EXIT_USAGE,
+            error: anyhow::Error::new(e).context("writing to stdout"),
+        }),
     }
 }

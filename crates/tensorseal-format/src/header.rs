@@ -70,7 +70,8 @@ impl Header {
                 return Err(FormatError::DuplicateKey { key: name.clone() });
             }
             if name == METADATA_KEY {
-                metadata = Some(parse_metadata(entry)?);
+                // `null` means no metadata, as in the reference.
+                metadata = parse_metadata(entry)?;
                 continue;
             }
             if name.is_empty() {
@@ -199,7 +200,10 @@ pub fn read_header_len(prefix: &[u8], file_len: u64) -> Result<usize, FormatErro
     Ok(n as usize)
 }
 
-fn parse_metadata(entry: &Entry) -> Result<BTreeMap<String, String>, FormatError> {
+fn parse_metadata(entry: &Entry) -> Result<Option<BTreeMap<String, String>>, FormatError> {
+    if matches!(entry, Entry::Other(Value::Null)) {
+        return Ok(None);
+    }
     let Entry::Object(pairs) = entry else {
         return Err(FormatError::InvalidMetadata {
             reason: format!("expected an object of strings, found {}", entry.describe()),
@@ -218,7 +222,7 @@ fn parse_metadata(entry: &Entry) -> Result<BTreeMap<String, String>, FormatError
             });
         }
     }
-    Ok(map)
+    Ok(Some(map))
 }
 
 fn parse_tensor(name: &str, entry: &Entry) -> Result<TensorInfo, FormatError> {

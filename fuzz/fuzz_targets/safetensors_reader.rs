@@ -1,0 +1,47 @@
+//! Fuzzes the reader: header parsing and validation, iteration, whole-tensor
+//! reads and slices (arguments taken from the input's tail), the sharded
+//! index parser. Nothing may panic; every accepted file must be readable.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tensorseal_format::index::ShardedIndex;
+use tensorseal_format::{Header, ReadTensors, SafeTensors, SliceArg};
+
+fn slice_args(seed: &[u8]) -> Vec<SliceArg> {
+    seed.chunks(3)
+        .take(5)
+        .map(|c| {
+            let a = *c.first().unwrap_or(&0) as i8 as i64;
+            let b = *c.get(1).unwrap_or(&0) as i8 as i64;
+            let s = *c.get(2).unwrap_or(&1) as i8 as i64;
+            match s.rem_euclid(5) {
+                0 => SliceArg::Index(a),
+                1 => SliceArg::Ellipsis,
+                2 => SliceArg::Range { start: None, stop: Some(b), step: s / 5 },
+                _ => SliceArg::Range { start: Some(a), stop: Some(b), step: s },
+            }
+        })
+        .collect()
+}
+
+fuzz_target!(|data: &[u8]| {
+    let _ = Header::parse(data);
+    let _ = ShardedIndex::parse(std::path::Path::new("fuzz.index.json"), data);
+    let Ok(st) = SafeTensors::deserialize(data) else {
+        return;
+    };
+    let args = slice_args(data.get(data.len().saturating_sub(15)..).unwrap_or_default());
+    let mut total = 0usize;
+    for (name, view) in st.iter() {
+        total += view.data().len();
+        let owned = st.read_tensor_owned(name).expect("accepted tensor must be readable");
+        assert_eq!(owned.data, view.data());
+        if let Ok(s) = st.read_slice(name, &args) {
+            let plan = st.plan_slice(name, &args).expect("planned once, plans again");
+            assert_eq!(s.data.len(), plan.byte_len());
+            assert_eq!(s.shape, plan.shape());
+        }
+        let _ = view.slice(&[SliceArg::Index(-1)]);
+    }
+    assert_eq!(total, st.data().len());
+});
