@@ -14,9 +14,14 @@ Operations:
                                  memory, touched. Only the reference's torch
                                  loader needs more for this: it returns views
                                  of a lazily read memory map of the file, so
-                                 its tensors are cloned (the goal metric).
-  save_np / save_pt   save_file of a dict of the same size; "extra" is the peak
-                      RSS during the save minus the RSS before it.
+                                 its tensors are cloned (the goal metric);
+                      "cpu s"    user+system CPU seconds of the process for
+                                 "private" (robust when the machine is
+                                 shared: wall times scale with the share of
+                                 CPU a process gets).
+  save_np / save_pt   save_file of a dict of the same size: wall and CPU
+                      seconds; "peak MiB+" is the peak RSS during the save
+                      minus the RSS before it.
 
 Usage: python scripts/bench_python.py [--gib 2] [--reps 3] [--dir /tmp/tensorseal-bench]
 Needs safetensors, tensorseal, numpy and torch in the running interpreter.
@@ -50,11 +55,16 @@ def rss_kib():
                 return int(line.split()[1])
     return 0
 
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
 def peak_kib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 res = {}
 if op.startswith("load"):
+    c0 = cpu()
     t0 = time.perf_counter()
     if op == "load_np":
         d = snp.load_file(path)
@@ -77,7 +87,7 @@ if op.startswith("load"):
             # private in-memory copy takes a clone.
             d = {k: v.clone() for k, v in d.items()}
         t3 = time.perf_counter()
-    res = {"call": t1 - t0, "touched": t2 - t0, "private": t3 - t0, "n": len(d)}
+    res = {"call": t1 - t0, "touched": t2 - t0, "private": t3 - t0, "cpu": cpu() - c0, "n": len(d)}
 else:
     per = int(gib * (1 << 30)) // ntensors // 4
     if op == "save_np":
@@ -86,10 +96,11 @@ else:
         d = {f"layer.{i}.weight": torch.full((per,), i, dtype=torch.float32) for i in range(ntensors)}
     before = rss_kib()
     assert peak_kib() <= before + 1024, "peak before save above current RSS"
+    c0 = cpu()
     t0 = time.perf_counter()
     (snp if op == "save_np" else spt).save_file(d, out)
     t1 = time.perf_counter()
-    res = {"time": t1 - t0, "extra_mib": (peak_kib() - before) / 1024}
+    res = {"time": t1 - t0, "cpu": cpu() - c0, "extra_mib": (peak_kib() - before) / 1024}
     os.unlink(out)
 print(json.dumps(res))
 """
@@ -172,11 +183,11 @@ def main():
     print(f"\nmedians of {args.reps} runs (seconds; ratio = reference / tensorseal, >1 means tensorseal is faster)")
     print(f"{'operation':10s} {'metric':10s} {'reference':>10s} {'tensorseal':>10s} {'ratio':>7s}")
     for op in ops:
-        metrics = ["private", "touched", "call"] if op.startswith("load") else ["time", "extra_mib"]
+        metrics = ["private", "touched", "call", "cpu"] if op.startswith("load") else ["time", "cpu", "extra_mib"]
         for m in metrics:
             ref = statistics.median(r[m] for r in results[(op, "ref")])
             ours = statistics.median(r[m] for r in results[(op, "ours")])
-            label = {"private": "private", "touched": "touched", "time": "time", "call": "call only", "extra_mib": "peak MiB+"}[m]
+            label = {"private": "private", "touched": "touched", "time": "time", "call": "call only", "cpu": "cpu s", "extra_mib": "peak MiB+"}[m]
             ratio = f"{ref / ours:7.2f}" if m != "extra_mib" and ours > 0 else "       "
             print(f"{op:10s} {label:12s} {ref:10.3f} {ours:10.3f} {ratio}")
 
