@@ -55,3 +55,15 @@ def test_chunked_rows_larger_than_chunk(monkeypatch):
     monkeypatch.setattr(ts_np, "_CHUNK", 16)
     arr = np.asfortranarray(np.arange(5 * 40, dtype=np.int32).reshape(5, 40))
     np.testing.assert_array_equal(ref_np.load(ts_np.save({"x": arr}))["x"], arr)
+
+
+def test_reference_writes_raw_memory_of_non_c_ordered_arrays():
+    # Why the difference matters (safetensors 0.8.0, pinned in
+    # requirements-test.txt): the reference saves the memory of a Fortran or
+    # strided array as if it were C-ordered, so values come back scrambled.
+    f = np.asfortranarray(np.arange(6.0).reshape(2, 3))
+    s = np.arange(10.0)[::2]
+    assert not np.array_equal(ref_np.load(ref_np.save({"f": f}))["f"], f)
+    assert not np.array_equal(ref_np.load(ref_np.save({"s": s}))["s"], s)
+    assert np.array_equal(ref_np.load(ts_np.save({"f": f}))["f"], f)
+    assert np.array_equal(ref_np.load(ts_np.save({"s": s}))["s"], s)
