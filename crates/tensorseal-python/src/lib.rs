@@ -27,7 +27,7 @@ use tensorseal_format::{Dtype, FormatError, Header};
 use buffer::Buffer;
 
 create_exception!(
-    _tensorseal,
+    tensorseal,
     SafetensorError,
     PyException,
     "A file or input that is not valid safetensors, or a request it cannot satisfy.\n\n\
