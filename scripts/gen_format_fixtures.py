@@ -64,6 +64,7 @@ INVALID = {
     "empty_name__tensor": file_of('{"":' + t("U8", [1], 0, 1) + "}", b"\x00"),
     "name_contains_nul__tensor": file_of('{"a\\u0000b":' + t("U8", [1], 0, 1) + "}", b"\x00"),
     "invalid_tensor_entry__number": file_of('{"a":1}'),
+    "invalid_tensor_entry__array": file_of('{"a":["U8",[1],[0,1]]}', b"\x00"),
     "invalid_tensor_entry__missing_dtype": file_of('{"a":{"shape":[1],"data_offsets":[0,1]}}', b"\x00"),
     "invalid_tensor_entry__missing_shape": file_of('{"a":{"dtype":"U8","data_offsets":[0,1]}}', b"\x00"),
     "invalid_tensor_entry__missing_offsets": file_of('{"a":{"dtype":"U8","shape":[1]}}', b"\x00"),

@@ -1,11 +1,12 @@
 //! Fuzzes the reader: header parsing and validation, iteration, whole-tensor
 //! reads and slices (arguments taken from the input's tail), the sharded
-//! index parser. Nothing may panic; every accepted file must be readable.
+//! index parser, then re-serialisation. Nothing may panic; every accepted
+//! file must be readable and must round-trip through the writer.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use tensorseal_format::index::ShardedIndex;
-use tensorseal_format::{Header, ReadTensors, SafeTensors, SliceArg};
+use tensorseal_format::{serialize, Header, ReadTensors, SafeTensors, SliceArg};
 
 fn slice_args(seed: &[u8]) -> Vec<SliceArg> {
     seed.chunks(3)
@@ -44,4 +45,14 @@ fuzz_target!(|data: &[u8]| {
         let _ = view.slice(&[SliceArg::Index(-1)]);
     }
     assert_eq!(total, st.data().len());
+
+    // Whatever was accepted re-serialises into a file that reads back the same.
+    let views: Vec<(&str, _)> = st.iter().collect();
+    let bytes = serialize(&views, st.metadata()).expect("accepted tensors serialise");
+    let again = SafeTensors::deserialize(&bytes).expect("our output parses");
+    assert_eq!(again.len(), st.len());
+    assert_eq!(again.metadata(), st.metadata());
+    for (name, view) in st.iter() {
+        assert_eq!(again.tensor(name).expect("present"), view);
+    }
 });

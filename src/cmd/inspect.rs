@@ -53,7 +53,7 @@ pub fn run(args: Args) -> CmdResult {
     doc.insert("path".into(), path.clone().into());
     let files: Vec<(Option<String>, Header, Option<u64>, usize)> = match checkpoint {
         Checkpoint::Single(p) => {
-            let f = PreadFile::open(&p).map_err(format_failure)?;
+            let f = PreadFile::open(&p).map_err(|e| format_failure(e.in_file(&p)))?;
             doc.insert("format".into(), "safetensors".into());
             doc.insert("file_len".into(), f.file_len().into());
             doc.insert("header_len".into(), (f.data_start() - 8).into());
@@ -273,17 +273,23 @@ fn human(
     o.push('\n');
     let _ = writeln!(
         o,
-        "total: {} tensors, {} parameters, {} bytes",
+        "total: {} {}, {} parameters, {} bytes",
         group(total.tensors as u128),
+        if total.tensors == 1 {
+            "tensor"
+        } else {
+            "tensors"
+        },
         group(total.parameters),
         group(total.bytes as u128)
     );
     for (d, t) in by_dtype {
         let _ = writeln!(
             o,
-            "  {:<12} {} tensors, {} parameters, {} bytes",
+            "  {:<12} {} {}, {} parameters, {} bytes",
             d.as_str(),
             group(t.tensors as u128),
+            if t.tensors == 1 { "tensor" } else { "tensors" },
             group(t.parameters),
             group(t.bytes as u128)
         );

@@ -13,10 +13,25 @@ pub struct Args {
     pub index_or_dir: PathBuf,
     /// The .safetensors file to write (atomically).
     pub out: PathBuf,
+    /// Print what was written as one JSON document.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(args: Args) -> CmdResult {
-    let r = shard::merge(&args.index_or_dir, &args.out).map_err(format_failure)?;
+    let mut progress = super::split::byte_progress("merge");
+    let r = shard::merge_with_progress(&args.index_or_dir, &args.out, &mut progress)
+        .map_err(format_failure)?;
+    if args.json {
+        let doc = serde_json::json!({
+            "path": args.out.display().to_string(),
+            "shards": r.shards,
+            "tensors": r.tensors,
+            "bytes": r.data_bytes,
+        });
+        write_stdout(&format!("{doc:#}\n"))?;
+        return Ok(EXIT_OK);
+    }
     write_stdout(&format!(
         "{}\t{} tensors from {} shards\t{} bytes\n",
         args.out.display(),

@@ -17,6 +17,35 @@ pub struct Args {
     /// GB/MB/KB are powers of 10, GiB/MiB/KiB powers of 2, as in Hugging Face.
     #[arg(long, default_value = "5GB", value_name = "SIZE")]
     pub max_shard_size: String,
+    /// Print what was written as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A byte progress bar on stderr, only when stderr is a terminal.
+pub(crate) fn byte_progress(label: &'static str) -> impl FnMut(u64, u64) {
+    use std::io::IsTerminal;
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let enabled = std::io::stderr().is_terminal();
+    move |done, total| {
+        if !enabled {
+            return;
+        }
+        let b = bar.get_or_insert_with(|| {
+            let b = indicatif::ProgressBar::new(total);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            ) {
+                b.set_style(style);
+            }
+            b.set_message(label);
+            b
+        });
+        b.set_position(done);
+        if done >= total {
+            b.finish_and_clear();
+        }
+    }
 }
 
 pub fn run(args: Args) -> CmdResult {
@@ -24,7 +53,22 @@ pub fn run(args: Args) -> CmdResult {
         code: EXIT_USAGE,
         error: anyhow::anyhow!("--max-shard-size: {e}"),
     })?;
-    let report = shard::split(&args.file, &args.outdir, max).map_err(format_failure)?;
+    let mut progress = byte_progress("split");
+    let report = shard::split_with_progress(&args.file, &args.outdir, max, &mut progress)
+        .map_err(format_failure)?;
+    if args.json {
+        let doc = serde_json::json!({
+            "shards": report.shards.iter().map(|(p, t, b)| serde_json::json!({
+                "path": p.display().to_string(), "tensors": t, "bytes": b,
+            })).collect::<Vec<_>>(),
+            "index": report.index.as_ref().map(|p| p.display().to_string()),
+            "total_size": report.total_size,
+            "stale": report.stale.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        });
+        write_stdout(&format!("{doc:#}\n"))?;
+        warn_stale(&report.stale);
+        return Ok(EXIT_OK);
+    }
     let mut out = String::new();
     for (path, tensors, bytes) in &report.shards {
         out.push_str(&format!(
@@ -40,5 +84,15 @@ pub fn run(args: Args) -> CmdResult {
         ));
     }
     write_stdout(&out)?;
+    warn_stale(&report.stale);
     Ok(EXIT_OK)
+}
+
+fn warn_stale(stale: &[PathBuf]) {
+    for stale in stale {
+        eprintln!(
+            "warning: {} is not part of this split (left over from an earlier one?); loaders that glob shards may pick it up",
+            stale.display()
+        );
+    }
 }

@@ -39,7 +39,11 @@ fn parse(c: &mut Criterion) {
         b.iter(|| SafeTensors::deserialize(black_box(&bytes)).unwrap().len())
     });
     g.bench_function("reference", |b| {
-        b.iter(|| safetensors::SafeTensors::deserialize(black_box(&bytes)).unwrap().len())
+        b.iter(|| {
+            safetensors::SafeTensors::deserialize(black_box(&bytes))
+                .unwrap()
+                .len()
+        })
     });
     g.finish();
 }
@@ -49,7 +53,12 @@ fn write(c: &mut Criterion) {
     let names: Vec<String> = (0..64).map(|i| format!("layer.{i}.weight")).collect();
     let ours: Vec<(String, TensorView)> = names
         .iter()
-        .map(|n| (n.clone(), TensorView::new(Dtype::F32, vec![512, 512], &chunk).unwrap()))
+        .map(|n| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, vec![512, 512], &chunk).unwrap(),
+            )
+        })
         .collect();
     let theirs = || {
         names
@@ -57,8 +66,12 @@ fn write(c: &mut Criterion) {
             .map(|n| {
                 (
                     n.clone(),
-                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![512, 512], &chunk)
-                        .unwrap(),
+                    safetensors::tensor::TensorView::new(
+                        safetensors::Dtype::F32,
+                        vec![512, 512],
+                        &chunk,
+                    )
+                    .unwrap(),
                 )
             })
             .collect::<Vec<_>>()

@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::{Dtype, FormatError};
@@ -29,13 +30,16 @@ pub struct TensorInfo {
 impl TensorInfo {
     /// Number of elements (product of the shape; 1 for a 0-d tensor).
     pub fn num_elements(&self) -> usize {
-        // Validated at parse time not to overflow.
-        self.shape.iter().product()
+        // Validated at parse time not to overflow; saturate for hand-built values.
+        self.shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .unwrap_or(usize::MAX)
     }
 
     /// Number of bytes of the tensor's data.
     pub fn byte_len(&self) -> usize {
-        self.data_offsets.1 - self.data_offsets.0
+        self.data_offsets.1.saturating_sub(self.data_offsets.0)
     }
 }
 
@@ -57,7 +61,10 @@ impl Header {
         let text = std::str::from_utf8(json).map_err(|e| FormatError::InvalidUtf8 {
             valid_up_to: e.valid_up_to(),
         })?;
-        let raw: Pairs<Entry> =
+        // Each entry is kept as raw JSON text, parsed below: a typed fast
+        // path for well-formed tensors, and a slow path (a generic value)
+        // that finds the precise fault when the fast path fails.
+        let raw: Pairs<&RawValue> =
             serde_json::from_str(text).map_err(|e| FormatError::InvalidJson {
                 reason: e.to_string(),
             })?;
@@ -71,7 +78,7 @@ impl Header {
             }
             if name == METADATA_KEY {
                 // `null` means no metadata, as in the reference.
-                metadata = parse_metadata(entry)?;
+                metadata = parse_metadata(&slow_entry(entry)?)?;
                 continue;
             }
             if name.is_empty() {
@@ -80,7 +87,7 @@ impl Header {
             if name.contains('\0') {
                 return Err(FormatError::NameContainsNul { name: name.clone() });
             }
-            tensors.push((name.clone(), parse_tensor(name, entry)?));
+            tensors.push((name.clone(), parse_tensor_fast(name, entry)?));
         }
 
         // File order: by offsets. Stable sort keeps JSON order among equal offsets.
@@ -225,6 +232,45 @@ fn parse_metadata(entry: &Entry) -> Result<Option<BTreeMap<String, String>>, For
     Ok(Some(map))
 }
 
+/// The shape of a well-formed tensor entry; anything else fails to
+/// deserialise and goes to [`parse_tensor`] for a precise error.
+#[derive(Deserialize)]
+struct FastTensor<'a> {
+    #[serde(borrow)]
+    dtype: std::borrow::Cow<'a, str>,
+    shape: Vec<u64>,
+    data_offsets: (u64, u64),
+}
+
+fn slow_entry(raw: &RawValue) -> Result<Entry, FormatError> {
+    serde_json::from_str(raw.get()).map_err(|e| FormatError::InvalidJson {
+        reason: e.to_string(),
+    })
+}
+
+fn parse_tensor_fast(name: &str, raw: &RawValue) -> Result<TensorInfo, FormatError> {
+    // Serde would also accept an array for a struct: only objects go fast.
+    if raw.get().trim_start().starts_with('{') {
+        if let Ok(fast) = serde_json::from_str::<FastTensor>(raw.get()) {
+            let shape: Option<Vec<usize>> = fast
+                .shape
+                .iter()
+                .map(|&d| usize::try_from(d).ok())
+                .collect();
+            let (start, end) = fast.data_offsets;
+            if let (Ok(dtype), Some(shape), Ok(start), Ok(end)) = (
+                fast.dtype.parse::<Dtype>(),
+                shape,
+                usize::try_from(start),
+                usize::try_from(end),
+            ) {
+                return finish_tensor(name, dtype, shape, start, end);
+            }
+        }
+    }
+    parse_tensor(name, &slow_entry(raw)?)
+}
+
 fn parse_tensor(name: &str, entry: &Entry) -> Result<TensorInfo, FormatError> {
     let invalid = |reason: String| FormatError::InvalidTensorEntry {
         tensor: name.to_owned(),
@@ -303,6 +349,17 @@ fn parse_tensor(name: &str, entry: &Entry) -> Result<TensorInfo, FormatError> {
         }
         None => return Err(invalid("missing field \"data_offsets\"".into())),
     };
+    finish_tensor(name, dtype, shape, start, end)
+}
+
+/// Checks offsets against dtype and shape.
+fn finish_tensor(
+    name: &str,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    start: usize,
+    end: usize,
+) -> Result<TensorInfo, FormatError> {
     if end < start {
         return Err(FormatError::OffsetsReversed {
             tensor: name.to_owned(),

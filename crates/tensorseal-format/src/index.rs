@@ -268,8 +268,60 @@ impl ShardedIndex {
                 file_len,
             });
         }
+        self.check_orphans(&shards)?;
         Ok(shards)
     }
+
+    /// A file named like a member of the shard set (`P-00002-of-00003.safetensors`
+    /// where the index names other `P-…-of-00003` files) but absent from the
+    /// index holds tensors the index does not list.
+    fn check_orphans(&self, shards: &[Shard]) -> Result<(), FormatError> {
+        let referenced: std::collections::HashSet<&str> =
+            shards.iter().map(|s| s.file.as_str()).collect();
+        let mut sets = std::collections::BTreeSet::new();
+        for f in &referenced {
+            if let Some((prefix, _, n)) = split_shard_name(f) {
+                sets.insert((prefix.to_owned(), n));
+            }
+        }
+        for (prefix, n) in sets {
+            for i in 1..=n {
+                let name = format!("{prefix}-{i:05}-of-{n:05}.safetensors");
+                if referenced.contains(name.as_str()) {
+                    continue;
+                }
+                let path = self.dir.join(&name);
+                if !path.is_file() {
+                    continue;
+                }
+                let (_, _, header, _) =
+                    read_header_from_file(&path).map_err(|e| e.in_file(&path))?;
+                let first = header.names().next().map(str::to_owned);
+                if let Some(tensor) = first {
+                    let mapped_to = self.shard_of(&tensor).map(str::to_owned);
+                    return Err(FormatError::IndexTensorUnlisted {
+                        path: self.path.display().to_string(),
+                        tensor,
+                        file: name,
+                        mapped_to,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Splits `P-00001-of-00003.safetensors` into `("P", 1, 3)`.
+fn split_shard_name(name: &str) -> Option<(&str, u32, u32)> {
+    let stem = name.strip_suffix(".safetensors")?;
+    let (head, n) = stem.rsplit_once("-of-")?;
+    let (prefix, i) = head.rsplit_once('-')?;
+    let digits = |s: &str| s.len() == 5 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(n) || !digits(i) {
+        return None;
+    }
+    Some((prefix, i.parse().ok()?, n.parse().ok()?))
 }
 
 /// What a path holds: a single file or a sharded checkpoint.
@@ -379,6 +431,20 @@ mod tests {
         ] {
             assert!(!is_safe_relative(no), "{no}");
         }
+    }
+
+    #[test]
+    fn shard_name_parts() {
+        assert_eq!(
+            split_shard_name("model-00002-of-00003.safetensors"),
+            Some(("model", 2, 3))
+        );
+        assert_eq!(
+            split_shard_name("diffusion_pytorch_model-00001-of-00002.safetensors"),
+            Some(("diffusion_pytorch_model", 1, 2))
+        );
+        assert_eq!(split_shard_name("model.safetensors"), None);
+        assert_eq!(split_shard_name("model-1-of-2.safetensors"), None);
     }
 
     #[test]

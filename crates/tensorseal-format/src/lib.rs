@@ -11,8 +11,23 @@
 //! - Readers: [`SafeTensors`] (bytes in memory), [`MmapFile`] (lazy memory
 //!   map), [`PreadFile`] (positioned reads, never maps); all implement
 //!   [`ReadTensors`].
-//! - Slices: [`slice`]. Writer: [`write`]. Sharded checkpoints: [`index`],
+//! - Slices: [`mod@slice`]. Writer: [`mod@write`]. Sharded checkpoints: [`index`],
 //!   [`shard`].
+//!
+//! ```
+//! use tensorseal_format::{serialize, Dtype, ReadTensors, SafeTensors, SliceArg, TensorView};
+//!
+//! let data: Vec<u8> = (0..6u8).collect();
+//! let view = TensorView::new(Dtype::U8, vec![2, 3], &data)?;
+//! let bytes = serialize(&[("x", view)], None)?;
+//!
+//! let file = SafeTensors::deserialize(&bytes)?;
+//! assert_eq!(file.tensor("x")?.shape(), &[2, 3]);
+//! // x[:, ::-2] reads only the selected bytes.
+//! let s = file.read_slice("x", &[SliceArg::FULL, SliceArg::Range { start: None, stop: None, step: -2 }])?;
+//! assert_eq!((s.shape, s.data), (vec![2, 2], vec![2, 0, 5, 3]));
+//! # Ok::<(), tensorseal_format::FormatError>(())
+//! ```
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -66,8 +66,11 @@ pub trait ReadTensors {
         let info = self.header().tensor(name)?;
         let (start, end) = info.data_offsets;
         plan.fill(dst, |off, buf| {
-            match off.checked_add(buf.len()) {
-                Some(e) if start + e <= end => {}
+            match off
+                .checked_add(buf.len())
+                .and_then(|e| e.checked_add(start))
+            {
+                Some(e) if e <= end => {}
                 _ => {
                     return Err(FormatError::InvalidSlice {
                         tensor: name.to_owned(),
@@ -93,17 +96,12 @@ pub trait ReadTensors {
     }
 }
 
-fn view_in<'a>(
-    data: &'a [u8],
-    name: &str,
-    info: &TensorInfo,
-) -> Result<TensorView<'a>, FormatError> {
+fn view_in<'a>(data: &'a [u8], info: &TensorInfo) -> Result<TensorView<'a>, FormatError> {
     let (s, e) = info.data_offsets;
     let bytes = data.get(s..e).ok_or(FormatError::BufferLengthMismatch {
         expected: e as u64,
         found: data.len() as u64,
     })?;
-    let _ = name;
     Ok(TensorView::new_unchecked(
         info.dtype,
         info.shape.clone(),
@@ -154,7 +152,7 @@ impl<'a> SafeTensors<'a> {
 
     /// A view of tensor `name`.
     pub fn tensor(&self, name: &str) -> Result<TensorView<'a>, FormatError> {
-        view_in(self.data(), name, self.header.tensor(name)?)
+        view_in(self.data(), self.header.tensor(name)?)
     }
 
     /// Tensors in file order.
@@ -396,7 +394,7 @@ impl MmapFile {
 
     /// A zero-copy view of tensor `name`.
     pub fn tensor(&self, name: &str) -> Result<TensorView<'_>, FormatError> {
-        view_in(self.data(), name, self.header.tensor(name)?)
+        view_in(self.data(), self.header.tensor(name)?)
     }
 
     /// Tensors in file order, as zero-copy views.

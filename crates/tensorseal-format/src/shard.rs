@@ -100,16 +100,40 @@ pub struct SplitReport {
     pub index: Option<PathBuf>,
     /// Sum of the tensors' byte sizes.
     pub total_size: u64,
+    /// Files in the output directory that look like shards of another split
+    /// (`model-NNNNN-of-MMMMM.safetensors` not written by this one). They are
+    /// left alone; callers should warn.
+    pub stale: Vec<PathBuf>,
 }
 
-/// Copies `len` bytes at `offset` of `src` into `dst` with a fixed buffer.
+/// Whether `name` looks like `model-00001-of-00002.safetensors`.
+fn is_shard_name(name: &str) -> bool {
+    let Some(rest) = name
+        .strip_prefix("model-")
+        .and_then(|r| r.strip_suffix(".safetensors"))
+    else {
+        return false;
+    };
+    let b = rest.as_bytes();
+    b.len() == 14
+        && b[..5].iter().all(u8::is_ascii_digit)
+        && &b[5..9] == b"-of-"
+        && b[9..].iter().all(u8::is_ascii_digit)
+}
+
+/// Copies `len` bytes at `offset` of `src` into `dst` with a fixed buffer,
+/// calling `on_chunk(bytes)` after each chunk.
 pub fn copy_range(
     src: &File,
     offset: u64,
     len: u64,
     dst: &mut dyn Write,
     buf: &mut [u8],
+    on_chunk: &mut dyn FnMut(u64),
 ) -> std::io::Result<()> {
+    if buf.is_empty() && len > 0 {
+        return Err(std::io::Error::other("empty copy buffer"));
+    }
     let mut done = 0u64;
     while done < len {
         let n = (len - done).min(buf.len() as u64) as usize;
@@ -117,9 +141,13 @@ pub fn copy_range(
         pread_exact(src, chunk, offset + done)?;
         dst.write_all(chunk)?;
         done += n as u64;
+        on_chunk(n as u64);
     }
     Ok(())
 }
+
+/// A progress callback: `(bytes copied so far, total bytes)`.
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
 #[cfg(unix)]
 fn pread_exact(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
@@ -145,6 +173,16 @@ pub fn split(
     outdir: impl AsRef<Path>,
     max_shard_size: u64,
 ) -> Result<SplitReport, FormatError> {
+    split_with_progress(input, outdir, max_shard_size, &mut |_, _| {})
+}
+
+/// [`split`], reporting progress in tensor bytes copied.
+pub fn split_with_progress(
+    input: impl AsRef<Path>,
+    outdir: impl AsRef<Path>,
+    max_shard_size: u64,
+    progress: Progress<'_>,
+) -> Result<SplitReport, FormatError> {
     let input = input.as_ref();
     let outdir = outdir.as_ref();
     let (src, _len, header, data_start) = read_header_from_file(input)?;
@@ -163,8 +201,10 @@ pub fn split(
         shards: Vec::with_capacity(n),
         index: None,
         total_size,
+        stale: Vec::new(),
     };
     let mut weight_map = BTreeMap::new();
+    let mut copied = 0u64;
     for (si, members) in plan.iter().enumerate() {
         let name = if n == 1 {
             "model.safetensors".to_owned()
@@ -191,6 +231,10 @@ pub fn split(
                 info.byte_len() as u64,
                 w,
                 &mut buf,
+                &mut |n| {
+                    copied += n;
+                    progress(copied, total_size);
+                },
             )
         })?;
         let bytes: u64 = members.iter().map(|&i| sizes[i]).sum();
@@ -207,6 +251,17 @@ pub fn split(
             .map_err(|e| FormatError::io(&index_path, e))?;
         f.commit()?;
         report.index = Some(index_path);
+    }
+    if let Ok(entries) = std::fs::read_dir(outdir) {
+        let written: Vec<&PathBuf> = report.shards.iter().map(|s| &s.0).collect();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = outdir.join(&name);
+            if is_shard_name(&name) && !written.contains(&&path) {
+                report.stale.push(path);
+            }
+        }
+        report.stale.sort();
     }
     Ok(report)
 }
@@ -256,6 +311,15 @@ pub fn merge(
     index_or_dir: impl AsRef<Path>,
     out: impl AsRef<Path>,
 ) -> Result<MergeReport, FormatError> {
+    merge_with_progress(index_or_dir, out, &mut |_, _| {})
+}
+
+/// [`merge`], reporting progress in tensor bytes copied.
+pub fn merge_with_progress(
+    index_or_dir: impl AsRef<Path>,
+    out: impl AsRef<Path>,
+    progress: Progress<'_>,
+) -> Result<MergeReport, FormatError> {
     let out = out.as_ref();
     let shards = match open_path(index_or_dir.as_ref())? {
         Checkpoint::Sharded(index) => index.validate()?,
@@ -296,9 +360,14 @@ pub fn merge(
         }
     }
     let mut buf = vec![0u8; COPY_BUF];
+    let total: u64 = sources.iter().map(|s| s.2).sum();
+    let mut copied = 0u64;
     write_file(out, &specs, metadata.as_ref(), |i, w| {
         let (si, off, len) = sources[i];
-        copy_range(&shards[si].handle, off, len, w, &mut buf)
+        copy_range(&shards[si].handle, off, len, w, &mut buf, &mut |n| {
+            copied += n;
+            progress(copied, total);
+        })
     })?;
     Ok(MergeReport {
         shards: shards.len(),
@@ -322,6 +391,14 @@ mod tests {
         assert!(parse_size("5XB").is_err());
         assert!(parse_size("").is_err());
         assert!(parse_size("0").is_err());
+    }
+
+    #[test]
+    fn shard_names() {
+        assert!(is_shard_name("model-00001-of-00002.safetensors"));
+        assert!(is_shard_name(&shard_name(41, 100)));
+        assert!(!is_shard_name("model.safetensors"));
+        assert!(!is_shard_name("model-1-of-2.safetensors"));
     }
 
     #[test]

@@ -99,6 +99,8 @@ pub fn plan_for(
         tensor: tensor.to_owned(),
         reason,
     };
+    // Rejects shapes whose byte size overflows: every offset below then fits.
+    crate::header::byte_size(tensor, dtype, shape)?;
     let sels = normalize(shape, args).map_err(err)?;
 
     // Element strides (row-major); checked in case the shape was not validated.

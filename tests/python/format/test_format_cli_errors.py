@@ -96,3 +96,22 @@ def test_no_temp_files_left_behind(run_cli, tmp_path):
     p = run_cli("merge", tmp_path, tmp_path / "out.safetensors")
     assert p.returncode == 2
     assert sorted(x.name for x in tmp_path.iterdir()) == ["model.safetensors.index.json"]
+
+
+def test_split_json_and_stale_warning(run_cli, tmp_path):
+    src = ROOT / "examples" / "tiny.safetensors"
+    first = run_cli("split", src, tmp_path, "--max-shard-size", "300", "--json")
+    assert first.returncode == 0, first.stderr
+    doc = json.loads(first.stdout)
+    assert doc["total_size"] == 1236 and doc["stale"] == [] and len(doc["shards"]) == 5
+    assert sum(s["bytes"] for s in doc["shards"]) == 1236
+    second = run_cli("split", src, tmp_path, "--max-shard-size", "600", "--json")
+    assert second.returncode == 0
+    doc2 = json.loads(second.stdout)
+    assert sorted(doc2["stale"]) == sorted(s["path"] for s in doc["shards"])
+    assert second.stderr.count("warning:") == 5
+    merged = run_cli("merge", tmp_path, tmp_path / "m.safetensors", "--json")
+    assert json.loads(merged.stdout) == {
+        "path": str(tmp_path / "m.safetensors"), "shards": 3, "tensors": 9, "bytes": 1236,
+    }
+    assert (tmp_path / "m.safetensors").read_bytes() == src.read_bytes()
