@@ -22,6 +22,14 @@ enum Command {
     Split(cmd::split::Args),
     /// Merge a sharded checkpoint (index or directory) into one .safetensors file.
     Merge(cmd::merge::Args),
+    /// Sign a model directory (OpenSSF model signing format, as `model_signing sign key`).
+    Sign(cmd::sign::Args),
+    /// Verify a model directory against its signature; lists every changed, missing or extra file.
+    Verify(cmd::verify::Args),
+    /// Print the model's root digest (the SHA-256 that `sign` signs), or its manifest with --json.
+    Digest(cmd::digest::Args),
+    /// Convert a pickle checkpoint (torch zip or legacy, NumPy) to safetensors without running it, or back with --to torch.
+    Convert(cmd::convert::Args),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +38,10 @@ fn main() -> ExitCode {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Split(args) => cmd::split::run(args),
         Command::Merge(args) => cmd::merge::run(args),
+        Command::Sign(args) => cmd::sign::run(args),
+        Command::Verify(args) => cmd::verify::run(args),
+        Command::Digest(args) => cmd::digest::run(args),
+        Command::Convert(args) => cmd::convert::run(args),
     };
     cmd::finish(result)
 }

@@ -2,9 +2,13 @@
 
 use std::process::ExitCode;
 
+pub mod digest;
+pub mod convert;
 pub mod inspect;
 pub mod merge;
+pub mod sign;
 pub mod split;
+pub mod verify;
 
 /// Exit code for a successful run.
 pub const EXIT_OK: u8 = 0;

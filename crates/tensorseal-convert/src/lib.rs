@@ -1,0 +1,558 @@
+//! Convert pickle checkpoints to safetensors without running them, and back.
+//!
+//! Inputs: torch zip checkpoints (any root folder, stored or deflated
+//! members, `byteorder` record), legacy pre-1.6 torch files, NumPy `.npy` and
+//! `.npz`, and Hugging Face model directories (`pytorch_model.bin` or shards
+//! with `pytorch_model.bin.index.json`). Every pickle is read by
+//! [`tensorseal_pickle::load`]: plain data only, globals limited to the
+//! weights allow-list, nothing imported or called.
+//!
+//! Tensors are streamed one at a time from the mapped input to the output
+//! (contiguous views copied straight, others materialised in logical order
+//! in 1 MiB pieces), so memory stays far below the checkpoint size.
+//! [`to_torch`] writes the reverse: a torch zip checkpoint that
+//! `torch.load(path, weights_only=True)` accepts.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+pub mod npy;
+mod source;
+pub mod tensor;
+mod torch_write;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use tensorseal_format::shard::{index_json, plan_shards, shard_name};
+use tensorseal_format::{write_file, PreadFile, TensorSpec};
+
+pub use error::ConvertError;
+pub use source::{Checkpoint, Format, LEGACY_MAGIC};
+pub use tensor::{TensorRef, DEFAULT_KEYS};
+pub use torch_write::to_torch;
+
+/// Options of [`to_safetensors`].
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Dotted path of the subtree to convert (`--select`).
+    pub select: Option<String>,
+    /// Keep every tensor of the whole object under its dotted path instead of
+    /// picking the model weights (`--flatten`).
+    pub flatten: bool,
+    /// Shard the output (directory outputs only).
+    pub max_shard_size: Option<u64>,
+    /// Re-read the output and compare every byte with the input.
+    pub verify: bool,
+    /// Replace an existing output.
+    pub overwrite: bool,
+}
+
+/// Progress events.
+#[derive(Debug, Clone)]
+pub enum Progress<'a> {
+    /// Conversion starts: total tensor bytes to write.
+    Start {
+        /// Bytes.
+        total_bytes: u64,
+        /// Tensors.
+        tensors: usize,
+    },
+    /// A tensor was written.
+    Tensor {
+        /// Its name.
+        name: &'a str,
+        /// Its bytes.
+        bytes: u64,
+    },
+    /// Verification starts.
+    Verify,
+}
+
+/// One output tensor: its source and where its bytes come from.
+#[derive(Debug, Clone)]
+pub struct PlannedTensor {
+    /// Name in the output.
+    pub name: String,
+    /// Index of the input file.
+    pub input: usize,
+    /// The view.
+    pub tensor: TensorRef,
+}
+
+/// What [`to_safetensors`] did.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Input files.
+    pub inputs: Vec<PathBuf>,
+    /// Their format.
+    pub format: Option<Format>,
+    /// Nested-checkpoint key chosen by default.
+    pub chosen: Option<String>,
+    /// Tensors written.
+    pub tensors: usize,
+    /// Tensors dropped as identical to another (`alias -> kept`), recorded in
+    /// the metadata as Hugging Face's converter does.
+    pub aliases: Vec<(String, String)>,
+    /// Non-tensor values kept as JSON in metadata (`tensorseal.values`).
+    pub values: usize,
+    /// Files written.
+    pub outputs: Vec<PathBuf>,
+    /// Index file written, if sharded.
+    pub index: Option<PathBuf>,
+    /// Tensor bytes written.
+    pub total_bytes: u64,
+    /// Whether the output was re-read and compared.
+    pub verified: bool,
+}
+
+/// The checkpoint files of `src`: the file itself, or in a directory
+/// `pytorch_model.bin.index.json`'s shards, else `pytorch_model.bin`, else a
+/// single `*.bin`/`*.pt`/`*.pth`/`*.ckpt`.
+pub fn resolve_inputs(src: &Path) -> Result<Vec<PathBuf>, ConvertError> {
+    let meta = std::fs::metadata(src).map_err(|e| ConvertError::io(src, e))?;
+    if !meta.is_dir() {
+        if src.to_string_lossy().ends_with(".index.json") {
+            return shards_of_index(src);
+        }
+        return Ok(vec![src.to_owned()]);
+    }
+    let index = src.join("pytorch_model.bin.index.json");
+    if index.is_file() {
+        return shards_of_index(&index);
+    }
+    let bin = src.join("pytorch_model.bin");
+    if bin.is_file() {
+        return Ok(vec![bin]);
+    }
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(src).map_err(|e| ConvertError::io(src, e))? {
+        let p = e.map_err(|e| ConvertError::io(src, e))?.path();
+        let ext = p
+            .extension()
+            .map(|x| x.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if p.is_file() && matches!(ext.as_str(), "bin" | "pt" | "pth" | "ckpt" | "npz") {
+            found.push(p);
+        }
+    }
+    found.sort();
+    match found.len() {
+        1 => Ok(found),
+        0 => Err(ConvertError::format(
+            src,
+            "no pytorch_model.bin, index or checkpoint file in the directory",
+        )),
+        _ => Err(ConvertError::format(
+            src,
+            format!(
+                "several checkpoint files, name one: {}",
+                found
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}
+
+fn shards_of_index(index: &Path) -> Result<Vec<PathBuf>, ConvertError> {
+    let text = std::fs::read(index).map_err(|e| ConvertError::io(index, e))?;
+    let json: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| ConvertError::format(index, format!("invalid index JSON: {e}")))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| ConvertError::format(index, "index has no `weight_map` object"))?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut files: Vec<String> = Vec::new();
+    for v in map.values() {
+        let f = v
+            .as_str()
+            .ok_or_else(|| ConvertError::format(index, "weight_map value is not a string"))?;
+        if !tensorseal_format::index::is_safe_relative(f) {
+            return Err(ConvertError::format(
+                index,
+                format!("shard path `{f}` escapes the directory"),
+            ));
+        }
+        if !files.iter().any(|x| x == f) {
+            files.push(f.to_owned());
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(ConvertError::format(index, "index names no shards"));
+    }
+    Ok(files.into_iter().map(|f| dir.join(f)).collect())
+}
+
+/// What [`plan`] returns: the opened inputs, the output tensors, the report
+/// so far and the metadata to write.
+pub type Plan = (
+    Vec<Checkpoint>,
+    Vec<PlannedTensor>,
+    Report,
+    BTreeMap<String, String>,
+);
+
+/// Opens the inputs and plans the output tensors (selection, aliases).
+pub fn plan(inputs: &[PathBuf], opts: &Options) -> Result<Plan, ConvertError> {
+    let mut cks = Vec::new();
+    let mut planned: Vec<PlannedTensor> = Vec::new();
+    let mut report = Report {
+        inputs: inputs.to_vec(),
+        ..Report::default()
+    };
+    let mut extras = serde_json::Map::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for (i, path) in inputs.iter().enumerate() {
+        let mut ck = Checkpoint::open(path)?;
+        report.format.get_or_insert(ck.format());
+        let mut found: Vec<(String, Result<TensorRef, String>)> = Vec::new();
+        match ck.format() {
+            Format::Npy | Format::Npz => {
+                for (n, t) in ck.npy_tensors() {
+                    let n = if n.is_empty() {
+                        path.file_stem()
+                            .map(|s| s.to_string_lossy().into_owned())
+                            .unwrap_or_else(|| "array".into())
+                    } else {
+                        n.clone()
+                    };
+                    found.push((n, Ok(t.clone())));
+                }
+            }
+            Format::TorchZip | Format::TorchLegacy => {
+                let sel = tensor::select(ck.root(), opts.select.as_deref(), opts.flatten).map_err(
+                    |why| ConvertError::Select {
+                        path: path.clone(),
+                        select: opts.select.clone().unwrap_or_default(),
+                        why,
+                    },
+                )?;
+                if report.chosen.is_none() {
+                    report.chosen = sel.chosen.clone();
+                }
+                let mut inline = Vec::new();
+                tensor::collect(
+                    sel.value,
+                    ck.big_endian(),
+                    &mut found,
+                    &mut extras,
+                    &mut inline,
+                );
+                if found.is_empty() {
+                    if let Some(t) = tensor::tensor_of(sel.value, ck.big_endian()) {
+                        found.push(("tensor".into(), t));
+                    }
+                }
+                for (key, bytes) in inline {
+                    ck.add_inline(key, bytes);
+                }
+            }
+        }
+        for (name, t) in found {
+            let name = if name.is_empty() {
+                "tensor".to_owned()
+            } else {
+                name
+            };
+            let t = t.map_err(|why| ConvertError::Tensor {
+                path: path.clone(),
+                name: name.clone(),
+                why,
+            })?;
+            if t.byte_len().is_none() {
+                return Err(ConvertError::Tensor {
+                    path: path.clone(),
+                    name,
+                    why: format!("shape {:?} of {} overflows", t.shape, t.dtype),
+                });
+            }
+            if names.insert(name.clone(), i).is_some() {
+                return Err(ConvertError::Tensor {
+                    path: path.clone(),
+                    name,
+                    why: "appears twice (in two shards or two paths)".into(),
+                });
+            }
+            planned.push(PlannedTensor {
+                name,
+                input: i,
+                tensor: t,
+            });
+        }
+        cks.push(ck);
+    }
+    if planned.is_empty() {
+        return Err(ConvertError::format(
+            inputs
+                .first()
+                .map(PathBuf::as_path)
+                .unwrap_or(Path::new("")),
+            "no tensors found (use --select or --flatten for nested checkpoints)",
+        ));
+    }
+    // Identical views of one storage: keep the first name in sorted order.
+    let mut groups: HashMap<(usize, TensorRef), Vec<usize>> = HashMap::new();
+    for (i, p) in planned.iter().enumerate() {
+        groups
+            .entry((p.input, p.tensor.clone()))
+            .or_default()
+            .push(i);
+    }
+    let mut drop = vec![false; planned.len()];
+    let mut aliases = Vec::new();
+    for idx in groups.values() {
+        if idx.len() < 2 {
+            continue;
+        }
+        let mut sorted = idx.clone();
+        sorted.sort_by(|&a, &b| planned[a].name.cmp(&planned[b].name));
+        let keep = sorted[0];
+        for &d in &sorted[1..] {
+            drop[d] = true;
+            aliases.push((planned[d].name.clone(), planned[keep].name.clone()));
+        }
+    }
+    aliases.sort();
+    let mut keep_iter = drop.iter();
+    planned.retain(|_| !keep_iter.next().copied().unwrap_or(false));
+    let mut meta = BTreeMap::new();
+    meta.insert("format".to_owned(), "pt".to_owned());
+    for (a, k) in &aliases {
+        meta.insert(a.clone(), k.clone());
+    }
+    if !extras.is_empty() {
+        report.values = extras.len();
+        meta.insert(
+            "tensorseal.values".to_owned(),
+            serde_json::Value::Object(extras).to_string(),
+        );
+    }
+    report.aliases = aliases;
+    report.tensors = planned.len();
+    Ok((cks, planned, report, meta))
+}
+
+fn spec(p: &PlannedTensor) -> TensorSpec {
+    TensorSpec {
+        name: p.name.clone(),
+        dtype: p.tensor.dtype,
+        shape: p.tensor.shape.clone(),
+    }
+}
+
+/// Converts `src` (a checkpoint file, index or model directory) to `dst` (a
+/// `.safetensors` file, or a directory for `model.safetensors` or shards
+/// with `model.safetensors.index.json`).
+pub fn to_safetensors(
+    src: &Path,
+    dst: &Path,
+    opts: &Options,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Report, ConvertError> {
+    let inputs = resolve_inputs(src)?;
+    let (cks, planned, mut report, meta) = plan(&inputs, opts)?;
+    let to_file = dst.extension().is_some_and(|e| e == "safetensors") || dst.is_file();
+    // Output groups: tensor indices per file.
+    let groups: Vec<Vec<usize>> = if to_file {
+        if opts.max_shard_size.is_some() {
+            return Err(ConvertError::format(
+                dst,
+                "--max-shard-size needs a directory as the destination",
+            ));
+        }
+        vec![(0..planned.len()).collect()]
+    } else if let Some(max) = opts.max_shard_size {
+        let sizes: Vec<u64> = planned
+            .iter()
+            .map(|p| p.tensor.byte_len().unwrap_or(0) as u64)
+            .collect();
+        plan_shards(&sizes, max)
+    } else if inputs.len() > 1 {
+        (0..inputs.len())
+            .map(|i| {
+                (0..planned.len())
+                    .filter(|&t| planned[t].input == i)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|g: &Vec<usize>| !g.is_empty())
+            .collect()
+    } else {
+        vec![(0..planned.len()).collect()]
+    };
+    let files: Vec<PathBuf> = if to_file {
+        vec![dst.to_owned()]
+    } else {
+        std::fs::create_dir_all(dst).map_err(|e| ConvertError::io(dst, e))?;
+        if groups.len() == 1 {
+            vec![dst.join("model.safetensors")]
+        } else {
+            (0..groups.len())
+                .map(|i| dst.join(shard_name(i, groups.len())))
+                .collect()
+        }
+    };
+    let index_path =
+        (!to_file && groups.len() > 1).then(|| dst.join("model.safetensors.index.json"));
+    if !opts.overwrite {
+        for f in files.iter().chain(index_path.iter()) {
+            if f.exists() {
+                return Err(ConvertError::io(
+                    f,
+                    std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "exists (use --force to replace it)",
+                    ),
+                ));
+            }
+        }
+    }
+    let total: u64 = planned
+        .iter()
+        .map(|p| p.tensor.byte_len().unwrap_or(0) as u64)
+        .sum();
+    progress(Progress::Start {
+        total_bytes: total,
+        tensors: planned.len(),
+    });
+    let mut weight_map = BTreeMap::new();
+    for (g, file) in groups.iter().zip(&files) {
+        let specs: Vec<TensorSpec> = g.iter().map(|&i| spec(&planned[i])).collect();
+        let names_here: std::collections::HashSet<&str> =
+            g.iter().map(|&i| planned[i].name.as_str()).collect();
+        let mut fmeta = meta.clone();
+        if groups.len() > 1 {
+            // An alias belongs to the shard holding the kept tensor.
+            fmeta.retain(|k, v| {
+                !report.aliases.iter().any(|(a, _)| a == k) || names_here.contains(v.as_str())
+            });
+        }
+        let mut err: Option<ConvertError> = None;
+        let res = write_file(file, &specs, Some(&fmeta), |si, w| {
+            let p = &planned[g[si]];
+            let ck = &cks[p.input];
+            match tensor::emit(ck, &p.name, &p.tensor, &mut |b| w.write_all(b)) {
+                Ok(()) => {
+                    progress(Progress::Tensor {
+                        name: &p.name,
+                        bytes: p.tensor.byte_len().unwrap_or(0) as u64,
+                    });
+                    Ok(())
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    err = Some(e);
+                    Err(std::io::Error::other(msg))
+                }
+            }
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        res?;
+        let fname = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for &i in g {
+            weight_map.insert(planned[i].name.clone(), fname.clone());
+        }
+    }
+    if let Some(ix) = &index_path {
+        let json = index_json(total, &weight_map);
+        std::fs::write(ix, json).map_err(|e| ConvertError::io(ix, e))?;
+    }
+    if opts.verify {
+        progress(Progress::Verify);
+        for (g, file) in groups.iter().zip(&files) {
+            verify_file(
+                file,
+                g.iter().map(|&i| (&planned[i], &cks[planned[i].input])),
+            )?;
+        }
+        report.verified = true;
+    }
+    report.outputs = files;
+    report.index = index_path;
+    report.total_bytes = total;
+    Ok(report)
+}
+
+/// Re-reads `file` and compares each tensor's dtype, shape and bytes with
+/// the source.
+fn verify_file<'a>(
+    file: &Path,
+    tensors: impl Iterator<Item = (&'a PlannedTensor, &'a Checkpoint)>,
+) -> Result<(), ConvertError> {
+    // Positioned reads, not a map: resident memory stays bounded.
+    let out = PreadFile::open(file)?;
+    let verr = |name: &str, why: String| ConvertError::Verify {
+        path: file.to_owned(),
+        name: name.to_owned(),
+        why,
+    };
+    let mut count = 0;
+    let mut back: Vec<u8> = Vec::new();
+    for (p, ck) in tensors {
+        count += 1;
+        let info = out
+            .header()
+            .get(&p.name)
+            .ok_or_else(|| verr(&p.name, "is missing from the output".into()))?;
+        if info.dtype != p.tensor.dtype || info.shape != p.tensor.shape {
+            return Err(verr(
+                &p.name,
+                format!(
+                    "is {} {:?}, expected {} {:?}",
+                    info.dtype, info.shape, p.tensor.dtype, p.tensor.shape
+                ),
+            ));
+        }
+        let (start, end) = info.data_offsets;
+        let mut pos = start;
+        let mut failure: Option<ConvertError> = None;
+        tensor::emit(ck, &p.name, &p.tensor, &mut |b| {
+            if failure.is_some() {
+                return Ok(());
+            }
+            if pos + b.len() > end {
+                failure = Some(verr(&p.name, "is longer in the input".into()));
+                return Ok(());
+            }
+            back.resize(b.len(), 0);
+            if let Err(e) = out.read_at(pos, &mut back) {
+                failure = Some(e.into());
+            } else if back != b {
+                failure = Some(verr(
+                    &p.name,
+                    format!("differs from the input near byte {}", pos - start),
+                ));
+            }
+            pos += b.len();
+            Ok(())
+        })?;
+        if let Some(f) = failure {
+            return Err(f);
+        }
+        if pos != end {
+            return Err(verr(
+                &p.name,
+                format!("has {} bytes, the input {}", end - start, pos - start),
+            ));
+        }
+    }
+    if count != out.header().len() {
+        return Err(verr(
+            "*",
+            format!(
+                "file holds {} tensors, expected {count}",
+                out.header().len()
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,660 @@
+//! Tensors of a checkpoint: found in the plain-data object graph the pickle
+//! reader built, then copied (contiguous) or materialised in logical order
+//! (non-contiguous views), byte-swapped when the file is big-endian.
+
+use std::collections::HashMap;
+use std::io;
+
+use tensorseal_format::Dtype;
+use tensorseal_pickle::Value;
+
+use crate::source::{storage_dtype, torch_dtype, Checkpoint};
+use crate::ConvertError;
+
+/// A tensor as a view of a storage.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TensorRef {
+    /// Storage key (`data/<key>` in a zip, legacy key, npy member).
+    pub storage: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Strides, in elements.
+    pub stride: Vec<usize>,
+    /// Offset of the first element, in elements.
+    pub offset: usize,
+    /// Extra byte offset into the storage (npy header length).
+    pub byte_offset: usize,
+    /// Whether elements are stored big-endian.
+    pub big_endian: bool,
+}
+
+impl TensorRef {
+    /// Number of elements (1 for 0-d).
+    pub fn numel(&self) -> Option<usize> {
+        self.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+    }
+
+    /// Byte length of the tensor in safetensors.
+    pub fn byte_len(&self) -> Option<usize> {
+        self.numel()?.checked_mul(self.dtype.byte_size()?)
+    }
+
+    /// Whether the view is row-major contiguous.
+    pub fn is_contiguous(&self) -> bool {
+        let mut expected = 1usize;
+        for (&d, &s) in self.shape.iter().zip(&self.stride).rev() {
+            if d != 1 && s != expected {
+                return false;
+            }
+            expected = expected.saturating_mul(d);
+        }
+        true
+    }
+}
+
+fn int(v: &Value) -> Option<usize> {
+    v.as_int().and_then(|i| usize::try_from(i).ok())
+}
+
+fn ints(v: &Value) -> Option<Vec<usize>> {
+    // torch.Size pickles as a tuple; accept a torch.Size(...) call too.
+    match v {
+        Value::Call(c) if c.callable.as_global() == Some(("torch", "Size")) => {
+            ints(c.args.as_seq()?.first()?)
+        }
+        _ => v.as_seq()?.iter().map(int).collect(),
+    }
+}
+
+/// Storage reference inside a persistent id.
+struct StorageRef {
+    key: String,
+    dtype: Option<Dtype>,
+    untyped: bool,
+    view_offset: usize,
+}
+
+fn storage_ref(v: &Value) -> Result<StorageRef, String> {
+    let Value::PersistentId(pid) = v else {
+        return Err(format!(
+            "storage argument is a {}, not a persistent id",
+            v.kind_name()
+        ));
+    };
+    let t = pid.as_seq().ok_or("persistent id is not a tuple")?;
+    if t.first().and_then(Value::as_str) != Some("storage") {
+        return Err(format!("persistent id {:?} is not a storage", t.first()));
+    }
+    let (_, ty) = t
+        .get(1)
+        .and_then(Value::as_global)
+        .ok_or("persistent id has no storage type")?;
+    let key = t
+        .get(2)
+        .and_then(Value::as_str)
+        .ok_or("persistent id has no storage key")?;
+    let untyped = matches!(ty, "UntypedStorage" | "TypedStorage");
+    let dtype =
+        if untyped {
+            None
+        } else {
+            Some(storage_dtype(ty).ok_or_else(|| {
+                format!("storage type `torch.{ty}` has no safetensors equivalent")
+            })?)
+        };
+    // Legacy: (..., root numel, (view_key, offset, size)) for storage views.
+    let view_offset = match t.get(5) {
+        Some(Value::Tuple(vm)) => vm.get(1).and_then(int).ok_or("bad legacy view metadata")?,
+        _ => 0,
+    };
+    Ok(StorageRef {
+        key: key.to_owned(),
+        dtype,
+        untyped,
+        view_offset,
+    })
+}
+
+/// Whether `v` is a tensor; if so, its view (or why it cannot be converted).
+pub(crate) fn tensor_of(v: &Value, big_endian: bool) -> Option<Result<TensorRef, String>> {
+    let (module, name) = v.call_target()?;
+    let args = v.as_call()?.args.as_seq().unwrap_or(&[]);
+    tensor_call(module, name, args, big_endian)
+}
+
+fn tensor_call(
+    module: &str,
+    name: &str,
+    args: &[Value],
+    big_endian: bool,
+) -> Option<Result<TensorRef, String>> {
+    match (module, name) {
+        ("torch._utils", "_rebuild_tensor" | "_rebuild_tensor_v2" | "_rebuild_tensor_v3") => {
+            Some((|| {
+                let s = storage_ref(args.first().ok_or("no storage argument")?)?;
+                let offset = args.get(1).and_then(int).ok_or("bad storage offset")?;
+                let shape = args.get(2).and_then(ints).ok_or("bad size")?;
+                let stride = args.get(3).and_then(ints).ok_or("bad stride")?;
+                if shape.len() != stride.len() {
+                    return Err(format!(
+                        "size {shape:?} and stride {stride:?} differ in length"
+                    ));
+                }
+                let dtype = if name == "_rebuild_tensor_v3" {
+                    let (m, n) = args
+                        .get(6)
+                        .and_then(Value::as_global)
+                        .ok_or("v3 without dtype")?;
+                    if m != "torch" {
+                        return Err(format!("dtype `{m}.{n}` is not a torch dtype"));
+                    }
+                    torch_dtype(n)
+                        .ok_or_else(|| format!("dtype `torch.{n}` has no safetensors equivalent"))?
+                } else {
+                    s.dtype.ok_or("untyped storage without a dtype")?
+                };
+                let _ = s.untyped;
+                Ok(TensorRef {
+                    storage: s.key,
+                    dtype,
+                    shape,
+                    stride,
+                    offset: offset
+                        .checked_add(s.view_offset)
+                        .ok_or("offset overflows")?,
+                    byte_offset: 0,
+                    big_endian,
+                })
+            })())
+        }
+        ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
+            match tensor_of(args.first()?, big_endian) {
+                Some(r) => Some(r),
+                None => Some(Err("parameter data is not a tensor".into())),
+            }
+        }
+        ("torch._tensor", "_rebuild_from_type_v2") => {
+            // (func, new_type, args, state): func(*args) is the tensor.
+            let (m, n) = args.first()?.as_global()?;
+            let inner = args.get(2)?.as_seq()?;
+            tensor_call(m, n, inner, big_endian)
+        }
+        ("torch._utils", other) if other.starts_with("_rebuild") => Some(Err(format!(
+            "`torch._utils.{other}` tensors (quantized, sparse, meta, subclass) are not supported"
+        ))),
+        _ => None,
+    }
+}
+
+/// Element sizes of every storage named in `root` (for legacy files, whose
+/// storage records count elements).
+pub(crate) fn storage_element_sizes(root: &Value, out: &mut HashMap<String, usize>) {
+    let mut stack = vec![root];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::PersistentId(p) => {
+                if let Ok(s) = storage_ref(v) {
+                    let es = if s.untyped {
+                        1
+                    } else {
+                        s.dtype.and_then(Dtype::byte_size).unwrap_or(1)
+                    };
+                    out.insert(s.key, es);
+                }
+                stack.push(p);
+            }
+            Value::Tuple(x) | Value::List(x) | Value::Set(x) | Value::FrozenSet(x) => {
+                stack.extend(x)
+            }
+            Value::Dict(d) => {
+                for (k, x) in d {
+                    stack.push(k);
+                    stack.push(x);
+                }
+            }
+            Value::Call(c) => {
+                stack.push(&c.callable);
+                stack.push(&c.args);
+                stack.extend(&c.kwargs);
+                stack.extend(&c.state);
+                stack.extend(&c.list_items);
+                for (k, x) in &c.dict_items {
+                    stack.push(k);
+                    stack.push(x);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Keys tried, in order, to find the model weights in a nested checkpoint.
+pub const DEFAULT_KEYS: &[&str] = &[
+    "state_dict",
+    "model_state_dict",
+    "model_state",
+    "model",
+    "module",
+];
+
+fn key_text(k: &Value) -> Option<String> {
+    match k {
+        Value::Str(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn contains_tensor(v: &Value, depth: usize) -> bool {
+    if depth > 64 {
+        return false;
+    }
+    if tensor_of(v, false).is_some() || numpy_array(v).is_some() {
+        return true;
+    }
+    match v {
+        Value::Dict(d) => d.iter().any(|(_, x)| contains_tensor(x, depth + 1)),
+        Value::List(x) | Value::Tuple(x) => x.iter().any(|x| contains_tensor(x, depth + 1)),
+        _ => false,
+    }
+}
+
+/// What [`select`] chose.
+pub struct Selection<'v> {
+    /// The subtree whose tensors are converted.
+    pub value: &'v Value,
+    /// The key chosen by default (`state_dict`, ...), if any.
+    pub chosen: Option<String>,
+}
+
+/// Picks the subtree to convert: `--select a.b`, else (unless `flatten`) the
+/// first of [`DEFAULT_KEYS`] present at the top whose value holds tensors,
+/// else the whole object.
+pub fn select<'v>(
+    root: &'v Value,
+    select: Option<&str>,
+    flatten: bool,
+) -> Result<Selection<'v>, String> {
+    if let Some(path) = select {
+        let mut cur = root;
+        for part in path.split('.').filter(|p| !p.is_empty()) {
+            cur = match cur {
+                Value::Dict(d) => d
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| key_text(k).as_deref() == Some(part))
+                    .map(|(_, v)| v)
+                    .ok_or_else(|| format!("no key `{part}`"))?,
+                Value::List(x) | Value::Tuple(x) => part
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| x.get(i))
+                    .ok_or_else(|| format!("no index `{part}`"))?,
+                other => return Err(format!("`{part}` is inside a {}", other.kind_name())),
+            };
+        }
+        return Ok(Selection {
+            value: cur,
+            chosen: None,
+        });
+    }
+    if !flatten && tensor_of(root, false).is_none() {
+        for key in DEFAULT_KEYS {
+            if let Some(v) = root.get(key) {
+                if contains_tensor(v, 0) {
+                    return Ok(Selection {
+                        value: v,
+                        chosen: Some((*key).to_owned()),
+                    });
+                }
+            }
+        }
+    }
+    Ok(Selection {
+        value: root,
+        chosen: None,
+    })
+}
+
+/// Every tensor under `v`, named by dotted path (dict keys, list indices),
+/// and the JSON of plain non-tensor leaves (for metadata).
+///
+/// Numeric NumPy arrays pickled inside the checkpoint become tensors too:
+/// their bytes are in the pickle, and are returned in `inline` under the
+/// storage key their [`TensorRef`] names.
+pub fn collect(
+    v: &Value,
+    big_endian: bool,
+    tensors: &mut Vec<(String, Result<TensorRef, String>)>,
+    extras: &mut serde_json::Map<String, serde_json::Value>,
+    inline: &mut Vec<(String, Vec<u8>)>,
+) {
+    let mut w = Walker {
+        big_endian,
+        tensors,
+        extras,
+        inline,
+    };
+    w.walk(v, String::new(), 0);
+}
+
+struct Walker<'a> {
+    big_endian: bool,
+    tensors: &'a mut Vec<(String, Result<TensorRef, String>)>,
+    extras: &'a mut serde_json::Map<String, serde_json::Value>,
+    inline: &'a mut Vec<(String, Vec<u8>)>,
+}
+
+/// A NumPy array pickled with `numpy.core.multiarray._reconstruct`:
+/// `(view, bytes)` for numeric dtypes, an error for others.
+pub(crate) fn numpy_array(v: &Value) -> Option<Result<(TensorRef, Vec<u8>), String>> {
+    let (m, n) = v.call_target()?;
+    if !matches!(m, "numpy.core.multiarray" | "numpy._core.multiarray") || n != "_reconstruct" {
+        return None;
+    }
+    Some((|| {
+        let call = v.as_call().ok_or("not a call")?;
+        let state = call
+            .state
+            .as_ref()
+            .and_then(Value::as_seq)
+            .ok_or("ndarray without state")?;
+        // (version, shape, dtype, is_fortran, data)
+        let shape = state.get(1).and_then(ints).ok_or("ndarray: bad shape")?;
+        let dtype = state
+            .get(2)
+            .and_then(Value::as_call)
+            .ok_or("ndarray: bad dtype")?;
+        if dtype.callable.as_global().map(|(_, n)| n) != Some("dtype") {
+            return Err("ndarray: dtype is not numpy.dtype".to_owned());
+        }
+        let code = dtype
+            .args
+            .as_seq()
+            .and_then(|a| a.first())
+            .and_then(Value::as_str)
+            .ok_or("ndarray: dtype without a type code")?;
+        let order = dtype
+            .state
+            .as_ref()
+            .and_then(Value::as_seq)
+            .and_then(|s| s.get(1))
+            .and_then(Value::as_str)
+            .unwrap_or("|");
+        let (dt, big) = crate::npy::descr_dtype(&format!("{order}{code}"))?;
+        let fortran = matches!(state.get(3), Some(Value::Bool(true)));
+        let data = match state.get(4) {
+            Some(Value::Bytes(b)) | Some(Value::ByteArray(b)) => b.clone(),
+            Some(other) => {
+                return Err(format!(
+                    "ndarray data is a {}, not bytes (object array?)",
+                    other.kind_name()
+                ))
+            }
+            None => return Err("ndarray without data".to_owned()),
+        };
+        let mut stride = vec![0usize; shape.len()];
+        let mut acc = 1usize;
+        let dims: Vec<usize> = if fortran {
+            (0..shape.len()).collect()
+        } else {
+            (0..shape.len()).rev().collect()
+        };
+        for d in dims {
+            stride[d] = acc;
+            acc = acc.saturating_mul(shape[d].max(1));
+        }
+        Ok((
+            TensorRef {
+                storage: String::new(),
+                dtype: dt,
+                shape,
+                stride,
+                offset: 0,
+                byte_offset: 0,
+                big_endian: big,
+            },
+            data,
+        ))
+    })())
+}
+
+fn join(prefix: &str, part: &str) -> String {
+    if prefix.is_empty() {
+        part.to_owned()
+    } else {
+        format!("{prefix}.{part}")
+    }
+}
+
+impl Walker<'_> {
+    fn walk(&mut self, v: &Value, path: String, depth: usize) {
+        if depth > 100 {
+            return;
+        }
+        if let Some(t) = tensor_of(v, self.big_endian) {
+            self.tensors.push((path, t));
+            return;
+        }
+        if let Some(arr) = numpy_array(v) {
+            let t = arr.map(|(mut t, bytes)| {
+                t.storage = format!("numpy:{}:{path}", self.inline.len());
+                self.inline.push((t.storage.clone(), bytes));
+                t
+            });
+            self.tensors.push((path, t));
+            return;
+        }
+        match v {
+            Value::Dict(d) => {
+                // Later duplicates replace earlier keys, as in Python.
+                let mut last: HashMap<String, usize> = HashMap::new();
+                for (i, (k, _)) in d.iter().enumerate() {
+                    if let Some(k) = key_text(k) {
+                        last.insert(k, i);
+                    }
+                }
+                for (i, (k, x)) in d.iter().enumerate() {
+                    let Some(kt) = key_text(k) else { continue };
+                    if last.get(&kt) != Some(&i) {
+                        continue;
+                    }
+                    self.walk(x, join(&path, &kt), depth + 1);
+                }
+            }
+            Value::List(x) | Value::Tuple(x) if contains_tensor(v, 0) => {
+                for (i, x) in x.iter().enumerate() {
+                    self.walk(x, join(&path, &i.to_string()), depth + 1);
+                }
+            }
+            other => {
+                if let Some(j) = to_json(other, 0) {
+                    if !path.is_empty() {
+                        self.extras.insert(path, j);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn to_json(v: &Value, depth: usize) -> Option<serde_json::Value> {
+    use serde_json::Value as J;
+    if depth > 16 {
+        return None;
+    }
+    Some(match v {
+        Value::None => J::Null,
+        Value::Bool(b) => J::Bool(*b),
+        Value::Int(i) => J::from(*i),
+        Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map(J::Number)
+            .unwrap_or(J::Null),
+        Value::Str(s) => J::String(s.clone()),
+        Value::List(x) | Value::Tuple(x) => J::Array(
+            x.iter()
+                .map(|x| to_json(x, depth + 1))
+                .collect::<Option<_>>()?,
+        ),
+        Value::Dict(d) => {
+            let mut m = serde_json::Map::new();
+            for (k, x) in d {
+                m.insert(key_text(k)?, to_json(x, depth + 1)?);
+            }
+            J::Object(m)
+        }
+        _ => return None,
+    })
+}
+
+/// Size of the buffer used to materialise non-contiguous views.
+const CHUNK: usize = 1 << 20;
+
+/// Size of the positioned reads that copy contiguous tensors.
+const READ_CHUNK: usize = 8 << 20;
+
+/// Streams the tensor's bytes, in logical row-major order and little-endian,
+/// to `sink` (in pieces of at most a few MiB for materialised views).
+pub(crate) fn emit(
+    ck: &Checkpoint,
+    name: &str,
+    t: &TensorRef,
+    sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> Result<(), ConvertError> {
+    let terr = |why: String| ConvertError::Tensor {
+        path: ck.path().to_owned(),
+        name: name.to_owned(),
+        why,
+    };
+    let es = t
+        .dtype
+        .byte_size()
+        .ok_or_else(|| terr(format!("dtype {} is not byte-sized", t.dtype)))?;
+    let numel = t
+        .numel()
+        .ok_or_else(|| terr(format!("shape {:?} overflows", t.shape)))?;
+    if numel == 0 {
+        return Ok(());
+    }
+    let storage_len = match ck.storage_range(&t.storage) {
+        Some(r) => r.len(),
+        None => ck.storage(&t.storage)?.len(),
+    };
+    // Highest element index the view touches, checked against the storage.
+    let mut last = t.offset;
+    for (&d, &s) in t.shape.iter().zip(&t.stride) {
+        last = (d - 1)
+            .checked_mul(s)
+            .and_then(|x| last.checked_add(x))
+            .ok_or_else(|| terr("view extent overflows".into()))?;
+    }
+    let need = last
+        .checked_add(1)
+        .and_then(|n| n.checked_mul(es))
+        .and_then(|n| n.checked_add(t.byte_offset))
+        .ok_or_else(|| terr("view extent overflows".into()))?;
+    if need > storage_len {
+        return Err(terr(format!(
+            "view (offset {}, size {:?}, stride {:?}) needs {need} bytes of storage `{}`, which has {}",
+            t.offset,
+            t.shape,
+            t.stride,
+            t.storage,
+            storage_len
+        )));
+    }
+    let io_err = |e: io::Error| ConvertError::io(ck.path(), e);
+    let unit = if t.dtype == Dtype::C64 { es / 2 } else { es };
+    let swap = t.big_endian && unit > 1;
+    let base = t.byte_offset + t.offset * es;
+    if t.is_contiguous() && !swap {
+        if let Some(r) = ck.storage_range(&t.storage) {
+            // Positioned reads through a fixed buffer: resident memory stays
+            // at the buffer size whatever the tensor size.
+            let total = numel * es;
+            let mut buf = vec![0u8; READ_CHUNK.min(total)];
+            let mut done = 0usize;
+            let mut used_pread = true;
+            while done < total {
+                let n = READ_CHUNK.min(total - done);
+                let piece = buf.get_mut(..n).ok_or_else(|| terr("buffer".into()))?;
+                if !ck.read_at(r.start + base + done, piece)? {
+                    used_pread = false;
+                    break;
+                }
+                sink(piece).map_err(io_err)?;
+                done += n;
+            }
+            if used_pread {
+                return Ok(());
+            }
+        }
+        let storage = ck.storage(&t.storage)?;
+        let bytes = storage
+            .get(base..base + numel * es)
+            .ok_or_else(|| terr("out of range".into()))?;
+        for piece in bytes.chunks(64 << 20) {
+            sink(piece).map_err(io_err)?;
+        }
+        return Ok(());
+    }
+    let storage = ck.storage(&t.storage)?;
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK.min(numel * es) + es);
+    let nd = t.shape.len();
+    let mut idx = vec![0usize; nd];
+    let (inner_len, inner_stride) = match nd {
+        0 => (1, 1),
+        _ => (t.shape[nd - 1], t.stride[nd - 1]),
+    };
+    loop {
+        // Element offset of idx (inner dimension at 0).
+        let mut off = t.offset;
+        for (i, s) in idx.iter().zip(&t.stride).take(nd.saturating_sub(1)) {
+            off += i * s;
+        }
+        if inner_stride == 1 && !swap {
+            let s = t.byte_offset + off * es;
+            buf.extend_from_slice(
+                storage
+                    .get(s..s + inner_len * es)
+                    .ok_or_else(|| terr("out of range".into()))?,
+            );
+        } else {
+            for j in 0..inner_len {
+                let s = t.byte_offset + (off + j * inner_stride) * es;
+                let e = storage
+                    .get(s..s + es)
+                    .ok_or_else(|| terr("out of range".into()))?;
+                if swap {
+                    for u in e.chunks(unit) {
+                        buf.extend(u.iter().rev());
+                    }
+                } else {
+                    buf.extend_from_slice(e);
+                }
+            }
+        }
+        if buf.len() >= CHUNK {
+            sink(&buf).map_err(io_err)?;
+            buf.clear();
+        }
+        // Advance the outer index (all dimensions but the last).
+        let mut d = nd.saturating_sub(1);
+        loop {
+            if d == 0 {
+                if !buf.is_empty() {
+                    sink(&buf).map_err(io_err)?;
+                }
+                return Ok(());
+            }
+            d -= 1;
+            idx[d] += 1;
+            if idx[d] < t.shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! The converter on the committed fixtures (tests/fixtures/convert, made by
+//! scripts/gen_convert_fixtures.py) and on damaged and generated inputs.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+use tensorseal_convert::{
+    plan, to_safetensors, to_torch, Checkpoint, ConvertError, Format, Options,
+};
+use tensorseal_format::{Dtype, SafeTensors};
+use tensorseal_pickle::PickleError;
+
+fn fix(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/convert")
+        .join(name)
+}
+
+fn convert(src: &Path, opts: &Options) -> (tempfile::TempDir, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.safetensors");
+    to_safetensors(src, &out, opts, &mut |_| {}).unwrap();
+    let bytes = std::fs::read(&out).unwrap();
+    (dir, bytes)
+}
+
+fn f32s(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn verified() -> Options {
+    Options {
+        verify: true,
+        ..Options::default()
+    }
+}
+
+#[test]
+fn views_are_materialised_in_logical_order() {
+    for f in ["views.pt", "views_legacy.pt"] {
+        let (_d, bytes) = convert(&fix(f), &verified());
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let w: Vec<f32> = (0..24).map(|x| x as f32).collect();
+        let get = |n: &str| f32s(st.tensor(n).unwrap().data());
+        assert_eq!(get("weight"), w);
+        assert_eq!(get("row"), w[6..12].to_vec());
+        let t: Vec<f32> = (0..6)
+            .flat_map(|c| (0..4).map(move |r| (r * 6 + c) as f32))
+            .collect();
+        assert_eq!(get("transposed"), t, "{f}");
+        assert_eq!(st.tensor("transposed").unwrap().shape(), &[6, 4]);
+        let strided: Vec<f32> = (0..4)
+            .flat_map(|r| (0..3).map(move |c| (r * 6 + c * 2) as f32))
+            .collect();
+        assert_eq!(get("strided"), strided);
+        assert_eq!(get("narrow"), vec![8.0, 9.0, 10.0, 14.0, 15.0, 16.0]);
+        assert_eq!(get("expanded"), vec![1.0, 2.0, 1.0, 2.0, 1.0, 2.0]);
+        assert_eq!(st.tensor("scalar").unwrap().shape(), &[] as &[usize]);
+        assert_eq!(get("scalar"), vec![7.5]);
+        assert_eq!(st.tensor("empty").unwrap().shape(), &[0, 3]);
+        assert!(st.tensor("weight_alias").is_err());
+        assert_eq!(
+            st.metadata()
+                .unwrap()
+                .get("weight_alias")
+                .map(String::as_str),
+            Some("weight")
+        );
+        assert_eq!(
+            st.metadata().unwrap().get("format").map(String::as_str),
+            Some("pt")
+        );
+    }
+}
+
+#[test]
+fn big_endian_and_renamed_root_match_the_plain_file() {
+    let (_a, plain) = convert(&fix("small.pt"), &verified());
+    for f in ["big_endian.pt", "renamed_root.pt", "deflated.pt"] {
+        let (_b, other) = convert(&fix(f), &verified());
+        assert_eq!(plain, other, "{f}");
+    }
+    assert!(Checkpoint::open(fix("big_endian.pt")).unwrap().big_endian());
+}
+
+#[test]
+fn every_dtype_is_mapped() {
+    let inputs = vec![fix("every_dtype.pt")];
+    let (_, planned, report, _) = plan(&inputs, &Options::default()).unwrap();
+    assert_eq!(report.format, Some(Format::TorchZip));
+    let get = |n: &str| planned.iter().find(|p| p.name == n).unwrap().tensor.dtype;
+    for (n, d) in [
+        ("bf16", Dtype::BF16),
+        ("u16", Dtype::U16),
+        ("u64", Dtype::U64),
+        ("c64", Dtype::C64),
+        ("bool", Dtype::BOOL),
+        ("f8_e4m3fn", Dtype::F8_E4M3),
+        ("f8_e5m2", Dtype::F8_E5M2),
+        ("f8_e4m3fnuz", Dtype::F8_E4M3FNUZ),
+        ("f8_e5m2fnuz", Dtype::F8_E5M2FNUZ),
+    ] {
+        assert_eq!(get(n), d, "{n}");
+    }
+    let legacy = vec![fix("every_dtype_legacy.pt")];
+    let (_, _, report, _) = plan(&legacy, &Options::default()).unwrap();
+    assert_eq!(report.format, Some(Format::TorchLegacy));
+}
+
+#[test]
+fn nested_selection() {
+    let inputs = vec![fix("nested.pt")];
+    let names = |o: &Options| -> Vec<String> {
+        let (_, p, _, _) = plan(&inputs, o).unwrap();
+        let mut v: Vec<String> = p.into_iter().map(|p| p.name).collect();
+        v.sort();
+        v
+    };
+    let (_, _, report, _) = plan(&inputs, &Options::default()).unwrap();
+    assert_eq!(report.chosen.as_deref(), Some("state_dict"));
+    assert_eq!(names(&Options::default()), ["a", "b"]);
+    let sel = Options {
+        select: Some("ema.model".into()),
+        ..Options::default()
+    };
+    assert_eq!(names(&sel), ["a"]);
+    let flat = Options {
+        flatten: true,
+        ..Options::default()
+    };
+    let all = names(&flat);
+    assert!(
+        all.contains(&"optimizer.state.0.momentum_buffer".to_string()),
+        "{all:?}"
+    );
+    assert!(all.contains(&"list_of_tensors.1".to_string()), "{all:?}");
+    let bad = Options {
+        select: Some("nope.x".into()),
+        ..Options::default()
+    };
+    assert!(matches!(
+        plan(&inputs, &bad),
+        Err(ConvertError::Select { .. })
+    ));
+}
+
+#[test]
+fn malicious_pickles_are_refused_with_the_global() {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fix("malicious/manifest.json")).unwrap()).unwrap();
+    for (name, global) in manifest.as_object().unwrap() {
+        let err = Checkpoint::open(fix(&format!("malicious/{name}.pt")))
+            .err()
+            .unwrap();
+        match &err {
+            ConvertError::Pickle { source, .. } => match source.as_ref() {
+                PickleError::Forbidden {
+                    module, name: n, ..
+                } => {
+                    assert_eq!(format!("{module}.{n}"), global.as_str().unwrap(), "{name}")
+                }
+                other => panic!("{name}: {other}"),
+            },
+            other => panic!("{name}: {other}"),
+        }
+    }
+}
+
+#[test]
+fn object_arrays_and_bare_pickles_are_refused() {
+    let e = Checkpoint::open(fix("object_array.npy")).err().unwrap();
+    assert!(e.to_string().contains("object array"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("x.pkl");
+    std::fs::write(&p, b"\x80\x02}q\x00.").unwrap();
+    assert!(Checkpoint::open(&p)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("bare pickle"));
+}
+
+#[test]
+fn truncated_files_fail_cleanly() {
+    for f in ["views_legacy.pt", "views.pt", "array_f32.npy", "arrays.npz"] {
+        let full = std::fs::read(fix(f)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t");
+        for cut in (0..full.len()).step_by(13) {
+            std::fs::write(&p, &full[..cut]).unwrap();
+            // Must fail or succeed cleanly, never panic; what converts must verify.
+            let out = dir.path().join("o.safetensors");
+            let opts = Options {
+                overwrite: true,
+                verify: true,
+                ..Options::default()
+            };
+            let _ = to_safetensors(&p, &out, &opts, &mut |_| {});
+        }
+    }
+}
+
+#[test]
+fn a_view_past_its_storage_is_refused() {
+    // small.pt with every storage member cut to 4 bytes.
+    let src = std::fs::read(fix("small.pt")).unwrap();
+    let mut z = zip::ZipArchive::new(std::io::Cursor::new(src)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("short.pt");
+    let mut w = zip::ZipWriter::new(std::fs::File::create(&p).unwrap());
+    for i in 0..z.len() {
+        let mut f = z.by_index(i).unwrap();
+        let name = f.name().to_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut data).unwrap();
+        if name.contains("/data/") {
+            data.truncate(4);
+        }
+        w.start_file(
+            name,
+            zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored),
+        )
+        .unwrap();
+        w.write_all(&data).unwrap();
+    }
+    w.finish().unwrap();
+    let out = dir.path().join("o.safetensors");
+    let e = to_safetensors(&p, &out, &verified(), &mut |_| {})
+        .err()
+        .unwrap();
+    assert!(matches!(e, ConvertError::Tensor { .. }), "{e}");
+    assert!(e.to_string().contains("needs"), "{e}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn round_trip_through_torch_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path().join("a.safetensors");
+    to_safetensors(&fix("every_dtype.pt"), &st, &verified(), &mut |_| {}).unwrap();
+    let pt = dir.path().join("a.pt");
+    let report = to_torch(&st, &pt, true, false).unwrap();
+    assert!(report.verified);
+    let st2 = dir.path().join("b.safetensors");
+    to_safetensors(&pt, &st2, &verified(), &mut |_| {}).unwrap();
+    assert_eq!(std::fs::read(&st).unwrap(), std::fs::read(&st2).unwrap());
+}
+
+fn write_npy(path: &Path, shape: &[usize], fortran: bool, data: &[i32]) {
+    let shape_txt = match shape.len() {
+        1 => format!("({},)", shape[0]),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut h = format!(
+        "{{'descr': '<i4', 'fortran_order': {}, 'shape': {shape_txt}, }}",
+        if fortran { "True" } else { "False" }
+    );
+    while (10 + h.len() + 1) % 64 != 0 {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut b = b"\x93NUMPY\x01\x00".to_vec();
+    b.extend((h.len() as u16).to_le_bytes());
+    b.extend(h.as_bytes());
+    for x in data {
+        b.extend(x.to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Fortran-ordered arrays exercise the strided walker: the output must
+    /// be the row-major order of the same logical array.
+    #[test]
+    fn fortran_order_is_materialised_row_major(shape in prop::collection::vec(1usize..5, 1..4)) {
+        let n: usize = shape.iter().product();
+        // Logical element at multi-index idx is its row-major position.
+        let mut fdata = vec![0i32; n];
+        let nd = shape.len();
+        for (pos, slot) in fdata.iter_mut().enumerate() {
+            // Decode pos as a Fortran index, re-encode row-major.
+            let mut rem = pos;
+            let mut idx = vec![0; nd];
+            for d in 0..nd {
+                idx[d] = rem % shape[d];
+                rem /= shape[d];
+            }
+            let mut c = 0;
+            for d in 0..nd {
+                c = c * shape[d] + idx[d];
+            }
+            *slot = c as i32;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.npy");
+        write_npy(&p, &shape, true, &fdata);
+        let out = dir.path().join("a.safetensors");
+        to_safetensors(&p, &out, &verified(), &mut |_| {}).unwrap();
+        let bytes = std::fs::read(&out).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let t = st.tensor("a").unwrap();
+        prop_assert_eq!(t.shape(), shape.as_slice());
+        let got: Vec<i32> = t.data().chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let want: Vec<i32> = (0..n as i32).collect();
+        prop_assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn numpy_arrays_inside_a_checkpoint_become_tensors() {
+    let flat = Options {
+        flatten: true,
+        verify: true,
+        ..Options::default()
+    };
+    let (_d, bytes) = convert(&fix("numpy_inside.pt"), &flat);
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let f = st.tensor("np_f32").unwrap();
+    assert_eq!((f.dtype(), f.shape()), (Dtype::F32, &[2usize, 3][..]));
+    assert_eq!(f32s(f.data()), vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+    // Big-endian int16 is swapped; Fortran order is made row-major.
+    let i = st.tensor("np_be_i16").unwrap();
+    assert_eq!(i.data(), &[0, 0, 1, 0, 2, 0, 3, 0]);
+    let fo = st.tensor("np_fortran").unwrap();
+    let v: Vec<f64> = fo
+        .data()
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(v, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+    assert_eq!(st.tensor("np_bool").unwrap().data(), &[1, 0]);
+}

@@ -1,0 +1,377 @@
+//! Analysis mode: run the machine over every pickle of a stream, record
+//! every global and how it is used, and keep going after findings.
+
+use crate::policy::{self, Class};
+use crate::vm::{Machine, Mode};
+use crate::{CallKind, Limits, Opcode, PickleError};
+
+/// How the module and name of a global reference were obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// Operands of `GLOBAL`/`INST`.
+    Operand,
+    /// Strings on the stack consumed by `STACK_GLOBAL` (whatever opcodes,
+    /// memo lookups or `DUP`s put them there).
+    Stack,
+    /// `STACK_GLOBAL` operands that are not strings (e.g. results of calls),
+    /// or an extension code: `module`/`name` describe them. Always unknown.
+    Dynamic,
+    /// Found by a linear opcode scan after the machine stopped on an error:
+    /// `STACK_GLOBAL` names come from the two preceding string operands.
+    AfterError,
+}
+
+/// One place where a global is called (or gets its state set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallSite {
+    /// How.
+    pub kind: CallKind,
+    /// Byte offset of the calling opcode.
+    pub offset: usize,
+}
+
+/// One global reference in a pickle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlobalRef {
+    /// Index of the pickle in the stream ([`Analysis::pickles`]).
+    pub pickle: usize,
+    /// Module, as written (see [`policy::normalize_module`]).
+    pub module: String,
+    /// Name.
+    pub name: String,
+    /// Byte offset of the opcode that named it.
+    pub offset: usize,
+    /// `GLOBAL`, `STACK_GLOBAL`, `INST`, or `EXT1/2/4`.
+    pub opcode: Opcode,
+    /// How module and name were obtained.
+    pub resolution: Resolution,
+    /// Every call of it (empty: only referenced).
+    pub calls: Vec<CallSite>,
+    /// Allowed, dangerous or unknown.
+    pub class: Class,
+}
+
+impl GlobalRef {
+    /// `module.name`.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.module, self.name)
+    }
+
+    /// Whether it is called (by any opcode other than `BUILD`).
+    pub fn is_called(&self) -> bool {
+        self.calls.iter().any(|c| c.kind != CallKind::Build)
+    }
+}
+
+/// One pickle of a (possibly stacked) stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PickleReport {
+    /// Offset of its first opcode.
+    pub start: usize,
+    /// Offset just past its `STOP` (or where it failed).
+    pub end: usize,
+    /// Protocol from `PROTO`, if any.
+    pub protocol: Option<u8>,
+    /// Why the machine stopped early, if it did.
+    pub error: Option<PickleError>,
+}
+
+/// A pickle found inside a bytes argument of a call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NestedPickle {
+    /// Offset of the call opcode in the outer pickle.
+    pub offset: usize,
+    /// The calling opcode.
+    pub opcode: Opcode,
+    /// `module.name` of the callee, or `bytes argument`.
+    pub via: String,
+    /// Length of the nested bytes.
+    pub len: usize,
+    /// Its analysis (`None` when deeper than [`Limits::max_nested`]).
+    pub analysis: Option<Box<Analysis>>,
+}
+
+/// Everything found in a pickle stream.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Analysis {
+    /// Each pickle of the stream, in order.
+    pub pickles: Vec<PickleReport>,
+    /// Every global reference, in order of appearance.
+    pub globals: Vec<GlobalRef>,
+    /// Pickles nested in bytes arguments.
+    pub nested: Vec<NestedPickle>,
+    /// Errors (also attached to their [`PickleReport`]).
+    pub errors: Vec<PickleError>,
+    /// Offset of bytes after the last pickle that are not a pickle.
+    pub trailing: Option<usize>,
+}
+
+impl Analysis {
+    /// Every global of this analysis and of its nested pickles.
+    pub fn all_globals(&self) -> Vec<&GlobalRef> {
+        let mut out: Vec<&GlobalRef> = self.globals.iter().collect();
+        for n in &self.nested {
+            if let Some(a) = &n.analysis {
+                out.extend(a.all_globals());
+            }
+        }
+        out
+    }
+
+    /// Globals classified dangerous (including nested pickles).
+    pub fn dangerous(&self) -> Vec<&GlobalRef> {
+        self.all_globals()
+            .into_iter()
+            .filter(|g| matches!(g.class, Class::Dangerous { .. }))
+            .collect()
+    }
+
+    /// Globals classified unknown (including nested pickles).
+    pub fn unknown(&self) -> Vec<&GlobalRef> {
+        self.all_globals()
+            .into_iter()
+            .filter(|g| g.class == Class::Unknown)
+            .collect()
+    }
+
+    /// True when every global is allowed and no error occurred.
+    pub fn is_clean(&self) -> bool {
+        self.errors.is_empty()
+            && self.all_globals().iter().all(|g| g.class == Class::Allowed)
+            && self
+                .nested
+                .iter()
+                .all(|n| n.analysis.as_ref().is_some_and(|a| a.is_clean()))
+    }
+}
+
+/// Whether `module.name` deserialises a pickle from its argument.
+pub(crate) fn is_pickle_loader(module: &str, name: &str) -> bool {
+    let module = policy::normalize_module(module);
+    matches!(
+        module,
+        "pickle"
+            | "_pickle"
+            | "dill"
+            | "dill._dill"
+            | "cloudpickle"
+            | "joblib"
+            | "numpy"
+            | "torch"
+            | "torch.serialization"
+    ) && matches!(
+        name,
+        "loads" | "_loads" | "load" | "_load" | "load_from_bytes"
+    ) || (module == "torch.storage" && name == "_load_from_bytes")
+}
+
+/// Analyses every pickle of `data` (a stacked stream is several
+/// `STOP`-terminated pickles back to back). Never fails: errors are recorded.
+///
+/// ```
+/// use tensorseal_pickle::{analyze, Limits};
+/// let a = analyze(b"cos\nsystem\n(S'touch /tmp/x'\ntR.", &Limits::default());
+/// let g = &a.globals[0];
+/// assert_eq!(g.qualified(), "os.system");
+/// assert!(g.is_called());
+/// assert_eq!(a.dangerous().len(), 1);
+/// ```
+pub fn analyze(data: &[u8], limits: &Limits) -> Analysis {
+    analyze_level(data, limits, 0)
+}
+
+pub(crate) fn analyze_level(data: &[u8], limits: &Limits, level: usize) -> Analysis {
+    let mut m = Machine::new(data, limits, Mode::Analyze, level);
+    let mut out = Analysis::default();
+    let mut pos = 0;
+    while pos < data.len() {
+        if out.pickles.len() >= limits.max_pickles {
+            let e = PickleError::Limit {
+                limit: "pickles in one stream",
+                max: limits.max_pickles as u64,
+                offset: pos,
+            };
+            out.errors.push(e);
+            break;
+        }
+        m.reset_stack();
+        m.pickle_index = out.pickles.len();
+        let globals_before = m.globals.len();
+        let first = out.pickles.is_empty();
+        match m.run_one(pos) {
+            Ok(_) => {
+                out.pickles.push(PickleReport {
+                    start: pos,
+                    end: m.pos(),
+                    protocol: m.protocol,
+                    error: None,
+                });
+                pos = m.pos();
+            }
+            Err(e) => {
+                let starts_like_pickle =
+                    matches!(data.get(pos..pos + 2), Some([0x80, p]) if *p <= 5);
+                if !first && !starts_like_pickle && m.globals.len() == globals_before {
+                    // Data after the last pickle (e.g. raw tensor bytes).
+                    out.trailing = Some(pos);
+                    break;
+                }
+                let failed_at = m.op_offset;
+                out.pickles.push(PickleReport {
+                    start: pos,
+                    end: failed_at,
+                    protocol: m.protocol,
+                    error: Some(e.clone()),
+                });
+                out.errors.push(e);
+                // What Python would not reach can still matter to a reader
+                // that resynchronises: list the globals named in the rest.
+                let resume = if failed_at > pos { failed_at } else { pos };
+                tail_scan(data, resume, m.pickle_index, &mut m.globals);
+                break;
+            }
+        }
+    }
+    out.globals = std::mem::take(&mut m.globals);
+    out.nested = std::mem::take(&mut m.nested);
+    out
+}
+
+/// Linear opcode walk from `start` (skipping the opcode that failed),
+/// recording `GLOBAL`/`INST` operands and `STACK_GLOBAL`s with the two most
+/// recent string operands. Stops at the first undecodable byte.
+fn tail_scan(data: &[u8], start: usize, pickle: usize, globals: &mut Vec<GlobalRef>) {
+    let mut pos = start;
+    let mut strings: Vec<String> = Vec::new();
+    let mut first = true;
+    let line = |pos: &mut usize| -> Option<Vec<u8>> {
+        let rest = data.get(*pos..)?;
+        let i = rest.iter().position(|&b| b == b'\n')?;
+        let l = rest.get(..i)?.to_vec();
+        *pos += i + 1;
+        Some(l)
+    };
+    let take = |pos: &mut usize, n: u64| -> Option<Vec<u8>> {
+        let n = usize::try_from(n).ok()?;
+        let s = data.get(*pos..pos.checked_add(n)?)?.to_vec();
+        *pos += n;
+        Some(s)
+    };
+    let le = |b: Vec<u8>| -> u64 {
+        let mut a = [0u8; 8];
+        for (d, s) in a.iter_mut().zip(&b) {
+            *d = *s;
+        }
+        u64::from_le_bytes(a)
+    };
+    let mut budget = 10_000_000u32;
+    while let Some(&byte) = data.get(pos) {
+        budget = budget.saturating_sub(1);
+        if budget == 0 || globals.len() > 1_000_000 {
+            return;
+        }
+        let off = pos;
+        pos += 1;
+        let Some(op) = Opcode::from_byte(byte) else {
+            return;
+        };
+        use Opcode::*;
+        let skip_first = first;
+        first = false;
+        let r: Option<()> = (|| {
+            match op {
+                GLOBAL | INST => {
+                    let m = String::from_utf8_lossy(&line(&mut pos)?).into_owned();
+                    let n = String::from_utf8_lossy(&line(&mut pos)?).into_owned();
+                    if !(skip_first && globals.iter().any(|g| g.offset == off)) {
+                        let class = policy::classify(&m, &n);
+                        globals.push(GlobalRef {
+                            pickle,
+                            module: m,
+                            name: n,
+                            offset: off,
+                            opcode: op,
+                            resolution: Resolution::AfterError,
+                            calls: Vec::new(),
+                            class,
+                        });
+                    }
+                }
+                STACK_GLOBAL => {
+                    let n = strings.pop().unwrap_or_else(|| "<?>".to_owned());
+                    let m = strings.pop().unwrap_or_else(|| "<?>".to_owned());
+                    let class = policy::classify(&m, &n);
+                    globals.push(GlobalRef {
+                        pickle,
+                        module: m,
+                        name: n,
+                        offset: off,
+                        opcode: op,
+                        resolution: Resolution::AfterError,
+                        calls: Vec::new(),
+                        class,
+                    });
+                }
+                STRING | UNICODE => {
+                    let l = line(&mut pos)?;
+                    strings.push(
+                        String::from_utf8_lossy(l.get(1..l.len().saturating_sub(1)).unwrap_or(&l))
+                            .into_owned(),
+                    );
+                }
+                SHORT_BINSTRING | SHORT_BINUNICODE => {
+                    let n = u64::from(*take(&mut pos, 1)?.first()?);
+                    strings.push(String::from_utf8_lossy(&take(&mut pos, n)?).into_owned());
+                }
+                BINSTRING | BINUNICODE => {
+                    let n = le(take(&mut pos, 4)?);
+                    strings.push(String::from_utf8_lossy(&take(&mut pos, n)?).into_owned());
+                }
+                BINUNICODE8 => {
+                    let n = le(take(&mut pos, 8)?);
+                    strings.push(String::from_utf8_lossy(&take(&mut pos, n)?).into_owned());
+                }
+                BINBYTES => {
+                    let n = le(take(&mut pos, 4)?);
+                    take(&mut pos, n)?;
+                }
+                SHORT_BINBYTES => {
+                    let n = u64::from(*take(&mut pos, 1)?.first()?);
+                    take(&mut pos, n)?;
+                }
+                BINBYTES8 | BYTEARRAY8 => {
+                    let n = le(take(&mut pos, 8)?);
+                    take(&mut pos, n)?;
+                }
+                LONG1 => {
+                    let n = u64::from(*take(&mut pos, 1)?.first()?);
+                    take(&mut pos, n)?;
+                }
+                LONG4 => {
+                    let n = le(take(&mut pos, 4)?);
+                    take(&mut pos, n)?;
+                }
+                FLOAT | INT | LONG | GET | PUT | PERSID => {
+                    line(&mut pos)?;
+                }
+                PROTO | BININT1 | BINGET | BINPUT | EXT1 => {
+                    take(&mut pos, 1)?;
+                }
+                BININT2 | EXT2 => {
+                    take(&mut pos, 2)?;
+                }
+                BININT | LONG_BINGET | LONG_BINPUT | EXT4 => {
+                    take(&mut pos, 4)?;
+                }
+                BINFLOAT | FRAME => {
+                    take(&mut pos, 8)?;
+                }
+                _ => {}
+            }
+            Some(())
+        })();
+        if r.is_none() {
+            return;
+        }
+    }
+}
