@@ -448,8 +448,13 @@ fn serialize<'py>(
 ) -> PyResult<Bound<'py, PyBytes>> {
     let (layout, sources) = prepare(py, specs, metadata)?;
     let mut failure = None;
-    let bytes = PyBytes::new_with(py, layout.file_len(), |mut buf: &mut [u8]| {
-        if let Err(e) = write_all(&mut buf, &layout, &sources) {
+    let bytes = PyBytes::new_with(py, layout.file_len(), |buf: &mut [u8]| {
+        // The copies run without the GIL; chunk callables take it back.
+        let result = py.detach(|| {
+            let mut out = buf;
+            write_all(&mut out, &layout, &sources)
+        });
+        if let Err(e) = result {
             failure = Some(e);
         }
         Ok(())
