@@ -1,0 +1,234 @@
+"""``safe_open``: lazy, zero-copy access to one safetensors file."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Optional, Union
+
+from . import _dtypes
+from ._tensorseal import SafeFile, SafetensorError
+
+_FRAMEWORKS = {
+    "pt": "pt",
+    "torch": "pt",
+    "pytorch": "pt",
+    "np": "np",
+    "numpy": "np",
+}
+
+
+def _framework(framework: str) -> str:
+    fw = _FRAMEWORKS.get(str(framework).lower())
+    if fw is None:
+        raise ValueError(
+            f"framework {framework!r} is not supported; use 'pt' (torch) or 'np' (numpy)"
+        )
+    return fw
+
+
+def _device(fw: str, device: Any):
+    if fw == "np":
+        if str(device) != "cpu":
+            raise ValueError(f"numpy arrays live on the cpu; device {device!r} is not supported")
+        return None
+    import torch
+
+    if isinstance(device, int):
+        device = f"cuda:{device}"
+    dev = torch.device(device)
+    return None if dev.type == "cpu" else dev
+
+
+def numpy_view(buf, code: str, shape: List[int], start: int, end: int, name: str):
+    """A numpy array viewing ``buf[start:end]`` (no copy)."""
+    import numpy as np
+
+    dt = _dtypes.numpy_dtype(code, name)
+    n = end - start
+    if n == 0:
+        return np.empty(shape, dtype=dt)
+    return np.frombuffer(buf, dtype=np.uint8, count=n, offset=start).view(dt).reshape(shape)
+
+
+def torch_view(buf, code: str, shape: List[int], start: int, end: int, name: str):
+    """A torch tensor viewing ``buf[start:end]`` with storage of its own (no
+    copy), or a copy when the bytes are not aligned for the dtype."""
+    import torch
+
+    dt = _dtypes.torch_dtype(code, name)
+    if code == "F4":
+        # Two values per byte: torch's packed dtype halves the last dimension.
+        if not shape or shape[-1] % 2:
+            raise SafetensorError(
+                f"tensor {name!r}: F4 shape {shape} has an odd last dimension, which "
+                "torch.float4_e2m1fn_x2 (two values per byte) cannot represent"
+            )
+        shape = shape[:-1] + [shape[-1] // 2]
+    n = end - start
+    if n == 0:
+        return torch.empty(shape, dtype=dt)
+    size = dt.itemsize
+    if start % size:
+        t = torch.frombuffer(buf, dtype=torch.uint8, count=n, offset=start).clone().view(dt)
+    else:
+        t = torch.frombuffer(buf, dtype=dt, count=n // size, offset=start)
+    return t.reshape(shape)
+
+
+class SafeSlice:
+    """A tensor of an open file that can be indexed without reading it whole.
+
+    ``get_shape()`` and ``get_dtype()`` describe it; indexing with ints,
+    slices (steps and negative bounds included), ``...``, ``None`` and tuples
+    of them follows numpy semantics (framework ``"np"``) or torch semantics
+    (``"pt"``) exactly, and returns a new array or tensor: only the bytes the
+    index selects are read from the file.
+    """
+
+    __slots__ = ("_open", "_name", "_dtype", "_shape", "_start", "_end")
+
+    def __init__(self, owner: "safe_open", name: str, dtype: str, shape: List[int], start: int, end: int):
+        self._open = owner
+        self._name = name
+        self._dtype = dtype
+        self._shape = shape
+        self._start = start
+        self._end = end
+
+    def get_shape(self) -> List[int]:
+        """The shape recorded in the header."""
+        return list(self._shape)
+
+    def get_dtype(self) -> str:
+        """The safetensors dtype code, e.g. ``"F32"``, ``"BF16"``."""
+        return self._dtype
+
+    @property
+    def shape(self) -> List[int]:
+        return self.get_shape()
+
+    @property
+    def dtype(self) -> str:
+        return self._dtype
+
+    def __len__(self) -> int:
+        if not self._shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self._shape[0]
+
+    def __repr__(self) -> str:
+        return f"SafeSlice(name={self._name!r}, dtype={self._dtype}, shape={self._shape})"
+
+    def __getitem__(self, index):
+        full = self._open._view(self._name, self._dtype, self._shape, self._start, self._end)
+        if self._open._fw == "np":
+            import numpy as np
+
+            out = np.array(full[index])
+        else:
+            import torch
+
+            out = full[index].clone(memory_format=torch.contiguous_format)
+            if self._open._dev is not None:
+                out = out.to(self._open._dev)
+        return out
+
+
+class safe_open:
+    """Opens a safetensors file lazily: only the header is read here.
+
+    Args:
+        filename: path (``str`` or ``os.PathLike``) of the file.
+        framework: ``"pt"`` (torch tensors) or ``"np"`` (numpy arrays);
+            ``"torch"`` and ``"numpy"`` are accepted too.
+        device: where tensors go (``"cpu"``, ``"cuda:0"``, ``0``, …; torch only).
+        backend: ``"mmap"`` (default): tensors on the cpu are views of a private
+            (copy-on-write) memory map of the file, nothing is copied and
+            writes never reach the file; ``"pread"``: each tensor is read into
+            memory of its own with positioned reads.
+
+    Usable as a context manager, or without ``with`` (the file is released
+    when the object is garbage collected). Tensors returned stay valid after
+    the file is closed.
+    """
+
+    def __init__(
+        self,
+        filename: Union[str, "os.PathLike[str]"],
+        framework: str,
+        device: Union[str, int, Any] = "cpu",
+        *,
+        backend: str = "mmap",
+    ):
+        self._fw = _framework(framework)
+        self._dev = _device(self._fw, device)
+        if backend not in ("mmap", "pread"):
+            raise ValueError(f"backend must be 'mmap' or 'pread', not {backend!r}")
+        self._backend = backend
+        self._file: Optional[SafeFile] = SafeFile(filename)
+
+    def __enter__(self) -> "safe_open":
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Releases the file. Tensors already returned stay valid."""
+        self._file = None
+
+    def _handle(self) -> SafeFile:
+        f = self._file
+        if f is None:
+            raise SafetensorError("the file is closed")
+        return f
+
+    def keys(self) -> List[str]:
+        """Tensor names, sorted."""
+        return self._handle().keys()
+
+    def offset_keys(self) -> List[str]:
+        """Tensor names in the order of their data in the file."""
+        return self._handle().offset_keys()
+
+    def metadata(self) -> Optional[Dict[str, str]]:
+        """The ``__metadata__`` string map, or None if the file has none."""
+        return self._handle().metadata()
+
+    def _view(self, name: str, dtype: str, shape: List[int], start: int, end: int):
+        f = self._handle()
+        if self._backend == "pread":
+            buf = f.read_range(start, end)
+            start, end = 0, end - start
+        else:
+            buf = f.buffer
+        if self._fw == "np":
+            return numpy_view(buf, dtype, shape, start, end, name)
+        return torch_view(buf, dtype, shape, start, end, name)
+
+    def get_tensor(self, name: str):
+        """The whole tensor ``name`` (a view of the file's memory on the cpu)."""
+        dtype, shape, start, end = self._handle().info(name)
+        t = self._view(name, dtype, shape, start, end)
+        if self._dev is not None:
+            t = t.to(self._dev)
+        return t
+
+    def get_tensors(self) -> Dict[str, Any]:
+        """Every tensor, keyed by name, in file order."""
+        out = {}
+        for name, dtype, shape, start, end in self._handle().entries():
+            t = self._view(name, dtype, shape, start, end)
+            if self._dev is not None:
+                t = t.to(self._dev)
+            out[name] = t
+        return out
+
+    def get_slice(self, name: str) -> SafeSlice:
+        """A :class:`SafeSlice` of tensor ``name``, to index lazily."""
+        dtype, shape, start, end = self._handle().info(name)
+        return SafeSlice(self, name, dtype, shape, start, end)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._file is None else f"{len(self._file.offset_keys())} tensors"
+        return f"<tensorseal.safe_open framework={self._fw!r} backend={self._backend!r} ({state})>"

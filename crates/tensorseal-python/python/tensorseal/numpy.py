@@ -1,0 +1,118 @@
+"""numpy helpers: ``load_file``, ``save_file``, ``load``, ``save``.
+
+Same signatures and results as ``safetensors.numpy``, with these
+differences: arrays in any memory order (Fortran-ordered, strided views) and
+big-endian arrays are written with their correct values, converted in
+bounded chunks; ``load_file`` reads the file with large parallel reads into
+one buffer instead of copying it tensor by tensor.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional, Tuple, Union
+
+import numpy as np
+
+from . import _dtypes
+from ._open import numpy_view, safe_open
+from ._tensorseal import SafetensorError
+from ._tensorseal import deserialize as _deserialize
+from ._tensorseal import read_file as _read_file
+from ._tensorseal import serialize as _serialize
+from ._tensorseal import serialize_file as _serialize_file
+
+__all__ = ["load", "load_file", "save", "save_file"]
+
+#: Bytes converted at a time when an array must be reordered or byte-swapped.
+_CHUNK = 16 << 20
+
+
+def _chunks(arr: np.ndarray, dtype: np.dtype):
+    """A callable yielding the C-order little-endian bytes of ``arr`` in
+    pieces of about ``_CHUNK`` bytes (so memory stays bounded)."""
+
+    def gen():
+        if arr.ndim == 0 or arr.shape[0] <= 1 or arr.nbytes <= _CHUNK:
+            yield np.ascontiguousarray(arr, dtype=dtype).reshape(-1).view(np.uint8)
+            return
+        row = max(arr.nbytes // arr.shape[0], 1)
+        step = max(_CHUNK // row, 1)
+        for i in range(0, arr.shape[0], step):
+            yield np.ascontiguousarray(arr[i : i + step], dtype=dtype).reshape(-1).view(np.uint8)
+
+    return gen
+
+
+def _specs(tensor_dict: Dict[str, np.ndarray]) -> List[Tuple[str, str, List[int], object]]:
+    if not isinstance(tensor_dict, dict):
+        raise ValueError(f"Expected a dict of [str, np.ndarray] but received {type(tensor_dict)}")
+    specs = []
+    for name, arr in tensor_dict.items():
+        if not isinstance(name, str):
+            raise TypeError(f"tensor names must be str, not {type(name).__name__}: {name!r}")
+        if not isinstance(arr, np.ndarray):
+            raise ValueError(f"Key `{name}` is invalid, expected np.ndarray but received {type(arr)}")
+        code = _dtypes.numpy_code(arr.dtype, name)
+        if _dtypes.needs_swap(arr.dtype):
+            data = _chunks(arr, arr.dtype.newbyteorder("<"))
+        elif arr.flags.c_contiguous:
+            data = arr.reshape(-1).view(np.uint8)
+        else:
+            data = _chunks(arr, arr.dtype)
+        specs.append((name, code, list(arr.shape), data))
+    return specs
+
+
+def save(tensor_dict: Dict[str, np.ndarray], metadata: Optional[Dict[str, str]] = None) -> bytes:
+    """Serializes a dict of arrays to safetensors bytes.
+
+    Byte-identical to ``safetensors.numpy.save`` (with at most one metadata
+    entry; with several, ours writes the keys sorted, the reference in hash
+    order).
+    """
+    return _serialize(_specs(tensor_dict), metadata)
+
+
+def save_file(
+    tensor_dict: Dict[str, np.ndarray],
+    filename: Union[str, "os.PathLike[str]"],
+    metadata: Optional[Dict[str, str]] = None,
+) -> None:
+    """Writes a dict of arrays to ``filename``, streaming each array's memory
+    into a temporary file that is renamed over ``filename`` when complete."""
+    _serialize_file(_specs(tensor_dict), filename, metadata)
+
+
+def load(data: bytes) -> Dict[str, np.ndarray]:
+    """Loads safetensors bytes into a dict of (writable) arrays."""
+    entries, _metadata, buf = _deserialize(data)
+    return {
+        name: numpy_view(buf, dtype, shape, start, end, name)
+        for name, dtype, shape, start, end in entries
+    }
+
+
+def load_file(
+    filename: Union[str, "os.PathLike[str]"], *, backend: Optional[str] = None
+) -> Dict[str, np.ndarray]:
+    """Loads every tensor of ``filename`` into memory, as numpy arrays.
+
+    By default the file is read with large positioned reads on several
+    threads into one buffer (huge pages where the OS allows) that all arrays
+    view. ``backend="mmap"`` returns views of a private memory map instead
+    (lazy: pages are read when touched); ``backend="pread"`` reads tensor by
+    tensor.
+    """
+    if backend is not None:
+        with safe_open(filename, framework="np", backend=backend) as f:
+            return f.get_tensors()
+    entries, _metadata, buf = _read_file(filename)
+    return {
+        name: numpy_view(buf, dtype, shape, start, end, name)
+        for name, dtype, shape, start, end in entries
+    }
+
+
+# Re-exported for code that catches it from here.
+SafetensorError = SafetensorError

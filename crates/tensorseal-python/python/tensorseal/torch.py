@@ -1,0 +1,323 @@
+"""torch helpers: ``load_file``, ``save_file``, ``load``, ``save``,
+``save_model``, ``load_model``.
+
+Same signatures, checks and results as ``safetensors.torch``. ``load_file``
+reads the file with large parallel reads into one buffer and hands out
+tensors that each have a storage of their own over it (so loaded tensors
+never count as "sharing memory"); ``save_file`` streams each tensor's memory
+straight into the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple, Union
+
+import torch
+
+from . import _dtypes
+from ._open import safe_open, torch_view
+from ._tensorseal import SafetensorError
+from ._tensorseal import deserialize as _deserialize
+from ._tensorseal import read_file as _read_file
+from ._tensorseal import serialize as _serialize
+from ._tensorseal import serialize_file as _serialize_file
+
+__all__ = ["load", "load_file", "load_model", "save", "save_file", "save_model"]
+
+_DOCS = "https://huggingface.co/docs/safetensors/torch_shared_tensors"
+
+
+# --- shared storage detection -------------------------------------------------
+
+
+def storage_ptr(tensor: torch.Tensor) -> int:
+    """Address of the start of the tensor's storage (0 if it has none)."""
+    try:
+        return tensor.untyped_storage().data_ptr()
+    except Exception:  # meta tensors, exotic subclasses
+        return 0
+
+
+def storage_size(tensor: torch.Tensor) -> int:
+    """Size in bytes of the tensor's whole storage."""
+    try:
+        return tensor.untyped_storage().nbytes()
+    except Exception:
+        return tensor.nelement() * tensor.element_size()
+
+
+def _byte_range(tensor: torch.Tensor) -> Tuple[int, int]:
+    """Start and end address of the bytes the tensor's elements occupy."""
+    start = tensor.data_ptr()
+    if tensor.nelement() == 0:
+        return start, start
+    # Address just past the last element, for any strides (torch's are >= 0).
+    last = sum((n - 1) * s for n, s in zip(tensor.shape, tensor.stride()))
+    return start, start + (last + 1) * tensor.element_size()
+
+
+def _split_disjoint(groups: List[Set[str]], tensors: Dict[str, torch.Tensor]) -> List[Set[str]]:
+    """Splits groups of names sharing a storage into groups whose byte ranges
+    actually overlap (two halves of one buffer are not shared)."""
+    out: List[Set[str]] = []
+    for group in groups:
+        if len(group) < 2:
+            out.append(group)
+            continue
+        spans = sorted((*_byte_range(tensors[n]), n) for n in group)
+        current = {spans[0][2]}
+        stop = spans[0][1]
+        out.append(current)
+        for s, e, n in spans[1:]:
+            if s >= stop:
+                current = {n}
+                out.append(current)
+            else:
+                current.add(n)
+            stop = e
+    return out
+
+
+def _find_shared_tensors(state_dict: Dict[str, torch.Tensor]) -> List[Set[str]]:
+    """Groups of names whose tensors overlap in memory (one group per name
+    that shares nothing), in a deterministic order."""
+    by_storage: Dict[Tuple[Any, int, int], Set[str]] = defaultdict(set)
+    for name, t in state_dict.items():
+        if t.device.type == "meta":
+            continue
+        ptr, size = storage_ptr(t), storage_size(t)
+        if ptr != 0 and size != 0:
+            by_storage[(t.device, ptr, size)].add(name)
+    groups = sorted(by_storage.values(), key=lambda g: sorted(g))
+    return _split_disjoint(groups, state_dict)
+
+
+def _is_complete(tensor: torch.Tensor) -> bool:
+    """Whether the tensor covers its whole storage, from its first byte."""
+    return (
+        tensor.data_ptr() == storage_ptr(tensor)
+        and tensor.nelement() * tensor.element_size() == storage_size(tensor)
+    )
+
+
+def _remove_duplicate_names(
+    state_dict: Dict[str, torch.Tensor],
+    *,
+    preferred_names: Optional[Iterable[str]] = None,
+    discard_names: Optional[Iterable[str]] = None,
+) -> Dict[str, List[str]]:
+    """For each group of tensors sharing memory, picks the name to keep and
+    lists the names to drop: ``{kept: [dropped, ...]}``.
+
+    The kept name covers the whole storage; among candidates, names in
+    ``preferred_names`` win, then names not in ``discard_names``, then the
+    alphabetically first.
+    """
+    preferred = set(preferred_names or [])
+    discard = set(discard_names or [])
+    to_remove: Dict[str, List[str]] = defaultdict(list)
+    for group in _find_shared_tensors(state_dict):
+        # Like the reference, a lone tensor that views part of a larger
+        # storage is refused too (it is not "complete").
+        complete = {n for n in group if _is_complete(state_dict[n])}
+        if not complete:
+            raise RuntimeError(
+                f"Cannot save tensors that share memory without one of them covering it all: {sorted(group)}. "
+                "None of these tensors spans the entire shared storage, so saving any subset could store "
+                f"much more (or less) memory than intended. Refusing to save/load the model; see {_DOCS}."
+            )
+        keep = min(complete)
+        kept_not_discarded = complete - discard
+        if kept_not_discarded:
+            keep = min(kept_not_discarded)
+        if preferred & complete:
+            keep = min(preferred & complete)
+        for name in sorted(group):
+            if name != keep:
+                to_remove[keep].append(name)
+    return to_remove
+
+
+# --- saving -------------------------------------------------------------------
+
+
+def _check_for_save(tensors: Dict[str, torch.Tensor]) -> None:
+    if not isinstance(tensors, dict):
+        raise ValueError(f"Expected a dict of [str, torch.Tensor] but received {type(tensors)}")
+    sparse = []
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"Key `{name}` is invalid, expected torch.Tensor but received {type(t)}")
+        if t.layout != torch.strided:
+            sparse.append(name)
+    if sparse:
+        raise ValueError(
+            f"You are trying to save sparse tensors: `{sparse}`, which safetensors cannot store. "
+            "Convert them with `.to_dense()` first (the file may be much larger)."
+        )
+    shared = [g for g in _find_shared_tensors(tensors) if len(g) > 1]
+    if shared:
+        raise RuntimeError(
+            f"Some tensors share memory, which would duplicate it on disk and break the sharing on load: {shared}. "
+            f"Use `save_model` to save a model with tied weights; see {_DOCS}."
+        )
+
+
+def _host_bytes(t: torch.Tensor):
+    """A numpy uint8 view of a contiguous cpu tensor's bytes (no copy)."""
+    t = t.detach()
+    if t.is_conj():
+        t = t.resolve_conj()
+    if t.is_neg():
+        t = t.resolve_neg()
+    return t.reshape(-1).view(torch.uint8).numpy()
+
+
+def _specs(tensors: Dict[str, torch.Tensor]):
+    _check_for_save(tensors)
+    specs = []
+    for name, t in tensors.items():
+        if not isinstance(name, str):
+            raise TypeError(f"tensor names must be str, not {type(name).__name__}: {name!r}")
+        if not t.is_contiguous():
+            raise ValueError(
+                f"You are trying to save a non contiguous tensor: `{name}`, which is not allowed. "
+                "If it is a view of another tensor, save the full tensor and slice it after loading; "
+                "otherwise call `.contiguous()` on it before saving."
+            )
+        code = _dtypes.torch_code(t.dtype, name)
+        shape = list(t.shape)
+        if code == "F4":
+            if not shape:
+                raise SafetensorError(f"tensor {name!r}: a 0-d float4_e2m1fn_x2 tensor cannot be saved")
+            shape[-1] *= 2  # two F4 values per stored byte
+        if t.device.type == "cpu":
+            data: Any = _host_bytes(t)
+        else:
+            # Copied to the host one tensor at a time, while writing.
+            data = (lambda t=t: [_host_bytes(t.to("cpu"))])
+        specs.append((name, code, shape, data))
+    return specs
+
+
+def save(tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = None) -> bytes:
+    """Serializes a dict of tensors to safetensors bytes (byte-identical to
+    ``safetensors.torch.save`` with at most one metadata entry)."""
+    return _serialize(_specs(tensors), metadata)
+
+
+def save_file(
+    tensors: Dict[str, torch.Tensor],
+    filename: Union[str, "os.PathLike[str]"],
+    metadata: Optional[Dict[str, str]] = None,
+) -> None:
+    """Writes a dict of tensors to ``filename``, streaming each tensor's memory
+    into a temporary file renamed over ``filename`` when complete. Do not
+    modify the tensors while this runs."""
+    _serialize_file(_specs(tensors), filename, metadata)
+
+
+def save_model(
+    model: torch.nn.Module,
+    filename: Union[str, "os.PathLike[str]"],
+    metadata: Optional[Dict[str, str]] = None,
+    force_contiguous: bool = True,
+) -> None:
+    """Saves a model's state dict, keeping one name per group of tied
+    (memory-sharing) tensors; each dropped name is recorded in the metadata
+    as ``{dropped: kept}`` unless the caller's metadata already has that key."""
+    state_dict = model.state_dict()
+    for kept, dropped in _remove_duplicate_names(state_dict).items():
+        for name in dropped:
+            if metadata is None:
+                metadata = {}
+            metadata.setdefault(name, kept)
+            del state_dict[name]
+    if force_contiguous:
+        state_dict = {k: v.contiguous() for k, v in state_dict.items()}
+    try:
+        save_file(state_dict, filename, metadata=metadata)
+    except ValueError as e:
+        raise ValueError(f"{e} Or use save_model(..., force_contiguous=True); read the docs for caveats.") from e
+
+
+def load_model(
+    model: torch.nn.Module,
+    filename: Union[str, "os.PathLike[str]"],
+    strict: bool = True,
+    device: Union[str, int, torch.device] = "cpu",
+    *,
+    backend: Optional[str] = None,
+) -> Tuple[List[str], List[str]]:
+    """Loads a file saved by :func:`save_model` into ``model``; tied tensors
+    dropped at save time are restored through the model's own sharing.
+
+    Returns ``(missing, unexpected)`` names; with ``strict`` raises
+    RuntimeError if either is non-empty.
+    """
+    state_dict = load_file(filename, device=device, backend=backend)
+    to_removes = _remove_duplicate_names(model.state_dict(), preferred_names=state_dict.keys())
+    missing_list, unexpected = model.load_state_dict(state_dict, strict=False)
+    missing = set(missing_list)
+    for dropped in to_removes.values():
+        for name in dropped:
+            if name in missing:
+                missing.remove(name)
+            else:
+                unexpected.append(name)
+    if strict and (missing or unexpected):
+        lines = [f"Error(s) in loading state_dict for {model.__class__.__name__}:"]
+        if missing:
+            lines.append("    Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in sorted(missing)))
+        if unexpected:
+            lines.append("    Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in sorted(unexpected)))
+        raise RuntimeError("\n".join(lines))
+    return list(missing), unexpected
+
+
+# --- loading ------------------------------------------------------------------
+
+
+def _to_device(tensors: Dict[str, torch.Tensor], device) -> Dict[str, torch.Tensor]:
+    if isinstance(device, int):
+        device = f"cuda:{device}"
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        return tensors
+    return {k: v.to(dev) for k, v in tensors.items()}
+
+
+def load_file(
+    filename: Union[str, "os.PathLike[str]"],
+    device: Union[str, int, torch.device] = "cpu",
+    *,
+    backend: Optional[str] = None,
+) -> Dict[str, torch.Tensor]:
+    """Loads every tensor of ``filename`` into memory.
+
+    By default the file is read with large positioned reads on several
+    threads into one buffer (huge pages where the OS allows); each tensor
+    views its part of it with a storage of its own. ``backend="mmap"`` gives
+    the reference's behaviour (views of a private memory map, read lazily);
+    ``backend="pread"`` reads tensor by tensor.
+    """
+    if backend is not None:
+        with safe_open(filename, framework="pt", device=device, backend=backend) as f:
+            return f.get_tensors()
+    entries, _metadata, buf = _read_file(filename)
+    out = {
+        name: torch_view(buf, dtype, shape, start, end, name)
+        for name, dtype, shape, start, end in entries
+    }
+    return _to_device(out, device)
+
+
+def load(data: bytes) -> Dict[str, torch.Tensor]:
+    """Loads safetensors bytes into a dict of cpu tensors."""
+    entries, _metadata, buf = _deserialize(data)
+    return {
+        name: torch_view(buf, dtype, shape, start, end, name)
+        for name, dtype, shape, start, end in entries
+    }

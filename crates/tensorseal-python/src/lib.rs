@@ -1,0 +1,501 @@
+//! Python bindings for tensorseal: the native half of the `tensorseal`
+//! package (`tensorseal._tensorseal`), a drop-in for `safetensors`.
+//!
+//! The format core (`tensorseal-format`) knows nothing of Python; this crate
+//! maps its typed errors to Python exceptions, releases the GIL around file
+//! I/O and large copies, and hands out memory (`Buffer`) that numpy
+//! arrays and torch tensors view without copying. The framework-specific
+//! parts (dtype names, torch/numpy objects) live in the pure-Python package.
+
+mod buffer;
+mod read;
+mod write;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use pyo3::buffer::PyBuffer;
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyOSError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+
+use tensorseal_format::write::{Layout, TensorSpec};
+use tensorseal_format::{Dtype, FormatError, Header};
+
+use buffer::Buffer;
+
+create_exception!(
+    tensorseal,
+    SafetensorError,
+    PyException,
+    "A file or input that is not valid safetensors, or a request it cannot satisfy.\n\n\
+     The message quotes the value at fault; the `kind` attribute names the rule broken\n\
+     (for example `\"header_too_large\"`, `\"tensor_not_found\"`)."
+);
+
+/// Maps a core error to the Python exception a user expects.
+///
+/// I/O errors become `OSError` built from `(errno, strerror, filename)`, which
+/// Python turns into the matching subclass (`FileNotFoundError`,
+/// `PermissionError`, `IsADirectoryError`, …). Everything else is a
+/// `SafetensorError` carrying the core's message and a `kind` attribute.
+fn to_py(py: Python<'_>, err: FormatError) -> PyErr {
+    if let FormatError::Io { path, source } = &err {
+        let errno = source.raw_os_error().or(match source.kind() {
+            std::io::ErrorKind::NotFound => Some(2),
+            std::io::ErrorKind::PermissionDenied => Some(13),
+            std::io::ErrorKind::IsADirectory => Some(21),
+            _ => None,
+        });
+        if let Some(code) = errno {
+            let strerror = py
+                .import("os")
+                .and_then(|os| os.call_method1("strerror", (code,)))
+                .and_then(|s| s.extract::<String>())
+                .unwrap_or_else(|_| source.to_string());
+            return PyOSError::new_err((code, strerror, path.clone()));
+        }
+        return PyOSError::new_err(format!("{path}: {source}"));
+    }
+    let kind = err.kind();
+    let pyerr = SafetensorError::new_err(err.to_string());
+    let _ = pyerr.value(py).setattr("kind", kind);
+    pyerr
+}
+
+/// Runs `f` without the GIL and maps its error.
+fn detached<T: Send>(
+    py: Python<'_>,
+    f: impl FnOnce() -> Result<T, FormatError> + Send,
+) -> PyResult<T> {
+    py.detach(f).map_err(|e| to_py(py, e))
+}
+
+/// `(name, dtype, shape, start, end)` for every tensor in file order, with
+/// offsets shifted by `base`.
+fn entries<'py>(py: Python<'py>, header: &Header, base: usize) -> PyResult<Bound<'py, PyList>> {
+    let items: Vec<Bound<'py, PyTuple>> = header
+        .tensors()
+        .iter()
+        .map(|(name, info)| {
+            PyTuple::new(
+                py,
+                [
+                    name.into_pyobject(py)?.into_any(),
+                    info.dtype.as_str().into_pyobject(py)?.into_any(),
+                    PyList::new(py, &info.shape)?.into_any(),
+                    (base + info.data_offsets.0).into_pyobject(py)?.into_any(),
+                    (base + info.data_offsets.1).into_pyobject(py)?.into_any(),
+                ],
+            )
+        })
+        .collect::<PyResult<_>>()?;
+    PyList::new(py, items)
+}
+
+fn metadata<'py>(py: Python<'py>, header: &Header) -> PyResult<Option<Bound<'py, PyDict>>> {
+    header
+        .metadata()
+        .map(|m| {
+            let d = PyDict::new(py);
+            for (k, v) in m {
+                d.set_item(k, v)?;
+            }
+            Ok(d)
+        })
+        .transpose()
+}
+
+/// An open safetensors file: validated header plus a private memory map.
+///
+/// Only the header is read when opening; tensor bytes are paged in when a
+/// view of them is touched, or read with `read_range`.
+#[pyclass(frozen, module = "tensorseal._tensorseal")]
+struct SafeFile {
+    opened: tensorseal_format::PreadFile,
+    map: Py<Buffer>,
+}
+
+#[pymethods]
+impl SafeFile {
+    #[new]
+    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let (opened, map) = detached(py, || {
+            let opened = read::open(&path)?;
+            let map = Buffer::map_file(opened.file()).map_err(|e| FormatError::io(&path, e))?;
+            Ok((opened, map))
+        })?;
+        Ok(SafeFile {
+            opened,
+            map: Py::new(py, map)?,
+        })
+    }
+
+    /// Tensor names, sorted.
+    fn keys(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.opened.header().names().map(str::to_owned).collect();
+        names.sort();
+        names
+    }
+
+    /// Tensor names in file order (ascending offsets).
+    fn offset_keys(&self) -> Vec<String> {
+        self.opened.header().names().map(str::to_owned).collect()
+    }
+
+    /// The `__metadata__` map, or None.
+    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        metadata(py, self.opened.header())
+    }
+
+    /// `(name, dtype, shape, start, end)` for every tensor, offsets into `buffer`.
+    fn entries<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        entries(py, self.opened.header(), self.data_start())
+    }
+
+    /// `(dtype, shape, start, end)` of one tensor, offsets into `buffer`.
+    fn info(
+        &self,
+        py: Python<'_>,
+        name: &str,
+    ) -> PyResult<(&'static str, Vec<usize>, usize, usize)> {
+        let info = self
+            .opened
+            .header()
+            .tensor(name)
+            .map_err(|e| to_py(py, e))?;
+        let base = self.data_start();
+        Ok((
+            info.dtype.as_str(),
+            info.shape.clone(),
+            base + info.data_offsets.0,
+            base + info.data_offsets.1,
+        ))
+    }
+
+    /// The whole file, privately mapped (writes never reach the file).
+    #[getter]
+    fn buffer(&self, py: Python<'_>) -> Py<Buffer> {
+        self.map.clone_ref(py)
+    }
+
+    /// Reads bytes `start..end` of the file into fresh memory with
+    /// positioned reads (no page faults on the mapping).
+    fn read_range(&self, py: Python<'_>, start: usize, end: usize) -> PyResult<Buffer> {
+        let file_len = self.data_start() + self.opened.header().data_len();
+        if start > end || end > file_len {
+            return Err(PyErr::new::<pyo3::exceptions::PyValueError, _>(format!(
+                "range {start}..{end} is outside the file ({file_len} bytes)"
+            )));
+        }
+        let file = self.opened.file();
+        let threads = read::default_threads();
+        py.detach(|| {
+            Buffer::anon_with(end - start, |dst| {
+                read::read_parallel(file, start as u64, dst, threads)
+            })
+        })
+        .map_err(PyErr::from)
+    }
+}
+
+impl SafeFile {
+    fn data_start(&self) -> usize {
+        self.opened.data_start()
+    }
+}
+
+/// Reads a whole file into one anonymous buffer with large positioned reads
+/// on several threads. Returns `(entries, metadata, buffer)`; entry offsets
+/// are relative to the buffer, which holds only the data section.
+#[pyfunction]
+#[pyo3(signature = (path, threads=None))]
+fn read_file<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    threads: Option<usize>,
+) -> PyResult<(Bound<'py, PyList>, Option<Bound<'py, PyDict>>, Buffer)> {
+    let threads = threads.unwrap_or_else(read::default_threads);
+    let (header, buf) = detached(py, || {
+        let opened = read::open(&path)?;
+        let len = opened.header().data_len();
+        let buf = Buffer::anon_with(len, |dst| {
+            read::read_parallel(opened.file(), opened.data_start() as u64, dst, threads)
+        })
+        .map_err(|e| FormatError::io(&path, e))?;
+        Ok((opened.header().clone(), buf))
+    })?;
+    Ok((entries(py, &header, 0)?, metadata(py, &header)?, buf))
+}
+
+/// Parses safetensors bytes and copies the data section into one aligned
+/// buffer. Returns `(entries, metadata, buffer)` like `read_file`.
+#[pyfunction]
+fn deserialize<'py>(
+    py: Python<'py>,
+    data: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyList>, Option<Bound<'py, PyDict>>, Buffer)> {
+    let view = PyBuffer::<u8>::get(data)?;
+    if !view.is_c_contiguous() {
+        return Err(PyTypeError::new_err("expected contiguous bytes"));
+    }
+    let ptr = view.buf_ptr() as usize;
+    let len = view.len_bytes();
+    let (header, buf) = detached(py, || {
+        // SAFETY: `view` holds the exporter's buffer (ptr, len) for as long as
+        // it lives, which outlasts this closure; bytes are only read.
+        let bytes = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) };
+        let (header, start) = Header::parse_file_prefix(bytes)?;
+        let src = bytes.get(start..).unwrap_or_default();
+        let buf = Buffer::anon_with(src.len(), |dst: &mut [u8]| {
+            dst.copy_from_slice(src);
+            Ok::<_, std::io::Error>(())
+        })
+        .map_err(|e| FormatError::io("<memory>", e))?;
+        Ok((header, buf))
+    })?;
+    drop(view);
+    Ok((entries(py, &header, 0)?, metadata(py, &header)?, buf))
+}
+
+/// Where one tensor's bytes come from.
+enum Source {
+    /// A C-contiguous buffer holding exactly the tensor's bytes.
+    Direct(PyBuffer<u8>),
+    /// A callable returning an iterable of contiguous byte buffers, called
+    /// when the tensor is written (bounded-memory conversion of
+    /// non-contiguous or big-endian arrays).
+    Chunks(Py<PyAny>),
+}
+
+type SpecTuple<'py> = (String, String, Vec<usize>, Bound<'py, PyAny>);
+
+/// Validates the specs, computes the layout, and checks every direct
+/// buffer's length. Returns the layout and `(name, source)` per spec.
+fn prepare(
+    py: Python<'_>,
+    specs: Vec<SpecTuple<'_>>,
+    metadata: Option<BTreeMap<String, String>>,
+) -> PyResult<(Layout, Vec<(String, Source)>)> {
+    let mut out = Vec::with_capacity(specs.len());
+    let mut sources = Vec::with_capacity(specs.len());
+    for (name, dtype, shape, data) in specs {
+        let dtype: Dtype = dtype
+            .parse()
+            .map_err(|e: tensorseal_format::UnknownDtype| {
+                to_py(
+                    py,
+                    FormatError::InvalidWrite {
+                        tensor: name.clone(),
+                        reason: e.to_string(),
+                    },
+                )
+            })?;
+        let source = if data.is_callable() {
+            Source::Chunks(data.unbind())
+        } else {
+            let view = PyBuffer::<u8>::get(&data)?;
+            if !view.is_c_contiguous() {
+                return Err(to_py(
+                    py,
+                    FormatError::InvalidWrite {
+                        tensor: name,
+                        reason: "data buffer is not contiguous".into(),
+                    },
+                ));
+            }
+            Source::Direct(view)
+        };
+        out.push(TensorSpec { name, dtype, shape });
+        sources.push(source);
+    }
+    let layout =
+        tensorseal_format::write::layout(&out, metadata.as_ref()).map_err(|e| to_py(py, e))?;
+    let byte_lens: Vec<usize> = layout.offsets().iter().map(|(s, e)| e - s).collect();
+    for (i, (spec, src)) in out.iter().zip(&sources).enumerate() {
+        if let Source::Direct(view) = src {
+            if view.len_bytes() != byte_lens[i] {
+                return Err(to_py(
+                    py,
+                    FormatError::InvalidWrite {
+                        tensor: spec.name.clone(),
+                        reason: format!(
+                            "{} shape {:?} needs {} bytes but the data has {}",
+                            spec.dtype,
+                            spec.shape,
+                            byte_lens[i],
+                            view.len_bytes()
+                        ),
+                    },
+                ));
+            }
+        }
+    }
+    let named = out.into_iter().map(|s| s.name).zip(sources).collect();
+    Ok((layout, named))
+}
+
+/// Writes one tensor's bytes from its source.
+fn write_source(
+    out: &mut (dyn Write + Send),
+    src: &Source,
+    name: &str,
+    expected: usize,
+) -> Result<(), WriteError> {
+    match src {
+        Source::Direct(view) => {
+            // SAFETY: the PyBuffer keeps the exporter's memory (ptr, len)
+            // valid while it lives; it lives until after the write. The
+            // bytes are only read. Concurrent mutation by another Python
+            // thread is the caller's responsibility, as with the reference.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(view.buf_ptr() as *const u8, view.len_bytes())
+            };
+            out.write_all(bytes).map_err(WriteError::Io)
+        }
+        Source::Chunks(callable) => {
+            let mut written = 0usize;
+            Python::attach(|py| -> Result<(), WriteError> {
+                let iter = callable.bind(py).call0()?.try_iter()?;
+                for chunk in iter {
+                    let chunk = chunk?;
+                    let view = PyBuffer::<u8>::get(&chunk)?;
+                    if !view.is_c_contiguous() {
+                        return Err(WriteError::Format(FormatError::InvalidWrite {
+                            tensor: name.to_owned(),
+                            reason: "a data chunk is not contiguous".into(),
+                        }));
+                    }
+                    let ptr = view.buf_ptr() as usize;
+                    let len = view.len_bytes();
+                    written = written.saturating_add(len);
+                    if written > expected {
+                        break;
+                    }
+                    py.detach(|| {
+                        // SAFETY: as above; `view` outlives this closure.
+                        let bytes = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) };
+                        out.write_all(bytes)
+                    })
+                    .map_err(WriteError::Io)?;
+                }
+                Ok(())
+            })?;
+            if written != expected {
+                return Err(WriteError::Format(FormatError::InvalidWrite {
+                    tensor: name.to_owned(),
+                    reason: format!("expected {expected} bytes of data, got {written}"),
+                }));
+            }
+            Ok(())
+        }
+    }
+}
+
+enum WriteError {
+    Io(std::io::Error),
+    Format(FormatError),
+    Py(PyErr),
+}
+
+impl From<PyErr> for WriteError {
+    fn from(e: PyErr) -> Self {
+        WriteError::Py(e)
+    }
+}
+
+impl WriteError {
+    fn into_py(self, py: Python<'_>, path: &str) -> PyErr {
+        match self {
+            WriteError::Io(e) => to_py(py, FormatError::io(path, e)),
+            WriteError::Format(e) => to_py(py, e),
+            WriteError::Py(e) => e,
+        }
+    }
+}
+
+/// Writes the header and every tensor in file order.
+fn write_all(
+    out: &mut (dyn Write + Send),
+    layout: &Layout,
+    sources: &[(String, Source)],
+) -> Result<(), WriteError> {
+    out.write_all(layout.header_bytes())
+        .map_err(WriteError::Io)?;
+    for &i in layout.order() {
+        let (name, src) = &sources[i];
+        let (start, end) = layout.offsets()[i];
+        write_source(out, src, name, end - start)?;
+    }
+    Ok(())
+}
+
+/// Serializes tensors to `bytes`.
+///
+/// `specs` is a list of `(name, dtype, shape, data)` where dtype is a
+/// safetensors code (`"F32"`) and data is either a C-contiguous buffer of
+/// exactly the tensor's bytes or a callable returning an iterable of such
+/// buffers. Metadata keys are written sorted (the core's rule), so output
+/// is deterministic.
+#[pyfunction]
+#[pyo3(signature = (specs, metadata=None))]
+fn serialize<'py>(
+    py: Python<'py>,
+    specs: Vec<SpecTuple<'py>>,
+    metadata: Option<BTreeMap<String, String>>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let (layout, sources) = prepare(py, specs, metadata)?;
+    let mut failure = None;
+    let bytes = PyBytes::new_with(py, layout.file_len(), |buf: &mut [u8]| {
+        // The copies run without the GIL; chunk callables take it back.
+        let result = py.detach(|| {
+            let mut out = buf;
+            write_all(&mut out, &layout, &sources)
+        });
+        if let Err(e) = result {
+            failure = Some(e);
+        }
+        Ok(())
+    })?;
+    match failure {
+        Some(e) => Err(e.into_py(py, "<memory>")),
+        None => Ok(bytes),
+    }
+}
+
+/// Serializes tensors straight into a file (written under a temporary name,
+/// then renamed over `path`), streaming each tensor's memory to the file.
+/// Same `specs` as `serialize`.
+#[pyfunction]
+#[pyo3(signature = (specs, path, metadata=None))]
+fn serialize_file(
+    py: Python<'_>,
+    specs: Vec<SpecTuple<'_>>,
+    path: PathBuf,
+    metadata: Option<BTreeMap<String, String>>,
+) -> PyResult<()> {
+    let (layout, sources) = prepare(py, specs, metadata)?;
+    let display = path.display().to_string();
+    py.detach(|| -> Result<(), WriteError> {
+        let mut file = write::AtomicFile::create(&path).map_err(WriteError::Format)?;
+        write_all(file.writer(), &layout, &sources)?;
+        file.commit().map_err(WriteError::Format)
+    })
+    .map_err(|e| e.into_py(py, &display))
+}
+
+/// The native module.
+#[pymodule]
+fn _tensorseal(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("SafetensorError", m.py().get_type::<SafetensorError>())?;
+    m.add_class::<SafeFile>()?;
+    m.add_class::<Buffer>()?;
+    m.add_function(wrap_pyfunction!(read_file, m)?)?;
+    m.add_function(wrap_pyfunction!(deserialize, m)?)?;
+    m.add_function(wrap_pyfunction!(serialize, m)?)?;
+    m.add_function(wrap_pyfunction!(serialize_file, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Benchmarks the tensorseal Python package against the reference safetensors.
+
+Creates a ~2 GiB checkpoint (a few hundred tensors), warms the page cache,
+then runs every operation for the reference and for tensorseal alternately,
+each measurement in a fresh Python process, and prints medians and ratios.
+
+Operations:
+  load_np / load_pt   numpy.load_file / torch.load_file. Three metrics:
+                      "call"     the load_file call alone;
+                      "touched"  + reading one byte of every 4 KiB page of
+                                 every tensor (all data resident);
+                      "private"  every tensor materialised in private process
+                                 memory, touched. Only the reference's torch
+                                 loader needs more for this: it returns views
+                                 of a lazily read memory map of the file, so
+                                 its tensors are cloned (the goal metric);
+                      "cpu s"    user+system CPU seconds of the process for
+                                 "private" (robust when the machine is
+                                 shared: wall times scale with the share of
+                                 CPU a process gets).
+  save_np / save_pt   save_file of a dict of the same size: wall and CPU
+                      seconds; "peak MiB+" is the peak RSS during the save
+                      minus the RSS before it.
+
+Usage: python scripts/bench_python.py [--gib 2] [--reps 3] [--dir /tmp/tensorseal-bench]
+Needs safetensors, tensorseal, numpy and torch in the running interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+CHILD = r"""
+import json, os, resource, sys, time
+lib, op, path, out, gib, ntensors = sys.argv[1:7]
+gib = float(gib); ntensors = int(ntensors)
+import numpy as np, torch
+if lib == "ref":
+    import safetensors.numpy as snp, safetensors.torch as spt
+else:
+    import tensorseal.numpy as snp, tensorseal.torch as spt
+
+def rss_kib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+def peak_kib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+res = {}
+if op.startswith("load"):
+    c0 = cpu()
+    t0 = time.perf_counter()
+    if op == "load_np":
+        d = snp.load_file(path)
+        t1 = time.perf_counter()
+        s = 0
+        for a in d.values():
+            b = a.reshape(-1).view(np.uint8)
+            s += int(b[::4096].sum())
+        t2 = t3 = time.perf_counter()
+    else:
+        d = spt.load_file(path)
+        t1 = time.perf_counter()
+        s = 0
+        for a in d.values():
+            b = a.reshape(-1).view(torch.uint8)
+            s += int(b[::4096].sum())
+        t2 = time.perf_counter()
+        if lib == "ref":
+            # The reference returns views of a lazily read memory map; a
+            # private in-memory copy takes a clone.
+            d = {k: v.clone() for k, v in d.items()}
+        t3 = time.perf_counter()
+    res = {"call": t1 - t0, "touched": t2 - t0, "private": t3 - t0, "cpu": cpu() - c0, "n": len(d)}
+else:
+    per = int(gib * (1 << 30)) // ntensors // 4
+    if op == "save_np":
+        d = {f"layer.{i}.weight": np.full(per, i, dtype=np.float32) for i in range(ntensors)}
+    else:
+        d = {f"layer.{i}.weight": torch.full((per,), i, dtype=torch.float32) for i in range(ntensors)}
+    before = rss_kib()
+    assert peak_kib() <= before + 1024, "peak before save above current RSS"
+    c0 = cpu()
+    t0 = time.perf_counter()
+    (snp if op == "save_np" else spt).save_file(d, out)
+    t1 = time.perf_counter()
+    res = {"time": t1 - t0, "cpu": cpu() - c0, "extra_mib": (peak_kib() - before) / 1024}
+    os.unlink(out)
+print(json.dumps(res))
+"""
+
+
+def run(lib, op, path, out, gib, ntensors):
+    r = subprocess.run(
+        [sys.executable, "-c", CHILD, lib, op, path, out, str(gib), str(ntensors)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def make_checkpoint(path, gib, ntensors):
+    import numpy as np
+    import safetensors.numpy as snp
+
+    rng = np.random.default_rng(0)
+    total = int(gib * (1 << 30))
+    # Mixed dtypes and sizes, a few hundred tensors.
+    d = {}
+    per = total // ntensors
+    for i in range(ntensors):
+        kind = i % 4
+        if kind == 0:
+            d[f"model.layers.{i}.mlp.weight"] = rng.standard_normal(per // 4, dtype=np.float32)
+        elif kind == 1:
+            d[f"model.layers.{i}.attn.weight"] = rng.integers(0, 1 << 15, per // 2, dtype=np.int16)
+        elif kind == 2:
+            d[f"model.layers.{i}.norm.weight"] = rng.standard_normal(per // 8).astype(np.float64)
+        else:
+            d[f"model.layers.{i}.bias"] = rng.integers(0, 255, per, dtype=np.uint8)
+    snp.save_file(d, path)
+
+
+def warm(path):
+    with open(path, "rb") as f:
+        while f.read(64 << 20):
+            pass
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gib", type=float, default=2.0)
+    ap.add_argument("--tensors", type=int, default=300)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--dir", default="/tmp/tensorseal-bench")
+    ap.add_argument("--ops", default="load_np,load_pt,save_np,save_pt")
+    args = ap.parse_args()
+
+    os.makedirs(args.dir, exist_ok=True)
+    path = os.path.join(args.dir, f"ckpt-{args.gib:g}g-{args.tensors}.safetensors")
+    if not os.path.exists(path):
+        print(f"creating {path} ...", file=sys.stderr)
+        make_checkpoint(path, args.gib, args.tensors)
+    size = os.path.getsize(path)
+    import safetensors
+    import tensorseal
+
+    print(f"checkpoint: {path} ({size / (1 << 30):.2f} GiB, {args.tensors} tensors)")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs (shared with other jobs), "
+        f"python {platform.python_version()}, safetensors {safetensors.__version__}, "
+        f"tensorseal {tensorseal.__version__}"
+    )
+    ops = args.ops.split(",")
+    results = {(op, lib): [] for op in ops for lib in ("ref", "ours")}
+    for rep in range(args.reps):
+        for op in ops:
+            for lib in ("ref", "ours") if rep % 2 == 0 else ("ours", "ref"):
+                if op.startswith("load"):
+                    warm(path)
+                out = os.path.join(args.dir, f"out-{lib}.safetensors")
+                r = run(lib, op, path, out, args.gib, args.tensors)
+                results[(op, lib)].append(r)
+                print(f"  rep {rep} {op:8s} {lib:4s} " + " ".join(f"{k}={v:.3f}" for k, v in r.items() if k != "n"), file=sys.stderr)
+
+    print(f"\nmedians of {args.reps} runs (seconds; ratio = reference / tensorseal, >1 means tensorseal is faster)")
+    print(f"{'operation':10s} {'metric':10s} {'reference':>10s} {'tensorseal':>10s} {'ratio':>7s}")
+    for op in ops:
+        metrics = ["private", "touched", "call", "cpu"] if op.startswith("load") else ["time", "cpu", "extra_mib"]
+        for m in metrics:
+            ref = statistics.median(r[m] for r in results[(op, "ref")])
+            ours = statistics.median(r[m] for r in results[(op, "ours")])
+            label = {"private": "private", "touched": "touched", "time": "time", "call": "call only", "cpu": "cpu s", "extra_mib": "peak MiB+"}[m]
+            ratio = f"{ref / ours:7.2f}" if m != "extra_mib" and ours > 0 else "       "
+            print(f"{op:10s} {label:12s} {ref:10.3f} {ours:10.3f} {ratio}")
+
+
+if __name__ == "__main__":
+    main()
