@@ -121,6 +121,12 @@ def main():
     rss = {k: [] for k in cases}
     for r in range(args.rounds):
         for name, cmd in cases.items():
+            # Every case starts from the same disk state, outside the timed
+            # region: no output to replace (freeing its blocks would be
+            # charged to whoever replaces it) and no dirty pages left over
+            # from the previous case's write.
+            (out_ref if str(out_ref) in cmd else out_ours).unlink(missing_ok=True)
+            os.sync()
             dt, peak = run(cmd)
             times[name].append(dt)
             rss[name].append(peak)
