@@ -91,9 +91,11 @@ impl Buffer {
             let _ = map.advise(memmap2::Advice::HugePage);
         }
         if prefault_wanted() {
-            // Fault the pages in here, one store per 4 KiB (one fault per
-            // huge page), before the reads fill them: measured cheaper than
-            // taking the faults inside the kernel's copy for every read.
+            // Opt-in: fault the pages in here, one store per 4 KiB, before
+            // the reads fill them. On a quiet machine this made loads 2-9x
+            // slower than letting the kernel take the faults inside the
+            // reads' copies (BENCHMARKS.md, "Python package"), so it is off
+            // by default.
             for i in (0..len).step_by(4096) {
                 map[i] = 0;
             }
@@ -119,9 +121,9 @@ fn huge_pages_wanted() -> bool {
     std::env::var_os("TENSORSEAL_HUGEPAGES").is_none_or(|v| v != "0")
 }
 
-/// Pages are faulted in before reading unless `TENSORSEAL_PREFAULT=0`.
+/// Pages are faulted in before reading only with `TENSORSEAL_PREFAULT=1`.
 fn prefault_wanted() -> bool {
-    std::env::var_os("TENSORSEAL_PREFAULT").is_none_or(|v| v != "0")
+    std::env::var_os("TENSORSEAL_PREFAULT").is_some_and(|v| v == "1")
 }
 
 #[pymethods]
