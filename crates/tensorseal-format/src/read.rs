@@ -109,6 +109,25 @@ fn view_in<'a>(data: &'a [u8], info: &TensorInfo) -> Result<TensorView<'a>, Form
     ))
 }
 
+/// Every tensor of `header` as a view into `data`, in file order.
+///
+/// `data` must be the data buffer `header` was validated against (both
+/// readers check this before handing out a reader), so every range lies
+/// inside it; an out-of-range entry would yield an empty view, never a panic.
+fn views_in<'h, 'd: 'h>(
+    header: &'h Header,
+    data: &'d [u8],
+) -> impl Iterator<Item = (&'h str, TensorView<'d>)> + 'h {
+    header.tensors().iter().map(move |(n, info)| {
+        let (s, e) = info.data_offsets;
+        let bytes = data.get(s..e).unwrap_or_default();
+        (
+            n.as_str(),
+            TensorView::new_unchecked(info.dtype, info.shape.clone(), bytes),
+        )
+    })
+}
+
 fn read_in(data: &[u8], offset: usize, buf: &mut [u8]) -> Result<(), FormatError> {
     let src = offset
         .checked_add(buf.len())
@@ -157,16 +176,7 @@ impl<'a> SafeTensors<'a> {
 
     /// Tensors in file order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, TensorView<'a>)> + '_ {
-        let data = self.data();
-        self.header.tensors().iter().map(move |(n, info)| {
-            let (s, e) = info.data_offsets;
-            // Validated by deserialize: every range lies inside the data buffer.
-            let bytes = data.get(s..e).unwrap_or_default();
-            (
-                n.as_str(),
-                TensorView::new_unchecked(info.dtype, info.shape.clone(), bytes),
-            )
-        })
+        views_in(&self.header, self.data())
     }
 
     /// Tensor names in file order.
@@ -399,15 +409,7 @@ impl MmapFile {
 
     /// Tensors in file order, as zero-copy views.
     pub fn iter(&self) -> impl Iterator<Item = (&str, TensorView<'_>)> + '_ {
-        let data = self.data();
-        self.header.tensors().iter().map(move |(n, info)| {
-            let (s, e) = info.data_offsets;
-            let bytes = data.get(s..e).unwrap_or_default();
-            (
-                n.as_str(),
-                TensorView::new_unchecked(info.dtype, info.shape.clone(), bytes),
-            )
-        })
+        views_in(&self.header, self.data())
     }
 
     /// The data buffer.
