@@ -44,18 +44,8 @@ const URL_PATTERNS: &[&str] = &["http://", "https://", "ftp://", "file://", "dat
 /// Tensor bytes are never read.
 pub(crate) fn scan_safetensors(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String]) {
     let len = src.len();
-    let prefix = match read_upto(src, 0, 8) {
-        Ok(p) => p,
-        Err(e) => {
-            ctx.add(
-                ids::READ_ERROR,
-                loc,
-                None,
-                None,
-                format!("read failed: {e}"),
-            );
-            return;
-        }
+    let Some(prefix) = ctx.read_or_report(loc, read_upto(src, 0, 8)) else {
+        return;
     };
     let invalid = |ctx: &mut Ctx<'_>, kind: &str, msg: String| {
         ctx.add(
@@ -70,18 +60,8 @@ pub(crate) fn scan_safetensors(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[Strin
         Ok(n) => n,
         Err(e) => return invalid(ctx, e.kind(), e.to_string()),
     };
-    let json = match read_range(src, 8, n as u64) {
-        Ok(j) => j,
-        Err(e) => {
-            ctx.add(
-                ids::READ_ERROR,
-                loc,
-                None,
-                None,
-                format!("read failed: {e}"),
-            );
-            return;
-        }
+    let Some(json) = ctx.read_or_report(loc, read_range(src, 8, n as u64)) else {
+        return;
     };
     let header = match Header::parse(&json) {
         Ok(h) => h,
@@ -246,18 +226,8 @@ fn parse_npy(prefix: &[u8]) -> Result<NpyHeader, String> {
 
 /// NumPy `.npy`: header validation; object arrays are pickles and get analysed.
 pub(crate) fn scan_npy(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], depth: u32) {
-    let prefix = match read_upto(src, 0, (1 << 20) + 12) {
-        Ok(p) => p,
-        Err(e) => {
-            ctx.add(
-                ids::READ_ERROR,
-                loc,
-                None,
-                None,
-                format!("read failed: {e}"),
-            );
-            return;
-        }
+    let Some(prefix) = ctx.read_or_report(loc, read_upto(src, 0, (1 << 20) + 12)) else {
+        return;
     };
     match parse_npy(&prefix) {
         Err(why) => ctx.add(
@@ -280,26 +250,17 @@ pub(crate) fn scan_npy(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
             );
             let len = src.len().saturating_sub(h.data_offset);
             let cap = len.min(ctx.cfg.max_pickle_bytes);
-            match read_range(src, h.data_offset, cap) {
-                Ok(data) => {
-                    if cap < len {
-                        ctx.add(
-                            ids::ARCHIVE_LIMIT,
-                            loc,
-                            Some(h.data_offset),
-                            None,
-                            format!("object array pickle of {len} bytes exceeds the limit; only the first {cap} analysed"),
-                        );
-                    }
-                    pickles::analyze_bytes(ctx, &data, loc, h.data_offset, depth);
+            if let Some(data) = ctx.read_or_report(loc, read_range(src, h.data_offset, cap)) {
+                if cap < len {
+                    ctx.add(
+                        ids::ARCHIVE_LIMIT,
+                        loc,
+                        Some(h.data_offset),
+                        None,
+                        format!("object array pickle of {len} bytes exceeds the limit; only the first {cap} analysed"),
+                    );
                 }
-                Err(e) => ctx.add(
-                    ids::READ_ERROR,
-                    loc,
-                    None,
-                    None,
-                    format!("read failed: {e}"),
-                ),
+                pickles::analyze_bytes(ctx, &data, loc, h.data_offset, depth);
             }
         }
         Ok(_) => {}
@@ -308,18 +269,8 @@ pub(crate) fn scan_npy(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
 
 /// GGUF: header sanity and chat-template injection patterns.
 pub(crate) fn scan_gguf(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String]) {
-    let window = match read_upto(src, 0, 64 << 20) {
-        Ok(w) => w,
-        Err(e) => {
-            ctx.add(
-                ids::READ_ERROR,
-                loc,
-                None,
-                None,
-                format!("read failed: {e}"),
-            );
-            return;
-        }
+    let Some(window) = ctx.read_or_report(loc, read_upto(src, 0, 64 << 20)) else {
+        return;
     };
     let complete = window.len() as u64 == src.len();
     let mut g = Gguf {
@@ -516,32 +467,15 @@ pub(crate) fn keras_lambda_check(ctx: &mut Ctx<'_>, data: &[u8], loc: &[String])
 
 /// HDF5: the only code risk in Keras `.h5` files is a Lambda layer in the model config.
 pub(crate) fn scan_hdf5(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String]) {
-    match read_upto(src, 0, 64 << 20) {
-        Ok(w) => keras_lambda_check(ctx, &w, loc),
-        Err(e) => ctx.add(
-            ids::READ_ERROR,
-            loc,
-            None,
-            None,
-            format!("read failed: {e}"),
-        ),
+    if let Some(w) = ctx.read_or_report(loc, read_upto(src, 0, 64 << 20)) {
+        keras_lambda_check(ctx, &w, loc);
     }
 }
 
 /// TensorFlow SavedModel: graph ops that touch files or call Python.
 pub(crate) fn scan_tf(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String]) {
-    let w = match read_upto(src, 0, 256 << 20) {
-        Ok(w) => w,
-        Err(e) => {
-            ctx.add(
-                ids::READ_ERROR,
-                loc,
-                None,
-                None,
-                format!("read failed: {e}"),
-            );
-            return;
-        }
+    let Some(w) = ctx.read_or_report(loc, read_upto(src, 0, 256 << 20)) else {
+        return;
     };
     for op in [
         "ReadFile",
@@ -608,18 +542,8 @@ pub(crate) fn check_polyglot(
 /// ONNX: external-data locations (`StringStringEntryProto {key: "location", value}`) that
 /// are absolute or contain `..`.
 pub(crate) fn scan_onnx(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String]) {
-    let w = match read_upto(src, 0, 256 << 20) {
-        Ok(w) => w,
-        Err(e) => {
-            ctx.add(
-                ids::READ_ERROR,
-                loc,
-                None,
-                None,
-                format!("read failed: {e}"),
-            );
-            return;
-        }
+    let Some(w) = ctx.read_or_report(loc, read_upto(src, 0, 256 << 20)) else {
+        return;
     };
     let key: &[u8] = b"\x0a\x08location\x12";
     let mut from = 0usize;

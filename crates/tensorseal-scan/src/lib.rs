@@ -175,6 +175,27 @@ impl Ctx<'_> {
         self.add_sev(rule, sev, loc, offset, global, message);
     }
 
+    /// The bytes of `read`, or `None` after recording a `read-error` finding.
+    pub fn read_or_report(
+        &mut self,
+        loc: &[String],
+        read: std::io::Result<Vec<u8>>,
+    ) -> Option<Vec<u8>> {
+        match read {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                self.add(
+                    ids::READ_ERROR,
+                    loc,
+                    None,
+                    None,
+                    format!("read failed: {e}"),
+                );
+                None
+            }
+        }
+    }
+
     /// Adds a finding with an explicit severity.
     pub fn add_sev(
         &mut self,
@@ -362,18 +383,9 @@ pub(crate) fn scan_content(
     depth: u32,
     name: &str,
 ) -> Format {
-    let prefix = match read_upto(src, 0, identify::PREFIX_LEN as u64) {
-        Ok(p) => p,
-        Err(e) => {
-            ctx.add(
-                ids::READ_ERROR,
-                loc,
-                None,
-                None,
-                format!("read failed: {e}"),
-            );
-            return Format::Unknown;
-        }
+    let Some(prefix) = ctx.read_or_report(loc, read_upto(src, 0, identify::PREFIX_LEN as u64))
+    else {
+        return Format::Unknown;
     };
     let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
     let mut fmt = identify::identify(&prefix, src.len(), base == "saved_model.pb");

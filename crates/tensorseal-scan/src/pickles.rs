@@ -17,18 +17,8 @@ use crate::Ctx;
 pub(crate) fn scan_pickle_file(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], depth: u32) {
     let len = src.len();
     let cap = len.min(ctx.cfg.max_pickle_bytes);
-    let data = match read_range(src, 0, cap) {
-        Ok(d) => d,
-        Err(e) => {
-            ctx.add(
-                ids::READ_ERROR,
-                loc,
-                None,
-                None,
-                format!("read failed: {e}"),
-            );
-            return;
-        }
+    let Some(data) = ctx.read_or_report(loc, read_range(src, 0, cap)) else {
+        return;
     };
     if cap < len {
         ctx.add(
@@ -52,18 +42,8 @@ pub(crate) fn scan_legacy_torch(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[Stri
     let len = src.len();
     let mut window = (1u64 << 20).min(len);
     loop {
-        let data = match read_upto(src, 0, window) {
-            Ok(d) => d,
-            Err(e) => {
-                ctx.add(
-                    ids::READ_ERROR,
-                    loc,
-                    None,
-                    None,
-                    format!("read failed: {e}"),
-                );
-                return;
-            }
+        let Some(data) = ctx.read_or_report(loc, read_upto(src, 0, window)) else {
+            return;
         };
         let mut pos = 0usize;
         let mut count = 0usize;
