@@ -5,7 +5,7 @@ use std::path::Path;
 
 use tensorseal_format::Dtype;
 
-use crate::tensor::TensorRef;
+use crate::tensor::{contiguous_strides, TensorRef};
 use crate::ConvertError;
 
 /// The 6 bytes that start every `.npy` file.
@@ -73,17 +73,7 @@ pub(crate) fn parse(
         _ => return Err(bad("no `shape` tuple".into())),
     };
     let (dtype, big_endian) = descr_dtype(&descr).map_err(bad)?;
-    let mut stride = vec![0usize; shape.len()];
-    let mut acc = 1usize;
-    let dims: Vec<usize> = if fortran {
-        (0..shape.len()).collect()
-    } else {
-        (0..shape.len()).rev().collect()
-    };
-    for d in dims {
-        stride[d] = acc;
-        acc = acc.saturating_mul(shape[d].max(1));
-    }
+    let stride = contiguous_strides(&shape, fortran);
     let data_start = base + hstart + hlen;
     Ok((
         TensorRef {

@@ -395,17 +395,7 @@ pub(crate) fn numpy_array(v: &Value) -> Option<Result<(TensorRef, Vec<u8>), Stri
             }
             None => return Err("ndarray without data".to_owned()),
         };
-        let mut stride = vec![0usize; shape.len()];
-        let mut acc = 1usize;
-        let dims: Vec<usize> = if fortran {
-            (0..shape.len()).collect()
-        } else {
-            (0..shape.len()).rev().collect()
-        };
-        for d in dims {
-            stride[d] = acc;
-            acc = acc.saturating_mul(shape[d].max(1));
-        }
+        let stride = contiguous_strides(&shape, fortran);
         Ok((
             TensorRef {
                 storage: String::new(),
@@ -419,6 +409,24 @@ pub(crate) fn numpy_array(v: &Value) -> Option<Result<(TensorRef, Vec<u8>), Stri
             data,
         ))
     })())
+}
+
+/// Element strides of a contiguous array of `shape`, in C (row-major) or
+/// Fortran (column-major) order. Zero-sized dimensions count as 1 and products
+/// saturate: such strides are only used after the extent is checked.
+pub(crate) fn contiguous_strides(shape: &[usize], fortran: bool) -> Vec<usize> {
+    let mut stride = vec![0usize; shape.len()];
+    let mut acc = 1usize;
+    let mut place = |d: usize| {
+        stride[d] = acc;
+        acc = acc.saturating_mul(shape[d].max(1));
+    };
+    if fortran {
+        (0..shape.len()).for_each(&mut place);
+    } else {
+        (0..shape.len()).rev().for_each(&mut place);
+    }
+    stride
 }
 
 fn join(prefix: &str, part: &str) -> String {
