@@ -284,33 +284,13 @@ fn tail_scan(data: &[u8], start: usize, pickle: usize, globals: &mut Vec<GlobalR
                     let m = String::from_utf8_lossy(&line(&mut pos)?).into_owned();
                     let n = String::from_utf8_lossy(&line(&mut pos)?).into_owned();
                     if !(skip_first && globals.iter().any(|g| g.offset == off)) {
-                        let class = policy::classify(&m, &n);
-                        globals.push(GlobalRef {
-                            pickle,
-                            module: m,
-                            name: n,
-                            offset: off,
-                            opcode: op,
-                            resolution: Resolution::AfterError,
-                            calls: Vec::new(),
-                            class,
-                        });
+                        globals.push(found_after_error(pickle, m, n, off, op));
                     }
                 }
                 STACK_GLOBAL => {
                     let n = strings.pop().unwrap_or_else(|| "<?>".to_owned());
                     let m = strings.pop().unwrap_or_else(|| "<?>".to_owned());
-                    let class = policy::classify(&m, &n);
-                    globals.push(GlobalRef {
-                        pickle,
-                        module: m,
-                        name: n,
-                        offset: off,
-                        opcode: op,
-                        resolution: Resolution::AfterError,
-                        calls: Vec::new(),
-                        class,
-                    });
+                    globals.push(found_after_error(pickle, m, n, off, op));
                 }
                 STRING | UNICODE => {
                     let l = line(&mut pos)?;
@@ -373,5 +353,27 @@ fn tail_scan(data: &[u8], start: usize, pickle: usize, globals: &mut Vec<GlobalR
         if r.is_none() {
             return;
         }
+    }
+}
+
+/// A global found by the linear scan that follows a structural error:
+/// classified, with no call sites (the machine no longer tracks the stack).
+fn found_after_error(
+    pickle: usize,
+    module: String,
+    name: String,
+    offset: usize,
+    opcode: Opcode,
+) -> GlobalRef {
+    let class = policy::classify(&module, &name);
+    GlobalRef {
+        pickle,
+        module,
+        name,
+        offset,
+        opcode,
+        resolution: Resolution::AfterError,
+        calls: Vec::new(),
+        class,
     }
 }
