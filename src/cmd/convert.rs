@@ -50,6 +50,11 @@ pub struct Args {
     /// Print a JSON report on stdout.
     #[arg(long)]
     pub json: bool,
+    /// fsync every file written (and its directory) before exiting, so the
+    /// output survives a power loss. Without it the output is still written
+    /// atomically (temporary file, then rename) and the OS writes it back.
+    #[arg(long)]
+    pub sync: bool,
 }
 
 /// Verification modes of `convert`.
@@ -106,8 +111,14 @@ pub fn run(args: Args) -> CmdResult {
                     ),
                 });
             }
-            tensorseal_convert::to_torch(&args.src, &args.dst, verify != Verify::Off, args.force)
-                .map_err(failure)?
+            tensorseal_convert::to_torch(
+                &args.src,
+                &args.dst,
+                verify != Verify::Off,
+                args.force,
+                super::durability(args.sync),
+            )
+            .map_err(failure)?
         }
         Target::Safetensors => {
             let opts = Options {
@@ -116,6 +127,7 @@ pub fn run(args: Args) -> CmdResult {
                 max_shard_size,
                 verify,
                 overwrite: args.force,
+                durability: super::durability(args.sync),
             };
             let show = std::io::stderr().is_terminal() && !args.json;
             let mut bar: Option<indicatif::ProgressBar> = None;

@@ -16,12 +16,22 @@ pub struct Args {
     /// Print what was written as one JSON document.
     #[arg(long)]
     pub json: bool,
+    /// fsync every file written (and its directory) before exiting, so the
+    /// output survives a power loss. Without it the output is still written
+    /// atomically (temporary file, then rename) and the OS writes it back.
+    #[arg(long)]
+    pub sync: bool,
 }
 
 pub fn run(args: Args) -> CmdResult {
     let mut progress = super::split::byte_progress("merge");
-    let r = shard::merge_with_progress(&args.index_or_dir, &args.out, &mut progress)
-        .map_err(format_failure)?;
+    let r = shard::merge_with_progress(
+        &args.index_or_dir,
+        &args.out,
+        super::durability(args.sync),
+        &mut progress,
+    )
+    .map_err(format_failure)?;
     if args.json {
         let doc = serde_json::json!({
             "path": args.out.display().to_string(),

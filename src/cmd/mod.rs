@@ -37,6 +37,15 @@ pub fn finish(result: CmdResult) -> ExitCode {
     }
 }
 
+/// The durability of a command's writes: `--sync` fsyncs them.
+pub fn durability(sync: bool) -> tensorseal_format::Durability {
+    if sync {
+        tensorseal_format::Durability::Sync
+    } else {
+        tensorseal_format::Durability::NoSync
+    }
+}
+
 /// Maps a format error to its exit code: I/O problems are 2, invalid content 1.
 pub fn format_failure(e: tensorseal_format::FormatError) -> Failure {
     Failure {

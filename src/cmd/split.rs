@@ -20,6 +20,11 @@ pub struct Args {
     /// Print what was written as one JSON document.
     #[arg(long)]
     pub json: bool,
+    /// fsync every file written (and its directory) before exiting, so the
+    /// output survives a power loss. Without it the output is still written
+    /// atomically (temporary file, then rename) and the OS writes it back.
+    #[arg(long)]
+    pub sync: bool,
 }
 
 /// A byte progress bar on stderr, only when stderr is a terminal.
@@ -54,8 +59,14 @@ pub fn run(args: Args) -> CmdResult {
         error: anyhow::anyhow!("--max-shard-size: {e}"),
     })?;
     let mut progress = byte_progress("split");
-    let report = shard::split_with_progress(&args.file, &args.outdir, max, &mut progress)
-        .map_err(format_failure)?;
+    let report = shard::split_with_progress(
+        &args.file,
+        &args.outdir,
+        max,
+        super::durability(args.sync),
+        &mut progress,
+    )
+    .map_err(format_failure)?;
     if args.json {
         let doc = serde_json::json!({
             "shards": report.shards.iter().map(|(p, t, b)| serde_json::json!({

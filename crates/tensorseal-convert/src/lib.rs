@@ -27,10 +27,11 @@ pub mod tensor;
 mod torch_write;
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use tensorseal_format::shard::{index_json, plan_shards, shard_name};
-use tensorseal_format::{write_file, Dtype, PreadFile, TensorSpec};
+use tensorseal_format::{write_file_with, AtomicFile, Dtype, Durability, PreadFile, TensorSpec};
 use xxhash_rust::xxh3::Xxh3;
 
 pub use error::ConvertError;
@@ -52,6 +53,9 @@ pub struct Options {
     pub verify: Verify,
     /// Replace an existing output.
     pub overwrite: bool,
+    /// Whether every file written is fsynced before returning (outputs are
+    /// always written atomically).
+    pub durability: Durability,
 }
 
 /// How [`to_safetensors`] checks its output after writing it.
@@ -489,7 +493,7 @@ pub fn to_safetensors(
         }
         let mut err: Option<ConvertError> = None;
         let mut here: Vec<Written> = Vec::new();
-        let res = write_file(file, &specs, Some(&fmeta), |si, w| {
+        let res = write_file_with(file, &specs, Some(&fmeta), opts.durability, |si, w| {
             let p = &planned[g[si]];
             let ck = &cks[p.input];
             // The hash covers exactly the bytes handed to the writer.
@@ -542,7 +546,10 @@ pub fn to_safetensors(
     }
     if let Some(ix) = &index_path {
         let json = index_json(total, &weight_map);
-        std::fs::write(ix, json).map_err(|e| ConvertError::io(ix, e))?;
+        let mut f = AtomicFile::create_with(ix, opts.durability)?;
+        f.write_all(json.as_bytes())
+            .map_err(|e| ConvertError::io(ix, e))?;
+        f.commit()?;
     }
     match opts.verify {
         Verify::Off => {}

@@ -5,12 +5,11 @@
 //! aligned to 64 bytes as torch does.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use tensorseal_format::index::{open_path, Checkpoint as StCheckpoint};
-use tensorseal_format::{Dtype, PreadFile};
+use tensorseal_format::{AtomicFile, Dtype, Durability, PreadFile};
 
 use crate::source::{torch_names, Checkpoint};
 use crate::{tensor, ConvertError, Report};
@@ -169,6 +168,7 @@ pub fn to_torch(
     dst: &Path,
     verify: bool,
     overwrite: bool,
+    durability: Durability,
 ) -> Result<Report, ConvertError> {
     let files: Vec<PathBuf> = match open_path(src)? {
         StCheckpoint::Single(p) => vec![p],
@@ -243,77 +243,44 @@ pub fn to_torch(
         })
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "archive".to_owned());
-    let dir = match dst.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
+    let ioerr = |e: std::io::Error| ConvertError::io(dst, e);
+    let zerr = |e: zip::result::ZipError| ConvertError::format(dst, format!("writing zip: {e}"));
+    // Dropped on any error below, the temporary file is removed.
+    let out = AtomicFile::create_with(dst, durability)?;
+    let mut z = zip::ZipWriter::new(out);
+    let small = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .with_alignment(64);
+    let put = |z: &mut zip::ZipWriter<AtomicFile>, name: &str, data: &[u8]| {
+        z.start_file(format!("{root}/{name}"), small)
+            .map_err(zerr)?;
+        z.write_all(data).map_err(ioerr)
     };
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        dst.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let write = || -> Result<u64, ConvertError> {
-        let file = File::create(&tmp).map_err(|e| ConvertError::io(&tmp, e))?;
-        let mut z = zip::ZipWriter::new(BufWriter::with_capacity(1 << 20, file));
-        let zerr =
-            |e: zip::result::ZipError| ConvertError::format(dst, format!("writing zip: {e}"));
-        let ioerr = |e: std::io::Error| ConvertError::io(dst, e);
-        let small = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Stored)
-            .with_alignment(64);
-        let put = |z: &mut zip::ZipWriter<BufWriter<File>>,
-                   name: &str,
-                   data: &[u8]|
-         -> Result<(), ConvertError> {
-            z.start_file(format!("{root}/{name}"), small)
-                .map_err(zerr)?;
-            z.write_all(data).map_err(ioerr)
-        };
-        put(&mut z, "data.pkl", &pkl)?;
-        put(&mut z, ".format_version", b"1")?;
-        put(&mut z, ".storage_alignment", b"64")?;
-        put(&mut z, "byteorder", b"little")?;
-        let mut total = 0u64;
-        let mut buf = Vec::new();
-        for (key, (fi, name)) in sources.iter().enumerate() {
-            let m = &maps[*fi];
-            let (start, end) = m.header().tensor(name)?.data_offsets;
-            let len = end - start;
-            total += len as u64;
-            let opts = small.large_file(len as u64 >= u32::MAX as u64);
-            z.start_file(format!("{root}/data/{key}"), opts)
-                .map_err(zerr)?;
-            let mut done = 0;
-            while done < len {
-                let n = COPY_CHUNK.min(len - done);
-                buf.resize(n, 0);
-                m.read_at(start + done, &mut buf)?;
-                z.write_all(&buf).map_err(ioerr)?;
-                done += n;
-            }
+    put(&mut z, "data.pkl", &pkl)?;
+    put(&mut z, ".format_version", b"1")?;
+    put(&mut z, ".storage_alignment", b"64")?;
+    put(&mut z, "byteorder", b"little")?;
+    let mut total = 0u64;
+    let mut buf = Vec::new();
+    for (key, (fi, name)) in sources.iter().enumerate() {
+        let m = &maps[*fi];
+        let (start, end) = m.header().tensor(name)?.data_offsets;
+        let len = end - start;
+        total += len as u64;
+        let opts = small.large_file(len as u64 >= u32::MAX as u64);
+        z.start_file(format!("{root}/data/{key}"), opts)
+            .map_err(zerr)?;
+        let mut done = 0;
+        while done < len {
+            let n = COPY_CHUNK.min(len - done);
+            buf.resize(n, 0);
+            m.read_at(start + done, &mut buf)?;
+            z.write_all(&buf).map_err(ioerr)?;
+            done += n;
         }
-        put(&mut z, "version", b"3\n")?;
-        let mut w = z.finish().map_err(zerr)?;
-        w.flush().map_err(ioerr)?;
-        let f = w
-            .into_inner()
-            .map_err(|e| ConvertError::io(&tmp, e.into_error()))?;
-        f.sync_all().map_err(|e| ConvertError::io(&tmp, e))?;
-        Ok(total)
-    };
-    let total = match write() {
-        Ok(t) => t,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
-    std::fs::rename(&tmp, dst).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        ConvertError::io(dst, e)
-    })?;
+    }
+    put(&mut z, "version", b"3\n")?;
+    z.finish().map_err(zerr)?.commit()?;
     let mut report = Report {
         inputs: files.clone(),
         format: Some(crate::Format::TorchZip),

@@ -9,7 +9,7 @@ use tensorseal_convert::{
     plan, to_safetensors, to_torch, verify_against_input, verify_checksums, Checkpoint,
     ConvertError, Format, Options, Verify,
 };
-use tensorseal_format::{Dtype, SafeTensors};
+use tensorseal_format::{Dtype, Durability, SafeTensors};
 use tensorseal_pickle::PickleError;
 
 fn fix(name: &str) -> PathBuf {
@@ -256,7 +256,7 @@ fn round_trip_through_torch_format() {
     let st = dir.path().join("a.safetensors");
     to_safetensors(&fix("every_dtype.pt"), &st, &verified(), &mut |_| {}).unwrap();
     let pt = dir.path().join("a.pt");
-    let report = to_torch(&st, &pt, true, false).unwrap();
+    let report = to_torch(&st, &pt, true, false, Durability::Sync).unwrap();
     assert!(report.verified);
     let st2 = dir.path().join("b.safetensors");
     to_safetensors(&pt, &st2, &verified(), &mut |_| {}).unwrap();

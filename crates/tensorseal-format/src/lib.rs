@@ -47,7 +47,10 @@ pub use header::{byte_size, Header, TensorInfo, MAX_HEADER_LEN, METADATA_KEY};
 pub use read::{MmapFile, PreadFile, ReadTensors, SafeTensors};
 pub use slice::{SliceArg, SlicePlan};
 pub use view::{OwnedTensor, TensorView};
-pub use write::{serialize, serialize_to_file, write_file, AtomicFile, Layout, TensorSpec};
+pub use write::{
+    serialize, serialize_to_file, write_file, write_file_with, AtomicFile, Durability, Layout,
+    TensorSpec,
+};
 
 /// Alias module: the readers also live at `tensorseal_format::mmap`.
 pub mod mmap {

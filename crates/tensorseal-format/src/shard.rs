@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use crate::index::{open_path, Checkpoint};
 use crate::read::read_header_from_file;
-use crate::write::{write_file, AtomicFile, TensorSpec};
+use crate::write::{write_file_with, AtomicFile, Durability, TensorSpec};
 use crate::FormatError;
 
 /// Size of the copy buffer.
@@ -173,14 +173,22 @@ pub fn split(
     outdir: impl AsRef<Path>,
     max_shard_size: u64,
 ) -> Result<SplitReport, FormatError> {
-    split_with_progress(input, outdir, max_shard_size, &mut |_, _| {})
+    split_with_progress(
+        input,
+        outdir,
+        max_shard_size,
+        Durability::Sync,
+        &mut |_, _| {},
+    )
 }
 
-/// [`split`], reporting progress in tensor bytes copied.
+/// [`split`] with a chosen [`Durability`] for every file written,
+/// reporting progress in tensor bytes copied.
 pub fn split_with_progress(
     input: impl AsRef<Path>,
     outdir: impl AsRef<Path>,
     max_shard_size: u64,
+    durability: Durability,
     progress: Progress<'_>,
 ) -> Result<SplitReport, FormatError> {
     let input = input.as_ref();
@@ -223,7 +231,7 @@ pub fn split_with_progress(
                 }
             })
             .collect();
-        write_file(&path, &specs, header.metadata(), |j, w| {
+        write_file_with(&path, &specs, header.metadata(), durability, |j, w| {
             let info = &tensors[members[j]].1;
             copy_range(
                 &src,
@@ -246,7 +254,7 @@ pub fn split_with_progress(
     if n > 1 {
         let index_path = outdir.join("model.safetensors.index.json");
         let text = index_json(total_size, &weight_map);
-        let mut f = AtomicFile::create(&index_path)?;
+        let mut f = AtomicFile::create_with(&index_path, durability)?;
         f.write_all(text.as_bytes())
             .map_err(|e| FormatError::io(&index_path, e))?;
         f.commit()?;
@@ -311,13 +319,15 @@ pub fn merge(
     index_or_dir: impl AsRef<Path>,
     out: impl AsRef<Path>,
 ) -> Result<MergeReport, FormatError> {
-    merge_with_progress(index_or_dir, out, &mut |_, _| {})
+    merge_with_progress(index_or_dir, out, Durability::Sync, &mut |_, _| {})
 }
 
-/// [`merge`], reporting progress in tensor bytes copied.
+/// [`merge`] with a chosen [`Durability`], reporting progress in tensor
+/// bytes copied.
 pub fn merge_with_progress(
     index_or_dir: impl AsRef<Path>,
     out: impl AsRef<Path>,
+    durability: Durability,
     progress: Progress<'_>,
 ) -> Result<MergeReport, FormatError> {
     let out = out.as_ref();
@@ -362,7 +372,7 @@ pub fn merge_with_progress(
     let mut buf = vec![0u8; COPY_BUF];
     let total: u64 = sources.iter().map(|s| s.2).sum();
     let mut copied = 0u64;
-    write_file(out, &specs, metadata.as_ref(), |i, w| {
+    write_file_with(out, &specs, metadata.as_ref(), durability, |i, w| {
         let (si, off, len) = sources[i];
         copy_range(&shards[si].handle, off, len, w, &mut buf, &mut |n| {
             copied += n;

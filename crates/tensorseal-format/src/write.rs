@@ -8,8 +8,10 @@
 //! sorts the keys (the reference's order is that of a hash map: random).
 //!
 //! [`write_file`] streams tensor bytes from a callback into an [`AtomicFile`]:
-//! a temporary file in the target directory, fsynced then renamed over the
-//! target, so a killed writer never leaves a partial file at the target path.
+//! a temporary file in the target directory, renamed over the target only
+//! when complete, so a killed writer never leaves a partial file at the
+//! target path. [`Durability`] says whether the file (and its directory) are
+//! also fsynced before the call returns.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
@@ -218,14 +220,28 @@ pub fn serialize_to_file<S: AsRef<str>>(
     })
 }
 
-/// Writes a file at `path` atomically, streaming each tensor's bytes from
-/// `fill(spec_index, writer)`, called once per tensor in layout order. Each
-/// call must write exactly the tensor's byte length, or the write fails and
-/// nothing appears at `path`.
+/// Writes a file at `path` atomically and durably ([`Durability::Sync`]),
+/// streaming each tensor's bytes from `fill(spec_index, writer)`, called
+/// once per tensor in layout order. Each call must write exactly the
+/// tensor's byte length, or the write fails and nothing appears at `path`.
 pub fn write_file<F>(
     path: impl AsRef<Path>,
     specs: &[TensorSpec],
     metadata: Option<&BTreeMap<String, String>>,
+    fill: F,
+) -> Result<(), FormatError>
+where
+    F: FnMut(usize, &mut dyn Write) -> io::Result<()>,
+{
+    write_file_with(path, specs, metadata, Durability::Sync, fill)
+}
+
+/// [`write_file`] with a chosen [`Durability`].
+pub fn write_file_with<F>(
+    path: impl AsRef<Path>,
+    specs: &[TensorSpec],
+    metadata: Option<&BTreeMap<String, String>>,
+    durability: Durability,
     mut fill: F,
 ) -> Result<(), FormatError>
 where
@@ -233,7 +249,7 @@ where
 {
     let path = path.as_ref();
     let layout = layout(specs, metadata)?;
-    let mut out = AtomicFile::create(path)?;
+    let mut out = AtomicFile::create_with(path, durability)?;
     let io_err = |e| FormatError::io(path, e);
     out.write_all(layout.header_bytes()).map_err(io_err)?;
     for &i in layout.order() {
@@ -286,19 +302,50 @@ impl<W: Write> Write for CountingWriter<'_, W> {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// How far [`AtomicFile::commit`] goes before it returns.
+///
+/// Both levels are atomic for readers: the target path shows either the old
+/// file or the complete new one, never a partial file. They differ after a
+/// crash of the whole machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// fsync the file before the rename and the directory after it: once
+    /// `commit` returns, the new file survives a power loss. Costs the time
+    /// to write the data to the disk.
+    #[default]
+    Sync,
+    /// Rename without fsync and let the OS write the data back later, like
+    /// `cp` and the reference `safetensors` writer. After a power loss in
+    /// the following seconds the target may be missing, empty or truncated
+    /// (which every reader rejects: the header gives the data's length).
+    NoSync,
+}
+
 /// A file written under a temporary name in the target's directory, then
-/// fsynced and renamed over the target by [`AtomicFile::commit`]. Dropped
-/// without a commit (an error, a panic), the temporary file is removed.
+/// renamed over the target by [`AtomicFile::commit`] (with fsyncs, per its
+/// [`Durability`]). Dropped without a commit (an error, a panic), the
+/// temporary file is removed.
 #[derive(Debug)]
 pub struct AtomicFile {
     target: PathBuf,
     temp: PathBuf,
     out: Option<BufWriter<File>>,
+    durability: Durability,
 }
 
 impl AtomicFile {
-    /// Creates the temporary file next to `target`.
+    /// Creates the temporary file next to `target`; `commit` fsyncs
+    /// ([`Durability::Sync`]).
     pub fn create(target: impl AsRef<Path>) -> Result<Self, FormatError> {
+        Self::create_with(target, Durability::Sync)
+    }
+
+    /// Creates the temporary file next to `target`, to be committed with the
+    /// given durability.
+    pub fn create_with(
+        target: impl AsRef<Path>,
+        durability: Durability,
+    ) -> Result<Self, FormatError> {
         let target = target.as_ref().to_owned();
         let dir = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
@@ -331,6 +378,7 @@ impl AtomicFile {
                         target,
                         temp,
                         out: Some(BufWriter::with_capacity(1 << 20, f)),
+                        durability,
                     })
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = Some(e),
@@ -353,7 +401,13 @@ impl AtomicFile {
         &self.temp
     }
 
-    /// Flushes, fsyncs, renames over the target and fsyncs the directory.
+    /// The durability `commit` will give.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Flushes and renames over the target; with [`Durability::Sync`], also
+    /// fsyncs the file before the rename and the directory after it.
     pub fn commit(mut self) -> Result<(), FormatError> {
         let out = self
             .out
@@ -362,12 +416,15 @@ impl AtomicFile {
         let file = out
             .into_inner()
             .map_err(|e| FormatError::io(&self.temp, e.into_error()))?;
-        file.sync_all()
-            .map_err(|e| FormatError::io(&self.temp, e))?;
+        let sync = self.durability == Durability::Sync;
+        if sync {
+            file.sync_all()
+                .map_err(|e| FormatError::io(&self.temp, e))?;
+        }
         drop(file);
         std::fs::rename(&self.temp, &self.target).map_err(|e| FormatError::io(&self.target, e))?;
         #[cfg(unix)]
-        if let Some(dir) = self.target.parent() {
+        if let Some(dir) = self.target.parent().filter(|_| sync) {
             let dir = if dir.as_os_str().is_empty() {
                 Path::new(".")
             } else {
@@ -398,6 +455,17 @@ impl Write for AtomicFile {
         match &mut self.out {
             Some(o) => o.flush(),
             None => Ok(()),
+        }
+    }
+}
+
+/// Seeking (for writers that patch earlier bytes, such as zip archives)
+/// flushes the buffer first.
+impl io::Seek for AtomicFile {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        match &mut self.out {
+            Some(o) => o.seek(pos),
+            None => Err(io::Error::other("file already committed")),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use tensorseal_format::slice::plan_for;
-use tensorseal_format::write::{layout, write_file, TensorSpec};
+use tensorseal_format::write::{layout, write_file, write_file_with, Durability, TensorSpec};
 use tensorseal_format::{
     byte_size, serialize, Dtype, MmapFile, PreadFile, ReadTensors, SafeTensors, SliceArg,
     TensorView,
@@ -115,6 +115,12 @@ proptest! {
             prop_assert_eq!(&p.read_tensor_owned(n).unwrap().data, data);
         }
         prop_assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+        // Without fsync: the same bytes, the same single file.
+        let fast = dir.path().join("fast.safetensors");
+        write_file_with(&fast, &specs, meta.as_ref(), Durability::NoSync, |i, w| w.write_all(&ts[i].3)).unwrap();
+        prop_assert_eq!(std::fs::read(&fast).unwrap(), bytes.clone());
+        prop_assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 
     #[test]
@@ -139,6 +145,14 @@ proptest! {
         })
         .unwrap_err();
         prop_assert_eq!(e.kind(), "io");
+        prop_assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // Same without fsync: nothing appears at the target, no temporary file stays.
+        let e = write_file_with(&path, &specs, None, Durability::NoSync, |i, w| {
+            let d = &ts[i].3;
+            w.write_all(&d[..d.len().saturating_sub(1)])
+        })
+        .unwrap_err();
+        prop_assert_eq!(e.kind(), "invalid_write");
         prop_assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 

@@ -9,7 +9,6 @@
 
 mod buffer;
 mod read;
-mod write;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -22,7 +21,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use tensorseal_format::write::{Layout, TensorSpec};
-use tensorseal_format::{Dtype, FormatError, Header};
+use tensorseal_format::{AtomicFile, Dtype, Durability, FormatError, Header};
 
 use buffer::Buffer;
 
@@ -479,8 +478,11 @@ fn serialize_file(
     let (layout, sources) = prepare(py, specs, metadata)?;
     let display = path.display().to_string();
     py.detach(|| -> Result<(), WriteError> {
-        let mut file = write::AtomicFile::create(&path).map_err(WriteError::Format)?;
-        write_all(file.writer(), &layout, &sources)?;
+        // Atomic (temporary file, then rename) but not fsynced, like the
+        // reference's `save_file`: the OS writes the data back.
+        let mut file =
+            AtomicFile::create_with(&path, Durability::NoSync).map_err(WriteError::Format)?;
+        write_all(&mut file, &layout, &sources)?;
         file.commit().map_err(WriteError::Format)
     })
     .map_err(|e| e.into_py(py, &display))

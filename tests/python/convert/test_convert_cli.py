@@ -320,3 +320,75 @@ def test_verify_mode_is_validated_and_no_verify_conflicts(run_cli, tmp_path):
     r = run_cli("convert", FIX / "views.pt", out, "--verify", "full", "--no-verify")
     assert r.returncode == 2
     assert not out.exists()
+
+
+def _strace_works() -> bool:
+    exe = shutil.which("strace")
+    if exe is None:
+        return False
+    r = subprocess.run([exe, "-f", "-o", "/dev/null", "true"], capture_output=True)
+    return r.returncode == 0
+
+
+def _fsyncs(tensorseal_bin, tmp_path, *args):
+    """Runs the CLI under strace; returns (CompletedProcess, number of
+    fsync/fdatasync calls that succeeded)."""
+    log = tmp_path / f"strace-{len(list(tmp_path.iterdir()))}.log"
+    r = subprocess.run(
+        ["strace", "-f", "-e", "trace=fsync,fdatasync", "-o", str(log), str(tensorseal_bin), *map(str, args)],
+        capture_output=True,
+        text=True,
+    )
+    calls = [line for line in log.read_text().splitlines() if "sync(" in line and "= 0" in line]
+    return r, len(calls)
+
+
+@pytest.mark.skipif(not _strace_works(), reason="strace is not available or not permitted")
+def test_sync_flag_fsyncs_every_output_and_only_then(tensorseal_bin, tmp_path):
+    """Without --sync outputs are atomic but not fsynced (like save_file);
+    with --sync every file written and its directory are fsynced. Bytes are
+    the same either way."""
+    src = FIX / "views.pt"
+    outs = {}
+    for sync in (False, True):
+        d = tmp_path / ("sync" if sync else "nosync")
+        d.mkdir()
+        flags = ["--sync"] if sync else []
+        # One file.
+        r, n = _fsyncs(tensorseal_bin, tmp_path, "convert", src, d / "one.safetensors", *flags)
+        assert r.returncode == 0, r.stderr
+        assert n == (2 if sync else 0), (sync, n)  # the file, then its directory
+        # Shards and an index: three files, each with its directory.
+        r, n = _fsyncs(tensorseal_bin, tmp_path, "convert", src, d / "sharded", "--max-shard-size", "40", *flags)
+        assert r.returncode == 0, r.stderr
+        shards = sorted(p.name for p in (d / "sharded").iterdir())
+        assert "model.safetensors.index.json" in shards and len(shards) >= 3, shards
+        assert n == (2 * len(shards) if sync else 0), (sync, n, shards)
+        # The reverse direction.
+        r, n = _fsyncs(tensorseal_bin, tmp_path, "convert", d / "one.safetensors", d / "back.pt", "--to", "torch", *flags)
+        assert r.returncode == 0, r.stderr
+        assert n == (2 if sync else 0), (sync, n)
+        # split and merge.
+        r, n = _fsyncs(tensorseal_bin, tmp_path, "split", d / "one.safetensors", d / "split", "--max-shard-size", "40", *flags)
+        assert r.returncode == 0, r.stderr
+        parts = sorted(p.name for p in (d / "split").iterdir())
+        assert n == (2 * len(parts) if sync else 0), (sync, n, parts)
+        r, n = _fsyncs(tensorseal_bin, tmp_path, "merge", d / "split", d / "merged.safetensors", *flags)
+        assert r.returncode == 0, r.stderr
+        assert n == (2 if sync else 0), (sync, n)
+        # No temporary files left anywhere.
+        leftovers = [p for p in d.rglob(".*") if "tmp" in p.name]
+        assert not leftovers, leftovers
+        outs[sync] = {
+            str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()
+        }
+    assert outs[False].keys() == outs[True].keys()
+    for name in outs[False]:
+        if name.endswith(".pt"):
+            continue  # zip timestamps may differ; loaded tensors are compared elsewhere
+        assert outs[False][name] == outs[True][name], name
+    a = torch.load(tmp_path / "nosync" / "back.pt", weights_only=True)
+    b = torch.load(tmp_path / "sync" / "back.pt", weights_only=True)
+    assert a.keys() == b.keys() and len(a) > 0
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

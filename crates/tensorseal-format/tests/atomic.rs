@@ -1,0 +1,72 @@
+//! `AtomicFile`: the target shows the old file or the complete new one,
+//! whatever the durability; temporary files never stay behind.
+
+use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
+
+use tensorseal_format::{AtomicFile, Durability};
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn replaces_the_target_only_on_commit() {
+    for durability in [Durability::Sync, Durability::NoSync] {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.bin");
+        std::fs::write(&target, b"old").unwrap();
+        let mut f = AtomicFile::create_with(&target, durability).unwrap();
+        assert_eq!(f.durability(), durability);
+        f.write_all(b"new contents").unwrap();
+        f.flush().unwrap();
+        // Before the commit: the old file at the target, the new one beside it.
+        assert_eq!(std::fs::read(&target).unwrap(), b"old");
+        assert_eq!(std::fs::read(f.temp_path()).unwrap(), b"new contents");
+        assert_eq!(names(dir.path()).len(), 2);
+        f.commit().unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"new contents");
+        assert_eq!(names(dir.path()), ["out.bin"]);
+    }
+}
+
+#[test]
+fn dropped_without_commit_leaves_nothing() {
+    for durability in [Durability::Sync, Durability::NoSync] {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.bin");
+        let mut f = AtomicFile::create_with(&target, durability).unwrap();
+        f.write_all(&[7; 4096]).unwrap();
+        drop(f);
+        assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
+    }
+}
+
+#[test]
+fn seek_patches_earlier_bytes() {
+    // Zip writers go back to fill in sizes: seeking must flush the buffer
+    // and land where asked.
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("out.bin");
+    let mut f = AtomicFile::create_with(&target, Durability::NoSync).unwrap();
+    f.write_all(b"0123456789").unwrap();
+    assert_eq!(f.seek(SeekFrom::Start(2)).unwrap(), 2);
+    f.write_all(b"ab").unwrap();
+    assert_eq!(f.seek(SeekFrom::End(0)).unwrap(), 10);
+    f.write_all(b"!").unwrap();
+    f.commit().unwrap();
+    assert_eq!(std::fs::read(&target).unwrap(), b"01ab456789!");
+}
+
+#[test]
+fn create_defaults_to_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = AtomicFile::create(dir.path().join("x")).unwrap();
+    assert_eq!(f.durability(), Durability::Sync);
+    assert_eq!(Durability::default(), Durability::Sync);
+}
