@@ -159,3 +159,66 @@ def test_random_index_tuples_match_numpy_and_torch(path, parts):
         return
     with safe_open(path, "pt") as f:
         same(lambda: f.get_slice("a")[idx], lambda: torch.from_numpy(ARR)[idx], torch.equal)
+
+
+class _ReadRecorder:
+    """Wraps the native file handle and records the byte ranges read."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.reads = []
+
+    def read_range(self, start, end):
+        self.reads.append(end - start)
+        return self.inner.read_range(start, end)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("fw", ["np", "pt"])
+def test_pread_backend_slices_match_and_read_only_the_selected_rows(path, fw):
+    """backend="pread": same results as indexing the whole tensor, and only
+    the rows between the first and last row the first index selects are
+    read (a whole-tensor read only for indices that do not start with an
+    int or a slice)."""
+    row = 5 * 3 * 4  # bytes in one row of "a" (int32, 5x3)
+    rows = np.arange(SHAPE[0])
+    full = ARR if fw == "np" else torch.from_numpy(ARR)
+    eq = np_eq if fw == "np" else (lambda a, b: torch.equal(a, b) and a.is_contiguous())
+    with safe_open(path, fw, backend="pread") as f:
+        rec = _ReadRecorder(f._file)
+        f._file = rec
+        s = f.get_slice("a")
+        checked = 0
+        for idx in itertools.product(INDICES_2D, repeat=2):
+            if idx.count(Ellipsis) > 1:
+                continue
+            if fw == "pt" and any(isinstance(i, slice) and (i.step or 1) < 0 for i in idx):
+                continue
+            rec.reads.clear()
+            same(lambda: s[idx], lambda: full[idx], eq)
+            first = idx[0]
+            if isinstance(first, (int, slice)) and len(np.atleast_1d(rows[first])):
+                sel = np.atleast_1d(rows[first])
+                assert rec.reads == [(sel.max() - sel.min() + 1) * row], (idx, rec.reads)
+                checked += 1
+            elif rec.reads:
+                assert rec.reads == [SHAPE[0] * row], (idx, rec.reads)
+        assert checked > 20
+        # A 1-d tensor, every slice: elements are rows.
+        v = np.arange(7, dtype=np.float64) if fw == "np" else torch.arange(7, dtype=torch.float64)
+        sv = f.get_slice("v")
+        for sl in slices(fw == "np"):
+            rec.reads.clear()
+            got = sv[sl]
+            exp = v[sl]
+            assert (np.array_equal(got, exp) if fw == "np" else torch.equal(got, exp)), sl
+            sel = np.arange(7)[sl]
+            if len(sel):
+                assert rec.reads == [(sel.max() - sel.min() + 1) * 8], (sl, rec.reads)
+        # Out-of-range ints still raise the framework's IndexError.
+        with pytest.raises(IndexError):
+            s[4]
+        with pytest.raises(IndexError):
+            s[-5]

@@ -119,8 +119,53 @@ class SafeSlice:
     def __repr__(self) -> str:
         return f"SafeSlice(name={self._name!r}, dtype={self._dtype}, shape={self._shape})"
 
+    def _rows(self, index):
+        """For the ``pread`` backend: when ``index`` starts with an int or a
+        slice that selects rows of the first dimension, ``(lo, hi, index')``
+        such that reading rows ``lo..hi`` only and applying ``index'`` gives
+        the same result as ``index`` on the whole tensor. None otherwise
+        (then the whole tensor is read)."""
+        shape = self._shape
+        if not shape or shape[0] == 0:
+            return None
+        nbytes = self._end - self._start
+        if nbytes % shape[0]:
+            return None  # rows are not whole bytes (1-d sub-byte dtypes)
+        parts = index if isinstance(index, tuple) else (index,)
+        if not parts:
+            return None
+        first, rest = parts[0], parts[1:]
+        n = shape[0]
+        if isinstance(first, bool):
+            return None
+        if isinstance(first, int):
+            i = first + n if first < 0 else first
+            if not 0 <= i < n:
+                return None  # let the framework raise its own IndexError
+            return i, i, (0, *rest)
+        if isinstance(first, slice):
+            r = range(*first.indices(n))
+            if len(r) == 0:
+                return None
+            lo, hi = min(r), max(r)
+            stop = r.stop - lo
+            sub = slice(r.start - lo, stop if stop >= 0 else None, r.step)
+            return lo, hi, (sub, *rest)
+        return None
+
     def __getitem__(self, index):
-        full = self._open._view(self._name, self._dtype, self._shape, self._start, self._end)
+        owner = self._open
+        rows = self._rows(index) if owner._backend == "pread" else None
+        if rows is None:
+            full = owner._view(self._name, self._dtype, self._shape, self._start, self._end)
+        else:
+            # Read only the rows the index selects.
+            lo, hi, index = rows
+            row = (self._end - self._start) // self._shape[0]
+            shape = [hi - lo + 1, *self._shape[1:]]
+            full = owner._view(
+                self._name, self._dtype, shape, self._start + lo * row, self._start + (hi + 1) * row
+            )
         if self._open._fw == "np":
             import numpy as np
 
