@@ -499,10 +499,7 @@ pub fn to_safetensors(
             // The hash covers exactly the bytes handed to the writer.
             let mut hasher = hashing.then(Xxh3::new);
             let mut len = 0u64;
-            let copied = tensor::emit(ck, &p.name, &p.tensor, &mut |b| {
-                if let Some(h) = hasher.as_mut() {
-                    h.update(b);
-                }
+            let copied = tensor::emit(ck, &p.name, &p.tensor, hasher.as_mut(), &mut |b| {
                 len += b.len() as u64;
                 w.write_all(b)
             });
@@ -583,6 +580,9 @@ pub fn to_safetensors(
 /// Size of the reads that hash the output back.
 const VERIFY_CHUNK: usize = 8 << 20;
 
+/// Most threads that hash the output back.
+const VERIFY_THREADS: usize = 4;
+
 /// [`Verify::Checksum`]: reads `file` back (positioned reads, header
 /// validated by the core parser) and checks that it holds exactly the
 /// `written` tensors, each with the same dtype, shape, length and XXH3-128
@@ -598,8 +598,8 @@ pub fn verify_checksums(
         name: name.to_owned(),
         why,
     };
-    let mut buf: Vec<u8> = Vec::new();
-    for w in written {
+    // One tensor: header entry and hash of its bytes as read back.
+    let check = |w: &Written, buf: &mut Vec<u8>| -> Result<(), ConvertError> {
         let info = out
             .header()
             .get(&w.name)
@@ -626,8 +626,8 @@ pub fn verify_checksums(
         while pos < end {
             let n = VERIFY_CHUNK.min(end - pos);
             buf.resize(n, 0);
-            out.read_at(pos, &mut buf)?;
-            h.update(&buf);
+            out.read_at(pos, buf)?;
+            h.update(buf);
             pos += n;
         }
         let got = h.digest128();
@@ -640,6 +640,39 @@ pub fn verify_checksums(
                 ),
             ));
         }
+        Ok(())
+    };
+    // Tensors are checked on up to VERIFY_THREADS threads, each taking the
+    // next unchecked tensor; the error reported is that of the first failing
+    // tensor in file order, whatever the timing.
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, VERIFY_THREADS)
+        .min(written.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let first_err: std::sync::Mutex<Option<(usize, ConvertError)>> = std::sync::Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut buf = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(w) = written.get(i) else { break };
+                    if let Err(e) = check(w, &mut buf) {
+                        if let Ok(mut slot) = first_err.lock() {
+                            if slot.as_ref().is_none_or(|(j, _)| i < *j) {
+                                *slot = Some((i, e));
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let first_err = first_err.into_inner().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, e)) = first_err {
+        return Err(e);
     }
     if written.len() != out.header().len() {
         return Err(verr(
@@ -693,7 +726,7 @@ pub fn verify_against_input<'a>(
         let (start, end) = info.data_offsets;
         let mut pos = start;
         let mut failure: Option<ConvertError> = None;
-        tensor::emit(ck, &p.name, &p.tensor, &mut |b| {
+        tensor::emit(ck, &p.name, &p.tensor, None, &mut |b| {
             if failure.is_some() {
                 return Ok(());
             }

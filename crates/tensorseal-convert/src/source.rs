@@ -356,6 +356,12 @@ impl Checkpoint {
         }
     }
 
+    /// Whether [`Checkpoint::read_at`] reads (positioned reads on unix);
+    /// otherwise callers use the map.
+    pub(crate) fn can_read_at(&self) -> bool {
+        cfg!(unix) && self.file.is_some()
+    }
+
     /// Reads `buf.len()` bytes at file offset `at` with a positioned read.
     pub(crate) fn read_at(&self, at: usize, buf: &mut [u8]) -> Result<bool, ConvertError> {
         #[cfg(unix)]

@@ -7,6 +7,7 @@ use std::io;
 
 use tensorseal_format::Dtype;
 use tensorseal_pickle::Value;
+use xxhash_rust::xxh3::Xxh3;
 
 use crate::source::{storage_dtype, torch_dtype, Checkpoint};
 use crate::ConvertError;
@@ -520,15 +521,121 @@ fn to_json(v: &Value, depth: usize) -> Option<serde_json::Value> {
 /// Size of the buffer used to materialise non-contiguous views.
 const CHUNK: usize = 1 << 20;
 
-/// Size of the positioned reads that copy contiguous tensors.
-const READ_CHUNK: usize = 8 << 20;
+/// Size of one piece read ahead by [`pipelined_read`].
+const PIPE_CHUNK: usize = 1 << 20;
+
+/// Pieces read ahead of the sink.
+const PIPE_DEPTH: usize = 3;
+
+/// Read-ahead buffers kept between tensors (each `PIPE_CHUNK` long), so
+/// that converting many tensors does not allocate and zero new ones each
+/// time.
+static POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+fn pool_take() -> Vec<u8> {
+    POOL.lock()
+        .ok()
+        .and_then(|mut p| p.pop())
+        .unwrap_or_else(|| vec![0u8; PIPE_CHUNK])
+}
+
+fn pool_put(buf: Vec<u8>) {
+    if let Ok(mut p) = POOL.lock() {
+        if p.len() < PIPE_DEPTH + 2 {
+            p.push(buf);
+        }
+    }
+}
+
+/// Feeds `bytes` to the hasher, if any, then to the sink.
+fn feed(
+    hasher: &mut Option<&mut Xxh3>,
+    sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    bytes: &[u8],
+) -> io::Result<()> {
+    if let Some(h) = hasher.as_mut() {
+        h.update(bytes);
+    }
+    sink(bytes)
+}
+
+/// Reads `len` bytes at file offset `at` of `ck` in `PIPE_CHUNK` pieces on a
+/// helper thread, which also feeds them to `hasher`, and passes them to
+/// `sink` in order on this thread, keeping at most `PIPE_DEPTH` pieces in
+/// flight. The first error (read or sink) stops both sides.
+fn pipelined_read(
+    ck: &Checkpoint,
+    at: usize,
+    len: usize,
+    hasher: Option<&mut Xxh3>,
+    sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> Result<(), ConvertError> {
+    use std::sync::mpsc;
+    let mut hasher = hasher;
+    if len <= PIPE_CHUNK {
+        // One piece: no helper thread.
+        let mut buf = pool_take();
+        ck.read_at(at, &mut buf[..len])?;
+        let r = feed(&mut hasher, sink, &buf[..len]);
+        pool_put(buf);
+        return r.map_err(|e| ConvertError::io(ck.path(), e));
+    }
+    let (full_tx, full_rx) =
+        mpsc::sync_channel::<Result<(Vec<u8>, usize), ConvertError>>(PIPE_DEPTH);
+    std::thread::scope(|s| {
+        // Owned by this closure, so that an early return drops it before the
+        // scope joins the reader: a reader blocked on a full channel then
+        // sees the disconnect and stops instead of waiting forever.
+        let full_rx = full_rx;
+        s.spawn(move || {
+            let mut done = 0usize;
+            while done < len {
+                let n = PIPE_CHUNK.min(len - done);
+                let mut buf = pool_take();
+                let piece = match ck.read_at(at + done, &mut buf[..n]) {
+                    Ok(_) => {
+                        if let Some(h) = hasher.as_mut() {
+                            h.update(&buf[..n]);
+                        }
+                        Ok((buf, n))
+                    }
+                    Err(e) => Err(e),
+                };
+                let failed = piece.is_err();
+                if full_tx.send(piece).is_err() || failed {
+                    return; // the sink stopped, or this read failed
+                }
+                done += n;
+            }
+        });
+        let mut done = 0usize;
+        while done < len {
+            let (buf, n) = match full_rx.recv() {
+                Ok(piece) => piece?,
+                Err(_) => {
+                    return Err(ConvertError::io(
+                        ck.path(),
+                        io::Error::other("reader thread stopped"),
+                    ))
+                }
+            };
+            let written = sink(&buf[..n]);
+            done += n;
+            pool_put(buf);
+            written.map_err(|e| ConvertError::io(ck.path(), e))?;
+        }
+        Ok(())
+    })
+}
 
 /// Streams the tensor's bytes, in logical row-major order and little-endian,
-/// to `sink` (in pieces of at most a few MiB for materialised views).
+/// to `sink` (in pieces of at most a few MiB), feeding the same bytes to
+/// `hasher` first when one is given.
 pub(crate) fn emit(
     ck: &Checkpoint,
     name: &str,
     t: &TensorRef,
+    mut hasher: Option<&mut Xxh3>,
     sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
 ) -> Result<(), ConvertError> {
     let terr = |why: String| ConvertError::Tensor {
@@ -579,24 +686,13 @@ pub(crate) fn emit(
     let base = t.byte_offset + t.offset * es;
     if t.is_contiguous() && !swap {
         if let Some(r) = ck.storage_range(&t.storage) {
-            // Positioned reads through a fixed buffer: resident memory stays
-            // at the buffer size whatever the tensor size.
             let total = numel * es;
-            let mut buf = vec![0u8; READ_CHUNK.min(total)];
-            let mut done = 0usize;
-            let mut used_pread = true;
-            while done < total {
-                let n = READ_CHUNK.min(total - done);
-                let piece = buf.get_mut(..n).ok_or_else(|| terr("buffer".into()))?;
-                if !ck.read_at(r.start + base + done, piece)? {
-                    used_pread = false;
-                    break;
-                }
-                sink(piece).map_err(io_err)?;
-                done += n;
-            }
-            if used_pread {
-                return Ok(());
+            if ck.can_read_at() {
+                // Positioned reads (and hashing) on a second thread while
+                // this one hands the previous piece to the sink: reading and
+                // writing overlap on two cores, and resident memory stays
+                // at a few pieces.
+                return pipelined_read(ck, r.start + base, total, hasher, sink);
             }
         }
         let storage = ck.storage(&t.storage)?;
@@ -604,7 +700,7 @@ pub(crate) fn emit(
             .get(base..base + numel * es)
             .ok_or_else(|| terr("out of range".into()))?;
         for piece in bytes.chunks(64 << 20) {
-            sink(piece).map_err(io_err)?;
+            feed(&mut hasher, sink, piece).map_err(io_err)?;
         }
         return Ok(());
     }
@@ -645,7 +741,7 @@ pub(crate) fn emit(
             }
         }
         if buf.len() >= CHUNK {
-            sink(&buf).map_err(io_err)?;
+            feed(&mut hasher, sink, &buf).map_err(io_err)?;
             buf.clear();
         }
         // Advance the outer index (all dimensions but the last).
@@ -653,7 +749,7 @@ pub(crate) fn emit(
         loop {
             if d == 0 {
                 if !buf.is_empty() {
-                    sink(&buf).map_err(io_err)?;
+                    feed(&mut hasher, sink, &buf).map_err(io_err)?;
                 }
                 return Ok(());
             }
@@ -664,5 +760,81 @@ pub(crate) fn emit(
             }
             idx[d] = 0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A torch zip holding one 5 MiB stored tensor; returns the checkpoint
+    /// and the tensor's file range.
+    fn big_checkpoint(dir: &std::path::Path) -> (Checkpoint, std::ops::Range<usize>) {
+        use tensorseal_format::write::{write_file, TensorSpec};
+        use tensorseal_format::Durability;
+        let st = dir.join("big.safetensors");
+        let n = 5 << 20;
+        let specs = [TensorSpec {
+            name: "w".into(),
+            dtype: Dtype::U8,
+            shape: vec![n],
+        }];
+        write_file(&st, &specs, None, |_, w| {
+            std::io::Write::write_all(w, &vec![7u8; n])
+        })
+        .unwrap();
+        let pt = dir.join("big.pt");
+        crate::to_torch(&st, &pt, false, false, Durability::NoSync).unwrap();
+        let ck = Checkpoint::open(&pt).unwrap();
+        let r = ck.storage_range("0").expect("stored member");
+        assert_eq!(r.len(), n);
+        (ck, r)
+    }
+
+    #[test]
+    fn pipelined_read_delivers_every_byte_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ck, r) = big_checkpoint(dir.path());
+        let mut got = Vec::new();
+        pipelined_read(&ck, r.start, r.len(), None, &mut |b: &[u8]| {
+            assert!(b.len() <= PIPE_CHUNK);
+            got.extend_from_slice(b);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got.len(), r.len());
+        assert!(got.iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn a_failing_sink_stops_the_reader_instead_of_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ck, r) = big_checkpoint(dir.path());
+        // Fails on the first piece, while the reader has more than
+        // PIPE_DEPTH pieces left to send.
+        let mut calls = 0;
+        let e = pipelined_read(&ck, r.start, r.len(), None, &mut |_: &[u8]| {
+            calls += 1;
+            Err(io::Error::other("disk full"))
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("disk full"), "{e}");
+        assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn a_read_past_the_end_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ck, r) = big_checkpoint(dir.path());
+        let file_len = std::fs::metadata(ck.path()).unwrap().len() as usize;
+        let e = pipelined_read(
+            &ck,
+            r.start,
+            file_len - r.start + 1,
+            None,
+            &mut |_: &[u8]| Ok(()),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ConvertError::Io { .. }), "{e:?}");
     }
 }

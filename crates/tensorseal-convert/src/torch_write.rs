@@ -342,7 +342,7 @@ pub fn to_torch(
             let mut pos = start;
             let mut same = true;
             let mut back = Vec::new();
-            tensor::emit(&ck, &name, &t, &mut |b| {
+            tensor::emit(&ck, &name, &t, None, &mut |b| {
                 if same && pos + b.len() <= end {
                     back.resize(b.len(), 0);
                     same = m.read_at(pos, &mut back).is_ok() && back == b;

@@ -493,3 +493,80 @@ fn verification_off_writes_the_same_bytes_and_checks_nothing() {
     let report = to_safetensors(&fix("every_dtype.pt"), &out, &off, &mut |_| {}).unwrap();
     assert!(!report.verified && report.written.is_empty());
 }
+
+/// A safetensors file whose tensors span several read-ahead pieces (1 MiB),
+/// with a partial last piece, turned into a torch zip (stored members: the
+/// pipelined positioned-read path) and back: same bytes.
+#[test]
+fn large_tensors_stream_through_the_read_ahead_pipeline() {
+    use tensorseal_format::write::{write_file, TensorSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path().join("big.safetensors");
+    // 3.5 MiB, exactly 1 MiB, 1 MiB + 4 bytes, and a small one.
+    let sizes = [(3 << 20) + (1 << 19), 1 << 20, (1 << 20) + 4, 12];
+    let data: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| {
+            (0..n)
+                .map(|i: usize| (i.wrapping_mul(31) ^ (i >> 9) ^ k) as u8)
+                .collect()
+        })
+        .collect();
+    let specs: Vec<TensorSpec> = sizes
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| TensorSpec {
+            name: format!("t{k}"),
+            dtype: Dtype::U8,
+            shape: vec![n / 4, 4],
+        })
+        .collect();
+    write_file(&st, &specs, None, |i, w| w.write_all(&data[i])).unwrap();
+    let pt = dir.path().join("big.pt");
+    to_torch(&st, &pt, true, false, Durability::NoSync).unwrap();
+    for opts in [verified(), full()] {
+        let back = dir.path().join("back.safetensors");
+        let _ = std::fs::remove_file(&back);
+        let report = to_safetensors(&pt, &back, &opts, &mut |_| {}).unwrap();
+        assert!(report.verified);
+        let bytes = std::fs::read(&back).unwrap();
+        let file = SafeTensors::deserialize(&bytes).unwrap();
+        for (k, d) in data.iter().enumerate() {
+            assert_eq!(
+                file.tensor(&format!("t{k}")).unwrap().data(),
+                &d[..],
+                "t{k}"
+            );
+        }
+    }
+}
+
+/// Verification runs on several threads; with several corrupted tensors the
+/// error still names the first one in file order, every time.
+#[test]
+fn checksum_verification_reports_the_first_bad_tensor_in_file_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.safetensors");
+    let report = to_safetensors(&fix("every_dtype.pt"), &out, &verified(), &mut |_| {}).unwrap();
+    let written = &report.written[0];
+    let nonempty: Vec<&str> = written
+        .iter()
+        .filter(|w| w.len > 0)
+        .map(|w| w.name.as_str())
+        .collect();
+    assert!(nonempty.len() >= 4, "{nonempty:?}");
+    // Corrupt every other non-empty tensor, starting with the second.
+    for name in nonempty.iter().skip(1).step_by(2) {
+        corrupt(&out, name);
+    }
+    let meta = SafeTensors::deserialize(&std::fs::read(&out).unwrap())
+        .unwrap()
+        .metadata()
+        .cloned();
+    for _ in 0..20 {
+        let (name, _) =
+            verify_error_name(verify_checksums(&out, written, meta.as_ref()).unwrap_err());
+        assert_eq!(name, nonempty[1]);
+    }
+}
