@@ -26,12 +26,15 @@ mod source;
 pub mod tensor;
 mod torch_write;
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use tensorseal_format::shard::{index_json, plan_shards, shard_name};
-use tensorseal_format::{write_file_with, AtomicFile, Dtype, Durability, PreadFile, TensorSpec};
+use tensorseal_format::{
+    write_file_observed, AtomicFile, Dtype, Durability, PreadFile, TensorSpec,
+};
 use xxhash_rust::xxh3::Xxh3;
 
 pub use error::ConvertError;
@@ -161,6 +164,10 @@ pub struct Report {
     /// Per output file, what was written to it (filled with
     /// [`Verify::Checksum`], empty otherwise).
     pub written: Vec<Vec<Written>>,
+    /// Tensors whose bytes [`Verify::Checksum`] re-read and hashed from the
+    /// output while it was being written (on unix; elsewhere the whole
+    /// output is re-read afterwards and this stays 0).
+    pub checked_while_writing: usize,
 }
 
 /// The checkpoint files of `src`: the file itself, or in a directory
@@ -492,45 +499,96 @@ pub fn to_safetensors(
             });
         }
         let mut err: Option<ConvertError> = None;
-        let mut here: Vec<Written> = Vec::new();
-        let res = write_file_with(file, &specs, Some(&fmeta), opts.durability, |si, w| {
-            let p = &planned[g[si]];
-            let ck = &cks[p.input];
-            // The hash covers exactly the bytes handed to the writer.
-            let mut hasher = hashing.then(Xxh3::new);
-            let mut len = 0u64;
-            let copied = tensor::emit(ck, &p.name, &p.tensor, hasher.as_mut(), &mut |b| {
-                len += b.len() as u64;
-                w.write_all(b)
-            });
-            match copied {
-                Ok(()) => {
-                    if let Some(h) = hasher {
-                        here.push(Written {
-                            name: p.name.clone(),
-                            dtype: p.tensor.dtype,
-                            shape: p.tensor.shape.clone(),
-                            len,
-                            xxh3_128: h.digest128(),
-                        });
-                    }
-                    progress(Progress::Tensor {
-                        name: &p.name,
-                        bytes: p.tensor.byte_len().unwrap_or(0) as u64,
+        let mut check_err: Option<ConvertError> = None;
+        let mut checked = 0usize;
+        let here: RefCell<Vec<Written>> = RefCell::new(Vec::new());
+        let res = std::thread::scope(|s| {
+            // Checksum mode: a second thread re-reads each tensor from the
+            // file as soon as it has been written and compares its hash,
+            // while the next tensor is copied. A mismatch aborts the write
+            // before the file is renamed into place.
+            let (job_tx, job_rx) = std::sync::mpsc::channel::<CheckJob>();
+            let mut checker =
+                (hashing && CHECK_WHILE_WRITING).then(|| s.spawn(move || check_jobs(file, job_rx)));
+            let mut job_tx = Some(job_tx);
+            let mut seen = 0usize;
+            write_file_observed(
+                file,
+                &specs,
+                Some(&fmeta),
+                opts.durability,
+                |si, w| {
+                    let p = &planned[g[si]];
+                    let ck = &cks[p.input];
+                    // The hash covers exactly the bytes handed to the writer.
+                    let mut hasher = hashing.then(Xxh3::new);
+                    let mut len = 0u64;
+                    let copied = tensor::emit(ck, &p.name, &p.tensor, hasher.as_mut(), &mut |b| {
+                        len += b.len() as u64;
+                        w.write_all(b)
                     });
+                    match copied {
+                        Ok(()) => {
+                            if let Some(h) = hasher {
+                                here.borrow_mut().push(Written {
+                                    name: p.name.clone(),
+                                    dtype: p.tensor.dtype,
+                                    shape: p.tensor.shape.clone(),
+                                    len,
+                                    xxh3_128: h.digest128(),
+                                });
+                            }
+                            progress(Progress::Tensor {
+                                name: &p.name,
+                                bytes: p.tensor.byte_len().unwrap_or(0) as u64,
+                            });
+                            Ok(())
+                        }
+                        Err(e) => {
+                            let msg = e.to_string();
+                            err = Some(e);
+                            Err(std::io::Error::other(msg))
+                        }
+                    }
+                },
+                |_, out, range| {
+                    seen += 1;
+                    if let (Some(tx), Some(w), true) =
+                        (&job_tx, here.borrow().last(), checker.is_some())
+                    {
+                        // A send fails only once the checker has stopped on
+                        // a mismatch, which the join below reports.
+                        let _ = tx.send((out.try_clone()?, range, w.clone()));
+                    }
+                    if seen == g.len() {
+                        job_tx = None;
+                        if let Some(h) = checker.take() {
+                            let verdict = h.join().unwrap_or_else(|_| {
+                                Err(ConvertError::io(
+                                    file,
+                                    std::io::Error::other("checksum thread panicked"),
+                                ))
+                            });
+                            match verdict {
+                                Ok(n) => checked += n,
+                                Err(e) => {
+                                    let msg = e.to_string();
+                                    check_err = Some(e);
+                                    return Err(std::io::Error::other(msg));
+                                }
+                            }
+                        }
+                    }
                     Ok(())
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    err = Some(e);
-                    Err(std::io::Error::other(msg))
-                }
-            }
+                },
+            )
         });
-        if let Some(e) = err {
+        if let Some(e) = err.or(check_err) {
             return Err(e);
         }
         res?;
+        report.checked_while_writing += checked;
+        let here = here.into_inner();
         written.push(here);
         file_meta.push(fmeta);
         let fname = file
@@ -552,8 +610,10 @@ pub fn to_safetensors(
         Verify::Off => {}
         Verify::Checksum => {
             progress(Progress::Verify);
+            // Each tensor's hash was checked against the file while it was
+            // written; now the header, as read back from the final path.
             for ((w, m), file) in written.iter().zip(&file_meta).zip(&files) {
-                verify_checksums(file, w, Some(m))?;
+                verify_output(file, w, Some(m), !CHECK_WHILE_WRITING)?;
             }
             report.verified = true;
         }
@@ -592,6 +652,86 @@ pub fn verify_checksums(
     written: &[Written],
     metadata: Option<&BTreeMap<String, String>>,
 ) -> Result<(), ConvertError> {
+    verify_output(file, written, metadata, true)
+}
+
+/// A tensor to check while the output is written: a handle on the file,
+/// the tensor's byte range in it, and what was written there.
+type CheckJob = (std::fs::File, std::ops::Range<u64>, Written);
+
+/// Re-reads each job's range and compares its length and XXH3-128 with what
+/// was written; stops at the first mismatch, naming the tensor. Returns the
+/// number of tensors checked.
+fn check_jobs(
+    file: &Path,
+    jobs: std::sync::mpsc::Receiver<CheckJob>,
+) -> Result<usize, ConvertError> {
+    let mut buf = vec![0u8; HASH_CHUNK];
+    let mut count = 0;
+    for (out, range, w) in jobs {
+        count += 1;
+        let len = range.end.saturating_sub(range.start);
+        if len != w.len {
+            return Err(ConvertError::Verify {
+                path: file.to_owned(),
+                name: w.name,
+                why: format!("has {len} bytes, {} were written", w.len),
+            });
+        }
+        let mut h = Xxh3::new();
+        let mut pos = range.start;
+        while pos < range.end {
+            let n = (range.end - pos).min(HASH_CHUNK as u64) as usize;
+            pread_exact(&out, &mut buf[..n], pos).map_err(|e| ConvertError::io(file, e))?;
+            h.update(&buf[..n]);
+            pos += n as u64;
+        }
+        let got = h.digest128();
+        if got != w.xxh3_128 {
+            return Err(ConvertError::Verify {
+                path: file.to_owned(),
+                name: w.name,
+                why: format!(
+                    "bytes differ from those written (XXH3-128 {got:032x}, expected {:032x})",
+                    w.xxh3_128
+                ),
+            });
+        }
+    }
+    Ok(count)
+}
+
+/// Positioned read that leaves the handle's file position alone (the
+/// writer shares it).
+#[cfg(unix)]
+fn pread_exact(f: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(f, buf, at)
+}
+
+/// Elsewhere positioned reads move the shared file position, so checks
+/// while writing are off (see `CHECK_WHILE_WRITING`) and this is unused.
+#[cfg(not(unix))]
+fn pread_exact(_: &std::fs::File, _: &mut [u8], _: u64) -> std::io::Result<()> {
+    Err(std::io::Error::other(
+        "positioned reads without moving the file position need unix",
+    ))
+}
+
+/// Whether checksum verification re-reads each tensor while the file is
+/// still being written (unix), or the whole file after it (elsewhere).
+const CHECK_WHILE_WRITING: bool = cfg!(unix);
+
+/// Piece size when hashing the output back while it is written.
+const HASH_CHUNK: usize = 1 << 20;
+
+/// [`verify_checksums`], optionally without re-hashing the tensors' bytes
+/// (when they were checked while the file was written).
+fn verify_output(
+    file: &Path,
+    written: &[Written],
+    metadata: Option<&BTreeMap<String, String>>,
+    rehash: bool,
+) -> Result<(), ConvertError> {
     let out = PreadFile::open(file)?;
     let verr = |name: &str, why: String| ConvertError::Verify {
         path: file.to_owned(),
@@ -620,6 +760,9 @@ pub fn verify_checksums(
                 &w.name,
                 format!("has {len} bytes, {} were written", w.len),
             ));
+        }
+        if !rehash {
+            return Ok(());
         }
         let mut h = Xxh3::new();
         let mut pos = start;
@@ -766,4 +909,62 @@ pub fn verify_against_input<'a>(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(out: &std::fs::File, range: std::ops::Range<u64>, bytes: &[u8]) -> CheckJob {
+        let w = Written {
+            name: "w".into(),
+            dtype: Dtype::U8,
+            shape: vec![bytes.len()],
+            len: bytes.len() as u64,
+            xxh3_128: xxhash_rust::xxh3::xxh3_128(bytes),
+        };
+        (out.try_clone().unwrap(), range, w)
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn check_jobs_counts_matches_and_names_the_first_mismatch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o");
+        let data: Vec<u8> = (0..(3 << 20) + 5)
+            .map(|i: u32| (i * 13 >> 3) as u8)
+            .collect();
+        std::fs::write(&path, &data).unwrap();
+        let out = std::fs::File::open(&path).unwrap();
+        let n = data.len() as u64;
+
+        let (tx, rx) = std::sync::mpsc::channel();
+        tx.send(job(&out, 0..n, &data)).unwrap();
+        tx.send(job(&out, 10..20, &data[10..20])).unwrap();
+        drop(tx);
+        assert_eq!(check_jobs(&path, rx).unwrap(), 2);
+
+        // Right length, different bytes: named, with both hashes.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut other = data.clone();
+        other[(2 << 20) + 1] ^= 1;
+        tx.send(job(&out, 0..n, &other)).unwrap();
+        drop(tx);
+        match check_jobs(&path, rx).unwrap_err() {
+            ConvertError::Verify { name, why, .. } => {
+                assert_eq!(name, "w");
+                assert!(why.contains("XXH3-128"), "{why}");
+            }
+            e => panic!("{e:?}"),
+        }
+
+        // A range of the wrong length.
+        let (tx, rx) = std::sync::mpsc::channel();
+        tx.send(job(&out, 0..n - 1, &data)).unwrap();
+        drop(tx);
+        assert!(matches!(
+            check_jobs(&path, rx),
+            Err(ConvertError::Verify { .. })
+        ));
+    }
 }

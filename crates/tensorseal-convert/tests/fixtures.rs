@@ -389,6 +389,9 @@ fn checksum_verification_detects_a_corrupted_output() {
         let out = dir.path().join("o.safetensors");
         let report = to_safetensors(&fix(f), &out, &verified(), &mut |_| {}).unwrap();
         assert!(report.verified);
+        // Every tensor was re-read from the output while it was written.
+        #[cfg(unix)]
+        assert_eq!(report.checked_while_writing, report.tensors, "{f}");
         assert_eq!(report.written.len(), 1);
         let written = &report.written[0];
         assert_eq!(written.len(), report.tensors);
@@ -530,6 +533,11 @@ fn large_tensors_stream_through_the_read_ahead_pipeline() {
         let _ = std::fs::remove_file(&back);
         let report = to_safetensors(&pt, &back, &opts, &mut |_| {}).unwrap();
         assert!(report.verified);
+        #[cfg(unix)]
+        assert_eq!(
+            report.checked_while_writing,
+            if report.written.is_empty() { 0 } else { 4 }
+        );
         let bytes = std::fs::read(&back).unwrap();
         let file = SafeTensors::deserialize(&bytes).unwrap();
         for (k, d) in data.iter().enumerate() {

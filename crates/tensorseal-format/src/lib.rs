@@ -48,8 +48,8 @@ pub use read::{MmapFile, PreadFile, ReadTensors, SafeTensors};
 pub use slice::{SliceArg, SlicePlan};
 pub use view::{OwnedTensor, TensorView};
 pub use write::{
-    serialize, serialize_to_file, write_file, write_file_with, AtomicFile, Durability, Layout,
-    TensorSpec,
+    serialize, serialize_to_file, write_file, write_file_observed, write_file_with, AtomicFile,
+    Durability, Layout, TensorSpec,
 };
 
 /// Alias module: the readers also live at `tensorseal_format::mmap`.

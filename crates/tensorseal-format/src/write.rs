@@ -242,12 +242,58 @@ pub fn write_file_with<F>(
     specs: &[TensorSpec],
     metadata: Option<&BTreeMap<String, String>>,
     durability: Durability,
-    mut fill: F,
+    fill: F,
 ) -> Result<(), FormatError>
 where
     F: FnMut(usize, &mut dyn Write) -> io::Result<()>,
 {
-    let path = path.as_ref();
+    write_impl(path.as_ref(), specs, metadata, durability, fill, None)
+}
+
+/// Called after each tensor by [`write_file_observed`].
+type After<'a> = &'a mut dyn FnMut(usize, &File, std::ops::Range<u64>) -> io::Result<()>;
+
+/// [`write_file_with`], also calling `after(spec_index, file, range)` once
+/// each tensor's bytes have been handed to the OS (flushed), with the file
+/// being written and the tensor's absolute byte range in it, before the next
+/// tensor is filled. Reading that range back through `file` (positioned
+/// reads; the temporary file is opened for reading and writing) sees exactly what was written, so `after` can verify the output
+/// while it is still being written. An error from `after` aborts the write
+/// like an error from `fill`: nothing appears at `path`. The file is renamed
+/// into place only after the last `after` call has returned.
+pub fn write_file_observed<F, A>(
+    path: impl AsRef<Path>,
+    specs: &[TensorSpec],
+    metadata: Option<&BTreeMap<String, String>>,
+    durability: Durability,
+    fill: F,
+    mut after: A,
+) -> Result<(), FormatError>
+where
+    F: FnMut(usize, &mut dyn Write) -> io::Result<()>,
+    A: FnMut(usize, &File, std::ops::Range<u64>) -> io::Result<()>,
+{
+    write_impl(
+        path.as_ref(),
+        specs,
+        metadata,
+        durability,
+        fill,
+        Some(&mut after),
+    )
+}
+
+fn write_impl<F>(
+    path: &Path,
+    specs: &[TensorSpec],
+    metadata: Option<&BTreeMap<String, String>>,
+    durability: Durability,
+    mut fill: F,
+    mut after: Option<After<'_>>,
+) -> Result<(), FormatError>
+where
+    F: FnMut(usize, &mut dyn Write) -> io::Result<()>,
+{
     let layout = layout(specs, metadata)?;
     let mut out = AtomicFile::create_with(path, durability)?;
     let io_err = |e| FormatError::io(path, e);
@@ -269,6 +315,14 @@ where
                     e - s
                 ),
             ));
+        }
+        if let Some(after) = after.as_mut() {
+            // Only when observed: flushing after every tensor would cost a
+            // write per tensor for files with many small ones.
+            out.flush().map_err(io_err)?;
+            let base = layout.header_bytes().len() as u64;
+            let file = out.file().map_err(io_err)?;
+            after(i, file, base + s as u64..base + e as u64).map_err(io_err)?;
         }
     }
     out.commit()
@@ -372,7 +426,13 @@ impl AtomicFile {
                 ".{base}.tmp-{}-{nanos:08x}-{n}",
                 std::process::id()
             ));
-            match File::options().write(true).create_new(true).open(&temp) {
+            // Readable too, so that observers can read back what was written.
+            match File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&temp)
+            {
                 Ok(f) => {
                     return Ok(AtomicFile {
                         target,
@@ -399,6 +459,15 @@ impl AtomicFile {
     /// The temporary path being written.
     pub fn temp_path(&self) -> &Path {
         &self.temp
+    }
+
+    /// The file being written (its buffer may hold bytes not yet in it:
+    /// flush first to read back everything written).
+    fn file(&self) -> io::Result<&File> {
+        self.out
+            .as_ref()
+            .map(BufWriter::get_ref)
+            .ok_or_else(|| io::Error::other("file already committed"))
     }
 
     /// The durability `commit` will give.

@@ -70,3 +70,69 @@ fn create_defaults_to_sync() {
     assert_eq!(f.durability(), Durability::Sync);
     assert_eq!(Durability::default(), Durability::Sync);
 }
+
+#[test]
+fn write_file_observed_shows_each_tensor_in_the_file_before_the_next() {
+    use std::os::unix::fs::FileExt;
+    use tensorseal_format::write::{layout, write_file_observed, TensorSpec};
+    use tensorseal_format::{Dtype, SafeTensors};
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("t.safetensors");
+    let specs: Vec<TensorSpec> = [("b", 3usize), ("a", 5000), ("c", 0), ("d", 1 << 20)]
+        .iter()
+        .map(|&(n, len)| TensorSpec {
+            name: n.into(),
+            dtype: Dtype::U8,
+            shape: vec![len],
+        })
+        .collect();
+    let data: Vec<Vec<u8>> = specs
+        .iter()
+        .enumerate()
+        .map(|(k, s)| (0..s.shape[0]).map(|i| (i * 7 + k) as u8).collect())
+        .collect();
+    let mut seen = Vec::new();
+    write_file_observed(
+        &target,
+        &specs,
+        None,
+        Durability::NoSync,
+        |i, w| w.write_all(&data[i]),
+        |i, file, range| {
+            // The tensor's bytes are already in the file, at its range.
+            let mut back = vec![0u8; (range.end - range.start) as usize];
+            file.read_exact_at(&mut back, range.start)?;
+            assert_eq!(back, data[i], "{}", specs[i].name);
+            seen.push(i);
+            Ok(())
+        },
+    )
+    .unwrap();
+    // Called once per tensor, in layout (file) order.
+    assert_eq!(seen, layout(&specs, None).unwrap().order());
+    let bytes = std::fs::read(&target).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    for (s, d) in specs.iter().zip(&data) {
+        assert_eq!(st.tensor(&s.name).unwrap().data(), &d[..]);
+    }
+
+    // An error from the observer aborts: nothing at the target, no temporary file.
+    let other = dir.path().join("u.safetensors");
+    let e = write_file_observed(
+        &other,
+        &specs,
+        None,
+        Durability::NoSync,
+        |i, w| w.write_all(&data[i]),
+        |i, _, _| {
+            if i == seen[2] {
+                Err(std::io::Error::other("checksum mismatch"))
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("checksum mismatch"), "{e}");
+    assert_eq!(names(dir.path()), ["t.safetensors"]);
+}
