@@ -165,9 +165,9 @@ pub struct Report {
     /// [`Verify::Checksum`], empty otherwise).
     pub written: Vec<Vec<Written>>,
     /// Tensors whose bytes [`Verify::Checksum`] re-read and hashed from the
-    /// output while it was being written (on unix; elsewhere the whole
-    /// output is re-read afterwards and this stays 0).
-    pub checked_while_writing: usize,
+    /// output before renaming it into place (on unix; elsewhere the output
+    /// is re-read after the rename and this stays 0).
+    pub checked_before_rename: usize,
 }
 
 /// The checkpoint files of `src`: the file itself, or in a directory
@@ -502,92 +502,79 @@ pub fn to_safetensors(
         let mut check_err: Option<ConvertError> = None;
         let mut checked = 0usize;
         let here: RefCell<Vec<Written>> = RefCell::new(Vec::new());
-        let res = std::thread::scope(|s| {
-            // Checksum mode: a second thread re-reads each tensor from the
-            // file as soon as it has been written and compares its hash,
-            // while the next tensor is copied. A mismatch aborts the write
-            // before the file is renamed into place.
-            let (job_tx, job_rx) = std::sync::mpsc::channel::<CheckJob>();
-            let mut checker =
-                (hashing && CHECK_WHILE_WRITING).then(|| s.spawn(move || check_jobs(file, job_rx)));
-            let mut job_tx = Some(job_tx);
-            let mut seen = 0usize;
-            write_file_observed(
-                file,
-                &specs,
-                Some(&fmeta),
-                opts.durability,
-                |si, w| {
-                    let p = &planned[g[si]];
-                    let ck = &cks[p.input];
-                    // The hash covers exactly the bytes handed to the writer.
-                    let mut hasher = hashing.then(Xxh3::new);
-                    let mut len = 0u64;
-                    let copied = tensor::emit(ck, &p.name, &p.tensor, hasher.as_mut(), &mut |b| {
-                        len += b.len() as u64;
-                        w.write_all(b)
-                    });
-                    match copied {
-                        Ok(()) => {
-                            if let Some(h) = hasher {
-                                here.borrow_mut().push(Written {
-                                    name: p.name.clone(),
-                                    dtype: p.tensor.dtype,
-                                    shape: p.tensor.shape.clone(),
-                                    len,
-                                    xxh3_128: h.digest128(),
-                                });
-                            }
-                            progress(Progress::Tensor {
-                                name: &p.name,
-                                bytes: p.tensor.byte_len().unwrap_or(0) as u64,
+        // Checksum mode: once the last tensor is in the file, and before the
+        // file is renamed into place, every tensor is re-read from it and its
+        // hash compared (on several threads); a mismatch aborts the write, so
+        // nothing unverified appears at the target.
+        let mut ranges: Vec<std::ops::Range<u64>> = Vec::new();
+        let check_before_rename = hashing && CHECK_BEFORE_RENAME;
+        let res = write_file_observed(
+            file,
+            &specs,
+            Some(&fmeta),
+            opts.durability,
+            |si, w| {
+                let p = &planned[g[si]];
+                let ck = &cks[p.input];
+                // The hash covers exactly the bytes handed to the writer.
+                let mut hasher = hashing.then(Xxh3::new);
+                let mut len = 0u64;
+                let copied = tensor::emit(ck, &p.name, &p.tensor, hasher.as_mut(), &mut |b| {
+                    len += b.len() as u64;
+                    w.write_all(b)
+                });
+                match copied {
+                    Ok(()) => {
+                        if let Some(h) = hasher {
+                            here.borrow_mut().push(Written {
+                                name: p.name.clone(),
+                                dtype: p.tensor.dtype,
+                                shape: p.tensor.shape.clone(),
+                                len,
+                                xxh3_128: h.digest128(),
                             });
-                            Ok(())
                         }
-                        Err(e) => {
-                            let msg = e.to_string();
-                            err = Some(e);
-                            Err(std::io::Error::other(msg))
-                        }
+                        progress(Progress::Tensor {
+                            name: &p.name,
+                            bytes: p.tensor.byte_len().unwrap_or(0) as u64,
+                        });
+                        Ok(())
                     }
-                },
-                |_, out, range| {
-                    seen += 1;
-                    if let (Some(tx), Some(w), true) =
-                        (&job_tx, here.borrow().last(), checker.is_some())
-                    {
-                        // A send fails only once the checker has stopped on
-                        // a mismatch, which the join below reports.
-                        let _ = tx.send((out.try_clone()?, range, w.clone()));
+                    Err(e) => {
+                        let msg = e.to_string();
+                        err = Some(e);
+                        Err(std::io::Error::other(msg))
                     }
-                    if seen == g.len() {
-                        job_tx = None;
-                        if let Some(h) = checker.take() {
-                            let verdict = h.join().unwrap_or_else(|_| {
-                                Err(ConvertError::io(
-                                    file,
-                                    std::io::Error::other("checksum thread panicked"),
-                                ))
-                            });
-                            match verdict {
-                                Ok(n) => checked += n,
-                                Err(e) => {
-                                    let msg = e.to_string();
-                                    check_err = Some(e);
-                                    return Err(std::io::Error::other(msg));
-                                }
-                            }
-                        }
+                }
+            },
+            |_, out, range| {
+                if !check_before_rename {
+                    return Ok(());
+                }
+                ranges.push(range);
+                if ranges.len() < g.len() {
+                    return Ok(());
+                }
+                let here = here.borrow();
+                let jobs: Vec<_> = ranges.iter().cloned().zip(here.iter()).collect();
+                match check_ranges(file, out, &jobs) {
+                    Ok(n) => {
+                        checked = n;
+                        Ok(())
                     }
-                    Ok(())
-                },
-            )
-        });
+                    Err(e) => {
+                        let msg = e.to_string();
+                        check_err = Some(e);
+                        Err(std::io::Error::other(msg))
+                    }
+                }
+            },
+        );
         if let Some(e) = err.or(check_err) {
             return Err(e);
         }
         res?;
-        report.checked_while_writing += checked;
+        report.checked_before_rename += checked;
         let here = here.into_inner();
         written.push(here);
         file_meta.push(fmeta);
@@ -613,7 +600,7 @@ pub fn to_safetensors(
             // Each tensor's hash was checked against the file while it was
             // written; now the header, as read back from the final path.
             for ((w, m), file) in written.iter().zip(&file_meta).zip(&files) {
-                verify_output(file, w, Some(m), !CHECK_WHILE_WRITING)?;
+                verify_output(file, w, Some(m), !CHECK_BEFORE_RENAME)?;
             }
             report.verified = true;
         }
@@ -655,77 +642,121 @@ pub fn verify_checksums(
     verify_output(file, written, metadata, true)
 }
 
-/// A tensor to check while the output is written: a handle on the file,
-/// the tensor's byte range in it, and what was written there.
-type CheckJob = (std::fs::File, std::ops::Range<u64>, Written);
-
-/// Re-reads each job's range and compares its length and XXH3-128 with what
-/// was written; stops at the first mismatch, naming the tensor. Returns the
-/// number of tensors checked.
-fn check_jobs(
+/// Re-reads each `(range, written)` of `out` and compares its length and
+/// XXH3-128 with what was written, on up to `VERIFY_THREADS` threads, each
+/// taking the next unchecked tensor. The error reported is that of the
+/// first bad tensor in `jobs` order, whatever the timing. Returns the number
+/// of tensors checked.
+fn check_ranges(
     file: &Path,
-    jobs: std::sync::mpsc::Receiver<CheckJob>,
+    out: &std::fs::File,
+    jobs: &[(std::ops::Range<u64>, &Written)],
 ) -> Result<usize, ConvertError> {
-    let mut buf = vec![0u8; HASH_CHUNK];
-    let mut count = 0;
-    for (out, range, w) in jobs {
-        count += 1;
+    let check = |range: &std::ops::Range<u64>,
+                 w: &Written,
+                 buf: &mut Vec<u8>|
+     -> Result<(), ConvertError> {
+        let verr = |why: String| ConvertError::Verify {
+            path: file.to_owned(),
+            name: w.name.clone(),
+            why,
+        };
         let len = range.end.saturating_sub(range.start);
         if len != w.len {
-            return Err(ConvertError::Verify {
-                path: file.to_owned(),
-                name: w.name,
-                why: format!("has {len} bytes, {} were written", w.len),
-            });
+            return Err(verr(format!("has {len} bytes, {} were written", w.len)));
         }
         let mut h = Xxh3::new();
         let mut pos = range.start;
         while pos < range.end {
-            let n = (range.end - pos).min(HASH_CHUNK as u64) as usize;
-            pread_exact(&out, &mut buf[..n], pos).map_err(|e| ConvertError::io(file, e))?;
-            h.update(&buf[..n]);
+            let n = (range.end - pos).min(VERIFY_CHUNK as u64) as usize;
+            buf.resize(n, 0);
+            pread_exact(out, buf, pos).map_err(|e| ConvertError::io(file, e))?;
+            h.update(buf);
             pos += n as u64;
         }
         let got = h.digest128();
         if got != w.xxh3_128 {
-            return Err(ConvertError::Verify {
-                path: file.to_owned(),
-                name: w.name,
-                why: format!(
-                    "bytes differ from those written (XXH3-128 {got:032x}, expected {:032x})",
-                    w.xxh3_128
-                ),
+            return Err(verr(format!(
+                "bytes differ from those written (XXH3-128 {got:032x}, expected {:032x})",
+                w.xxh3_128
+            )));
+        }
+        Ok(())
+    };
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, VERIFY_THREADS)
+        .min(jobs.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let first_err: std::sync::Mutex<Option<(usize, ConvertError)>> = std::sync::Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut buf = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((range, w)) = jobs.get(i) else {
+                        break;
+                    };
+                    if let Err(e) = check(range, w, &mut buf) {
+                        if let Ok(mut slot) = first_err.lock() {
+                            if slot.as_ref().is_none_or(|(j, _)| i < *j) {
+                                *slot = Some((i, e));
+                            }
+                        }
+                    }
+                }
             });
         }
+    });
+    match first_err.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some((_, e)) => Err(e),
+        None => Ok(jobs.len()),
     }
-    Ok(count)
 }
 
-/// Positioned read that leaves the handle's file position alone (the
-/// writer shares it).
+/// Positioned read that leaves the handle's file position alone (before
+/// the rename, the handle is the writer's).
 #[cfg(unix)]
 fn pread_exact(f: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
     std::os::unix::fs::FileExt::read_exact_at(f, buf, at)
 }
 
-/// Elsewhere positioned reads move the shared file position, so checks
-/// while writing are off (see `CHECK_WHILE_WRITING`) and this is unused.
-#[cfg(not(unix))]
+/// Positioned read. It moves the handle's file position, which is why
+/// tensors are not re-read through the writer's handle here
+/// (`CHECK_BEFORE_RENAME`); on the verifier's own handle that is harmless.
+#[cfg(windows)]
+fn pread_exact(f: &std::fs::File, mut buf: &mut [u8], mut at: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match f.seek_read(buf, at) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                buf = &mut buf[n..];
+                at += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(any(unix, windows)))]
 fn pread_exact(_: &std::fs::File, _: &mut [u8], _: u64) -> std::io::Result<()> {
     Err(std::io::Error::other(
-        "positioned reads without moving the file position need unix",
+        "positioned reads are not supported here",
     ))
 }
 
-/// Whether checksum verification re-reads each tensor while the file is
-/// still being written (unix), or the whole file after it (elsewhere).
-const CHECK_WHILE_WRITING: bool = cfg!(unix);
-
-/// Piece size when hashing the output back while it is written.
-const HASH_CHUNK: usize = 1 << 20;
+/// Whether checksum verification re-reads the tensors from the file before
+/// it is renamed into place, through the writer's handle (unix), or from
+/// the final path after the rename (elsewhere).
+const CHECK_BEFORE_RENAME: bool = cfg!(unix);
 
 /// [`verify_checksums`], optionally without re-hashing the tensors' bytes
-/// (when they were checked while the file was written).
+/// (when they were checked before the rename).
 fn verify_output(
     file: &Path,
     written: &[Written],
@@ -738,8 +769,9 @@ fn verify_output(
         name: name.to_owned(),
         why,
     };
-    // One tensor: header entry and hash of its bytes as read back.
-    let check = |w: &Written, buf: &mut Vec<u8>| -> Result<(), ConvertError> {
+    let base = out.data_start() as u64;
+    let mut jobs = Vec::with_capacity(written.len());
+    for w in written {
         let info = out
             .header()
             .get(&w.name)
@@ -754,68 +786,7 @@ fn verify_output(
             ));
         }
         let (start, end) = info.data_offsets;
-        let len = end.saturating_sub(start);
-        if len as u64 != w.len {
-            return Err(verr(
-                &w.name,
-                format!("has {len} bytes, {} were written", w.len),
-            ));
-        }
-        if !rehash {
-            return Ok(());
-        }
-        let mut h = Xxh3::new();
-        let mut pos = start;
-        while pos < end {
-            let n = VERIFY_CHUNK.min(end - pos);
-            buf.resize(n, 0);
-            out.read_at(pos, buf)?;
-            h.update(buf);
-            pos += n;
-        }
-        let got = h.digest128();
-        if got != w.xxh3_128 {
-            return Err(verr(
-                &w.name,
-                format!(
-                    "bytes differ from those written (XXH3-128 {got:032x}, expected {:032x})",
-                    w.xxh3_128
-                ),
-            ));
-        }
-        Ok(())
-    };
-    // Tensors are checked on up to VERIFY_THREADS threads, each taking the
-    // next unchecked tensor; the error reported is that of the first failing
-    // tensor in file order, whatever the timing.
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, VERIFY_THREADS)
-        .min(written.len().max(1));
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let first_err: std::sync::Mutex<Option<(usize, ConvertError)>> = std::sync::Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                let mut buf = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(w) = written.get(i) else { break };
-                    if let Err(e) = check(w, &mut buf) {
-                        if let Ok(mut slot) = first_err.lock() {
-                            if slot.as_ref().is_none_or(|(j, _)| i < *j) {
-                                *slot = Some((i, e));
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    let first_err = first_err.into_inner().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, e)) = first_err {
-        return Err(e);
+        jobs.push((base + start as u64..base + end as u64, w));
     }
     if written.len() != out.header().len() {
         return Err(verr(
@@ -832,6 +803,18 @@ fn verify_output(
         if out.metadata().unwrap_or(&empty) != m {
             return Err(verr("*", "metadata differs from what was written".into()));
         }
+    }
+    for (range, w) in &jobs {
+        let len = range.end - range.start;
+        if len != w.len {
+            return Err(verr(
+                &w.name,
+                format!("has {len} bytes, {} were written", w.len),
+            ));
+        }
+    }
+    if rehash {
+        check_ranges(file, out.file(), &jobs)?;
     }
     Ok(())
 }
@@ -915,55 +898,56 @@ pub fn verify_against_input<'a>(
 mod tests {
     use super::*;
 
-    fn job(out: &std::fs::File, range: std::ops::Range<u64>, bytes: &[u8]) -> CheckJob {
-        let w = Written {
-            name: "w".into(),
+    fn written(bytes: &[u8]) -> Written {
+        Written {
+            name: format!("w{}", bytes.len()),
             dtype: Dtype::U8,
             shape: vec![bytes.len()],
             len: bytes.len() as u64,
             xxh3_128: xxhash_rust::xxh3::xxh3_128(bytes),
-        };
-        (out.try_clone().unwrap(), range, w)
+        }
     }
 
     #[test]
-    #[cfg(unix)]
-    fn check_jobs_counts_matches_and_names_the_first_mismatch() {
+    fn check_ranges_counts_matches_and_names_the_first_mismatch_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("o");
-        let data: Vec<u8> = (0..(3 << 20) + 5)
+        let data: Vec<u8> = (0..(20 << 20) + 5)
             .map(|i: u32| (i * 13 >> 3) as u8)
             .collect();
         std::fs::write(&path, &data).unwrap();
         let out = std::fs::File::open(&path).unwrap();
         let n = data.len() as u64;
+        let good = [written(&data), written(&data[10..20]), written(&data[..0])];
+        let jobs = vec![(0..n, &good[0]), (10..20, &good[1]), (7..7, &good[2])];
+        assert_eq!(check_ranges(&path, &out, &jobs).unwrap(), 3);
 
-        let (tx, rx) = std::sync::mpsc::channel();
-        tx.send(job(&out, 0..n, &data)).unwrap();
-        tx.send(job(&out, 10..20, &data[10..20])).unwrap();
-        drop(tx);
-        assert_eq!(check_jobs(&path, rx).unwrap(), 2);
-
-        // Right length, different bytes: named, with both hashes.
-        let (tx, rx) = std::sync::mpsc::channel();
+        // Several bad tensors: always the first in order, named, with both hashes.
         let mut other = data.clone();
-        other[(2 << 20) + 1] ^= 1;
-        tx.send(job(&out, 0..n, &other)).unwrap();
-        drop(tx);
-        match check_jobs(&path, rx).unwrap_err() {
-            ConvertError::Verify { name, why, .. } => {
-                assert_eq!(name, "w");
-                assert!(why.contains("XXH3-128"), "{why}");
+        other[(17 << 20) + 1] ^= 1;
+        let bad_big = Written {
+            name: "big".into(),
+            ..written(&other)
+        };
+        let bad_small = Written {
+            name: "small".into(),
+            ..written(b"0123456789")
+        };
+        let jobs = vec![(10..20, &good[1]), (0..n, &bad_big), (100..110, &bad_small)];
+        for _ in 0..10 {
+            match check_ranges(&path, &out, &jobs).unwrap_err() {
+                ConvertError::Verify { name, why, .. } => {
+                    assert_eq!(name, "big");
+                    assert!(why.contains("XXH3-128"), "{why}");
+                }
+                e => panic!("{e:?}"),
             }
-            e => panic!("{e:?}"),
         }
 
         // A range of the wrong length.
-        let (tx, rx) = std::sync::mpsc::channel();
-        tx.send(job(&out, 0..n - 1, &data)).unwrap();
-        drop(tx);
+        let jobs = vec![(0..n - 1, &good[0])];
         assert!(matches!(
-            check_jobs(&path, rx),
+            check_ranges(&path, &out, &jobs),
             Err(ConvertError::Verify { .. })
         ));
     }

@@ -389,9 +389,9 @@ fn checksum_verification_detects_a_corrupted_output() {
         let out = dir.path().join("o.safetensors");
         let report = to_safetensors(&fix(f), &out, &verified(), &mut |_| {}).unwrap();
         assert!(report.verified);
-        // Every tensor was re-read from the output while it was written.
+        // Every tensor was re-read from the output before the rename.
         #[cfg(unix)]
-        assert_eq!(report.checked_while_writing, report.tensors, "{f}");
+        assert_eq!(report.checked_before_rename, report.tensors, "{f}");
         assert_eq!(report.written.len(), 1);
         let written = &report.written[0];
         assert_eq!(written.len(), report.tensors);
@@ -535,7 +535,7 @@ fn large_tensors_stream_through_the_read_ahead_pipeline() {
         assert!(report.verified);
         #[cfg(unix)]
         assert_eq!(
-            report.checked_while_writing,
+            report.checked_before_rename,
             if report.written.is_empty() { 0 } else { 4 }
         );
         let bytes = std::fs::read(&back).unwrap();
