@@ -913,7 +913,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("o");
         let data: Vec<u8> = (0..(20 << 20) + 5)
-            .map(|i: u32| (i * 13 >> 3) as u8)
+            .map(|i: u32| ((i * 13) >> 3) as u8)
             .collect();
         std::fs::write(&path, &data).unwrap();
         let out = std::fs::File::open(&path).unwrap();
