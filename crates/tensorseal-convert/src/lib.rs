@@ -597,8 +597,9 @@ pub fn to_safetensors(
         Verify::Off => {}
         Verify::Checksum => {
             progress(Progress::Verify);
-            // Each tensor's hash was checked against the file while it was
-            // written; now the header, as read back from the final path.
+            // Each tensor's hash was checked against the file before the
+            // rename (unix); now the header, as read back from the final
+            // path, and elsewhere the hashes too.
             for ((w, m), file) in written.iter().zip(&file_meta).zip(&files) {
                 verify_output(file, w, Some(m), !CHECK_BEFORE_RENAME)?;
             }

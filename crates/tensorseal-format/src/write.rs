@@ -256,11 +256,12 @@ type After<'a> = &'a mut dyn FnMut(usize, &File, std::ops::Range<u64>) -> io::Re
 /// [`write_file_with`], also calling `after(spec_index, file, range)` once
 /// each tensor's bytes have been handed to the OS (flushed), with the file
 /// being written and the tensor's absolute byte range in it, before the next
-/// tensor is filled. Reading that range back through `file` (positioned
-/// reads; the temporary file is opened for reading and writing) sees exactly what was written, so `after` can verify the output
-/// while it is still being written. An error from `after` aborts the write
-/// like an error from `fill`: nothing appears at `path`. The file is renamed
-/// into place only after the last `after` call has returned.
+/// tensor is filled. Reading that range back through `file` with positioned
+/// reads (the temporary file is opened for reading and writing) sees
+/// exactly what was written, so `after` can verify the output before it is
+/// renamed into place. An error from `after` aborts the write like an error
+/// from `fill`: nothing appears at `path`. The file is renamed only after
+/// the last `after` call has returned.
 pub fn write_file_observed<F, A>(
     path: impl AsRef<Path>,
     specs: &[TensorSpec],
