@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 
 use tensorseal_format::shard::{index_json, plan_shards, shard_name};
 use tensorseal_format::{
-    write_file_observed, AtomicFile, Dtype, Durability, PreadFile, TensorSpec,
+    read_exact_at, write_file_observed, AtomicFile, Dtype, Durability, PreadFile, TensorSpec,
 };
 use xxhash_rust::xxh3::Xxh3;
 
@@ -671,7 +671,7 @@ fn check_ranges(
         while pos < range.end {
             let n = (range.end - pos).min(VERIFY_CHUNK as u64) as usize;
             buf.resize(n, 0);
-            pread_exact(out, buf, pos).map_err(|e| ConvertError::io(file, e))?;
+            read_exact_at(out, buf, pos).map_err(|e| ConvertError::io(file, e))?;
             h.update(buf);
             pos += n as u64;
         }
@@ -717,43 +717,10 @@ fn check_ranges(
     }
 }
 
-/// Positioned read that leaves the handle's file position alone (before
-/// the rename, the handle is the writer's).
-#[cfg(unix)]
-fn pread_exact(f: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
-    std::os::unix::fs::FileExt::read_exact_at(f, buf, at)
-}
-
-/// Positioned read. It moves the handle's file position, which is why
-/// tensors are not re-read through the writer's handle here
-/// (`CHECK_BEFORE_RENAME`); on the verifier's own handle that is harmless.
-#[cfg(windows)]
-fn pread_exact(f: &std::fs::File, mut buf: &mut [u8], mut at: u64) -> std::io::Result<()> {
-    use std::os::windows::fs::FileExt;
-    while !buf.is_empty() {
-        match f.seek_read(buf, at) {
-            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => {
-                buf = &mut buf[n..];
-                at += n as u64;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-#[cfg(not(any(unix, windows)))]
-fn pread_exact(_: &std::fs::File, _: &mut [u8], _: u64) -> std::io::Result<()> {
-    Err(std::io::Error::other(
-        "positioned reads are not supported here",
-    ))
-}
-
 /// Whether checksum verification re-reads the tensors from the file before
-/// it is renamed into place, through the writer's handle (unix), or from
-/// the final path after the rename (elsewhere).
+/// it is renamed into place, through the writer's handle (unix, where
+/// positioned reads leave the writer's file position alone), or from the
+/// final path after the rename (elsewhere).
 const CHECK_BEFORE_RENAME: bool = cfg!(unix);
 
 /// [`verify_checksums`], optionally without re-hashing the tensors' bytes

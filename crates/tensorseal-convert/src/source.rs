@@ -366,8 +366,7 @@ impl Checkpoint {
     pub(crate) fn read_at(&self, at: usize, buf: &mut [u8]) -> Result<bool, ConvertError> {
         #[cfg(unix)]
         if let Some(f) = &self.file {
-            use std::os::unix::fs::FileExt;
-            f.read_exact_at(buf, at as u64)
+            tensorseal_format::read_exact_at(f, buf, at as u64)
                 .map_err(|e| ConvertError::io(&self.path, e))?;
             return Ok(true);
         }

@@ -219,14 +219,19 @@ impl ReadTensors for SafeTensors<'_> {
     }
 }
 
+/// Reads exactly `buf.len()` bytes of `file` at `offset` (a positioned
+/// read: on unix the handle's file position is left alone, so several
+/// threads may share the handle; on Windows `seek_read` moves it).
 #[cfg(unix)]
-fn pread_exact(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     file.read_exact_at(buf, offset)
 }
 
+/// Reads exactly `buf.len()` bytes of `file` at `offset` (`seek_read`,
+/// which also moves the handle's file position).
 #[cfg(windows)]
-fn pread_exact(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+pub fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
     use std::os::windows::fs::FileExt;
     while !buf.is_empty() {
         match file.seek_read(buf, offset) {
@@ -259,11 +264,11 @@ pub fn read_header_from_file(path: &Path) -> Result<(File, u64, Header, usize), 
     if file_len < 8 {
         return Err(FormatError::FileTooSmall { len: file_len });
     }
-    pread_exact(&file, &mut prefix, 0).map_err(|e| FormatError::io(path, e))?;
+    read_exact_at(&file, &mut prefix, 0).map_err(|e| FormatError::io(path, e))?;
     // Bounded by MAX_HEADER_LEN and by the file length.
     let n = read_header_len(&prefix, file_len)?;
     let mut json = vec![0u8; n];
-    pread_exact(&file, &mut json, 8).map_err(|e| FormatError::io(path, e))?;
+    read_exact_at(&file, &mut json, 8).map_err(|e| FormatError::io(path, e))?;
     let header = Header::parse(&json)?;
     let data_start = 8 + n;
     header.check_data_len(file_len - data_start as u64)?;
@@ -356,7 +361,7 @@ impl ReadTensors for PreadFile {
                 })
             }
         }
-        pread_exact(&self.file, buf, (self.data_start + offset) as u64)
+        read_exact_at(&self.file, buf, (self.data_start + offset) as u64)
             .map_err(|e| FormatError::io(&self.path, e))
     }
 }

@@ -18,7 +18,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::index::{open_path, Checkpoint};
-use crate::read::read_header_from_file;
+use crate::read::{read_exact_at, read_header_from_file};
 use crate::write::{write_file_with, AtomicFile, Durability, TensorSpec};
 use crate::FormatError;
 
@@ -138,7 +138,7 @@ pub fn copy_range(
     while done < len {
         let n = (len - done).min(buf.len() as u64) as usize;
         let chunk = &mut buf[..n];
-        pread_exact(src, chunk, offset + done)?;
+        read_exact_at(src, chunk, offset + done)?;
         dst.write_all(chunk)?;
         done += n as u64;
         on_chunk(n as u64);
@@ -148,20 +148,6 @@ pub fn copy_range(
 
 /// A progress callback: `(bytes copied so far, total bytes)`.
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
-
-#[cfg(unix)]
-fn pread_exact(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    file.read_exact_at(buf, offset)
-}
-
-#[cfg(windows)]
-fn pread_exact(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = file;
-    f.seek(SeekFrom::Start(offset))?;
-    f.read_exact(buf)
-}
 
 /// Splits `input` into shards of at most `max_shard_size` bytes of tensor
 /// data (a larger tensor gets its own shard) in `outdir`, streaming.
