@@ -740,45 +740,22 @@ fn verify_output(
     let base = out.data_start() as u64;
     let mut jobs = Vec::with_capacity(written.len());
     for w in written {
-        let info = out
-            .header()
-            .get(&w.name)
-            .ok_or_else(|| verr(&w.name, "is missing from the output".into()))?;
-        if info.dtype != w.dtype || info.shape != w.shape {
-            return Err(verr(
-                &w.name,
-                format!(
-                    "is {} {:?}, expected {} {:?}",
-                    info.dtype, info.shape, w.dtype, w.shape
-                ),
-            ));
-        }
+        let info = expect_entry(&out, file, &w.name, w.dtype, &w.shape)?;
         let (start, end) = info.data_offsets;
-        jobs.push((base + start as u64..base + end as u64, w));
-    }
-    if written.len() != out.header().len() {
-        return Err(verr(
-            "*",
-            format!(
-                "file holds {} tensors, expected {}",
-                out.header().len(),
-                written.len()
-            ),
-        ));
-    }
-    if let Some(m) = metadata {
-        let empty = BTreeMap::new();
-        if out.metadata().unwrap_or(&empty) != m {
-            return Err(verr("*", "metadata differs from what was written".into()));
-        }
-    }
-    for (range, w) in &jobs {
-        let len = range.end - range.start;
-        if len != w.len {
+        let len = end.saturating_sub(start);
+        if len as u64 != w.len {
             return Err(verr(
                 &w.name,
                 format!("has {len} bytes, {} were written", w.len),
             ));
+        }
+        jobs.push((base + start as u64..base + end as u64, w));
+    }
+    expect_count(&out, file, written.len())?;
+    if let Some(m) = metadata {
+        let empty = BTreeMap::new();
+        if out.metadata().unwrap_or(&empty) != m {
+            return Err(verr("*", "metadata differs from what was written".into()));
         }
     }
     if rehash {
@@ -804,19 +781,7 @@ pub fn verify_against_input<'a>(
     let mut back: Vec<u8> = Vec::new();
     for (p, ck) in tensors {
         count += 1;
-        let info = out
-            .header()
-            .get(&p.name)
-            .ok_or_else(|| verr(&p.name, "is missing from the output".into()))?;
-        if info.dtype != p.tensor.dtype || info.shape != p.tensor.shape {
-            return Err(verr(
-                &p.name,
-                format!(
-                    "is {} {:?}, expected {} {:?}",
-                    info.dtype, info.shape, p.tensor.dtype, p.tensor.shape
-                ),
-            ));
-        }
+        let info = expect_entry(&out, file, &p.name, p.tensor.dtype, &p.tensor.shape)?;
         let (start, end) = info.data_offsets;
         let mut pos = start;
         let mut failure: Option<ConvertError> = None;
@@ -850,14 +815,47 @@ pub fn verify_against_input<'a>(
             ));
         }
     }
-    if count != out.header().len() {
-        return Err(verr(
-            "*",
-            format!(
-                "file holds {} tensors, expected {count}",
+    expect_count(&out, file, count)
+}
+
+/// The output's header entry for `name`, which must exist with this dtype
+/// and shape.
+fn expect_entry<'h>(
+    out: &'h PreadFile,
+    file: &Path,
+    name: &str,
+    dtype: Dtype,
+    shape: &[usize],
+) -> Result<&'h tensorseal_format::TensorInfo, ConvertError> {
+    let verr = |why: String| ConvertError::Verify {
+        path: file.to_owned(),
+        name: name.to_owned(),
+        why,
+    };
+    let info = out
+        .header()
+        .get(name)
+        .ok_or_else(|| verr("is missing from the output".into()))?;
+    if info.dtype != dtype || info.shape != shape {
+        return Err(verr(format!(
+            "is {} {:?}, expected {} {:?}",
+            info.dtype, info.shape, dtype, shape
+        )));
+    }
+    Ok(info)
+}
+
+/// The output must hold exactly `expected` tensors.
+fn expect_count(out: &PreadFile, file: &Path, expected: usize) -> Result<(), ConvertError> {
+    if expected != out.header().len() {
+        return Err(ConvertError::Verify {
+            path: file.to_owned(),
+            name: "*".to_owned(),
+            why: format!(
+                "file holds {} tensors, expected {expected}",
                 out.header().len()
             ),
-        ));
+        });
     }
     Ok(())
 }
