@@ -136,23 +136,12 @@ pub(crate) fn analyze_bytes(ctx: &mut Ctx<'_>, data: &[u8], loc: &[String], base
                 continue;
             }
             let q = format!("{}.{}", hit.module, hit.name);
-            let (rule, why) = match classify(&hit.module, &hit.name) {
-                Class::Allowed => continue,
-                Class::Dangerous { reason } => {
-                    (ids::PICKLE_DANGEROUS_GLOBAL, format!("dangerous: {reason}"))
-                }
-                Class::Unknown if ctx.cfg.is_allowed(&q) => continue,
-                Class::Unknown => (
-                    ids::PICKLE_UNKNOWN_GLOBAL,
-                    "not on the weights allow-list (accept with --allow)".to_owned(),
-                ),
+            let Some((rule, why)) = rule_for(ctx, &classify(&hit.module, &hit.name), &q) else {
+                continue;
             };
-            let key = (rule, q.clone());
-            if let Some((_, count)) = seen.get_mut(&key) {
-                *count += 1;
+            if !first_report(ctx, &mut seen, rule, &q) {
                 continue;
             }
-            seen.insert(key, (ctx.findings.len(), 1));
             let at = base + hit.offset as u64;
             ctx.add(
                 rule,
@@ -206,7 +195,40 @@ fn resolution_text(r: Resolution) -> &'static str {
     }
 }
 
+/// Per `(rule, global)`: the index of its finding and how often it occurred.
 type Seen = BTreeMap<(&'static str, String), (usize, usize)>;
+
+/// The rule and reason a global of class `class` is reported under, or None
+/// when it is not reported (allowed, or accepted with `--allow`).
+fn rule_for(ctx: &Ctx<'_>, class: &Class, q: &str) -> Option<(&'static str, String)> {
+    match class {
+        Class::Allowed => None,
+        Class::Dangerous { reason } => {
+            Some((ids::PICKLE_DANGEROUS_GLOBAL, format!("dangerous: {reason}")))
+        }
+        Class::Unknown if ctx.cfg.is_allowed(q) => None,
+        Class::Unknown => Some((
+            ids::PICKLE_UNKNOWN_GLOBAL,
+            "not on the weights allow-list (accept with --allow)".to_owned(),
+        )),
+    }
+}
+
+/// Whether `(rule, q)` is seen for the first time: then it is recorded as
+/// the next finding, which the caller must add at once; otherwise its count
+/// goes up (repeats are reported once, with a count).
+fn first_report(ctx: &Ctx<'_>, seen: &mut Seen, rule: &'static str, q: &str) -> bool {
+    match seen.get_mut(&(rule, q.to_owned())) {
+        Some((_, count)) => {
+            *count += 1;
+            false
+        }
+        None => {
+            seen.insert((rule, q.to_owned()), (ctx.findings.len(), 1));
+            true
+        }
+    }
+}
 
 /// Reports one analysis (and, recursively, its nested pickles). `nested_at` is the offset
 /// of the call that carries a nested pickle: offsets inside it are relative to the bytes
@@ -222,26 +244,17 @@ fn report(
     let stacked = a.pickles.len() > 1;
     for g in &a.globals {
         let q = g.qualified();
-        let (rule, why) = match &g.class {
-            Class::Allowed => continue,
-            Class::Dangerous { reason } => {
-                (ids::PICKLE_DANGEROUS_GLOBAL, format!("dangerous: {reason}"))
-            }
-            Class::Unknown if ctx.cfg.is_allowed(&q) => continue,
-            Class::Unknown
-                if ctx.in_torchscript
-                    && (q.starts_with("__torch__.") || q.starts_with("torch.jit._pickle.")) =>
-            {
-                continue
-            }
-            Class::Unknown => (
-                ids::PICKLE_UNKNOWN_GLOBAL,
-                "not on the weights allow-list (accept with --allow)".to_owned(),
-            ),
+        // TorchScript archives reference their own compiled classes.
+        if ctx.in_torchscript
+            && matches!(g.class, Class::Unknown)
+            && (q.starts_with("__torch__.") || q.starts_with("torch.jit._pickle."))
+        {
+            continue;
+        }
+        let Some((rule, why)) = rule_for(ctx, &g.class, &q) else {
+            continue;
         };
-        let key = (rule, q.clone());
-        if let Some((_, count)) = seen.get_mut(&key) {
-            *count += 1;
+        if !first_report(ctx, seen, rule, &q) {
             continue;
         }
         let offset = nested_at.unwrap_or(base + g.offset as u64);
@@ -262,7 +275,6 @@ fn report(
             resolution_text(g.resolution),
             calls_text(g, base),
         );
-        seen.insert(key, (ctx.findings.len(), 1));
         ctx.add(rule, loc, Some(offset), Some(q), message);
     }
     for p in &a.pickles {
