@@ -370,6 +370,14 @@ fn corrupt(p: &Path, name: &str) {
     std::fs::write(p, bytes).unwrap();
 }
 
+/// Fixtures the verification tests convert and then corrupt.
+const VERIFIED_FIXTURES: [&str; 4] = [
+    "views.pt",
+    "views_legacy.pt",
+    "every_dtype.pt",
+    "arrays.npz",
+];
+
 fn verify_error_name(e: ConvertError) -> (String, String) {
     match e {
         ConvertError::Verify { name, why, .. } => (name, why),
@@ -379,12 +387,7 @@ fn verify_error_name(e: ConvertError) -> (String, String) {
 
 #[test]
 fn checksum_verification_detects_a_corrupted_output() {
-    for f in [
-        "views.pt",
-        "views_legacy.pt",
-        "every_dtype.pt",
-        "arrays.npz",
-    ] {
+    for f in VERIFIED_FIXTURES {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("o.safetensors");
         let report = to_safetensors(&fix(f), &out, &verified(), &mut |_| {}).unwrap();
@@ -453,12 +456,7 @@ fn checksum_verification_checks_dtype_shape_names_and_metadata() {
 
 #[test]
 fn full_verification_detects_a_corrupted_output() {
-    for f in [
-        "views.pt",
-        "views_legacy.pt",
-        "every_dtype.pt",
-        "arrays.npz",
-    ] {
+    for f in VERIFIED_FIXTURES {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("o.safetensors");
         let report = to_safetensors(&fix(f), &out, &full(), &mut |_| {}).unwrap();

@@ -44,6 +44,17 @@ fn tensors() -> impl Strategy<Value = Vec<(String, Dtype, Vec<usize>, Vec<u8>)>>
     })
 }
 
+/// The writer's specs for generated tensors.
+fn specs_of(ts: &[(String, Dtype, Vec<usize>, Vec<u8>)]) -> Vec<TensorSpec> {
+    ts.iter()
+        .map(|(n, d, s, _)| TensorSpec {
+            name: n.clone(),
+            dtype: *d,
+            shape: s.clone(),
+        })
+        .collect()
+}
+
 fn metadata() -> impl Strategy<Value = Option<BTreeMap<String, String>>> {
     prop::option::of(prop::collection::btree_map(
         "[a-z_\"\\\\]{0,6}",
@@ -102,10 +113,7 @@ proptest! {
         // Streaming file writer: same bytes, readable by every reader.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.safetensors");
-        let specs: Vec<TensorSpec> = ts
-            .iter()
-            .map(|(n, d, s, _)| TensorSpec { name: n.clone(), dtype: *d, shape: s.clone() })
-            .collect();
+        let specs = specs_of(&ts);
         write_file(&path, &specs, meta.as_ref(), |i, w| w.write_all(&ts[i].3)).unwrap();
         prop_assert_eq!(std::fs::read(&path).unwrap(), bytes.clone());
         let m = MmapFile::open(&path).unwrap();
@@ -127,10 +135,7 @@ proptest! {
     fn short_fill_leaves_no_file(ts in tensors().prop_filter("has data", |v| v.iter().any(|t| !t.3.is_empty()))) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.safetensors");
-        let specs: Vec<TensorSpec> = ts
-            .iter()
-            .map(|(n, d, s, _)| TensorSpec { name: n.clone(), dtype: *d, shape: s.clone() })
-            .collect();
+        let specs = specs_of(&ts);
         let e = write_file(&path, &specs, None, |i, w| {
             let d = &ts[i].3;
             w.write_all(&d[..d.len().saturating_sub(1)])
@@ -158,10 +163,7 @@ proptest! {
 
     #[test]
     fn layout_offsets_tile(ts in tensors(), meta in metadata()) {
-        let specs: Vec<TensorSpec> = ts
-            .iter()
-            .map(|(n, d, s, _)| TensorSpec { name: n.clone(), dtype: *d, shape: s.clone() })
-            .collect();
+        let specs = specs_of(&ts);
         let l = layout(&specs, meta.as_ref()).unwrap();
         let mut end = 0;
         for &i in l.order() {
