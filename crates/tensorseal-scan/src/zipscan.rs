@@ -137,33 +137,26 @@ struct Member {
 
 /// Scans a zip archive. Returns the refined format (torch zip, TorchScript, npz, Keras or zip).
 pub(crate) fn scan_zip(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], depth: u32) -> Format {
+    // Without a readable central directory, report why and scan what the
+    // local headers hold.
+    let locals_only = |ctx: &mut Ctx<'_>, why: String| {
+        ctx.add(
+            ids::ZIP_INVALID,
+            loc,
+            None,
+            None,
+            format!("{why}; scanning the local entries"),
+        );
+        walk_locals(ctx, src, loc, depth, &BTreeMap::new(), 0, src.len(), true);
+        Format::Zip
+    };
     let eocd = match zipread::read_eocd(src) {
         Ok(e) => e,
-        Err(e) => {
-            ctx.add(
-                ids::ZIP_INVALID,
-                loc,
-                None,
-                None,
-                format!("no usable central directory ({e}); scanning the local entries"),
-            );
-            walk_locals(ctx, src, loc, depth, &BTreeMap::new(), 0, src.len(), true);
-            return Format::Zip;
-        }
+        Err(e) => return locals_only(ctx, format!("no usable central directory ({e})")),
     };
     let central = match zipread::read_central(src, &eocd, ctx.cfg.max_members) {
         Ok(c) => c,
-        Err(e) => {
-            ctx.add(
-                ids::ZIP_INVALID,
-                loc,
-                None,
-                None,
-                format!("central directory unreadable ({e}); scanning the local entries"),
-            );
-            walk_locals(ctx, src, loc, depth, &BTreeMap::new(), 0, src.len(), true);
-            return Format::Zip;
-        }
+        Err(e) => return locals_only(ctx, format!("central directory unreadable ({e})")),
     };
     if central.len() >= ctx.cfg.max_members {
         ctx.add(
