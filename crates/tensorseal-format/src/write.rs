@@ -443,7 +443,10 @@ impl AtomicFile {
                     })
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = Some(e),
-                Err(e) => return Err(FormatError::io(&temp, e)),
+                // Quote the path the caller asked for: the temporary name is
+                // an internal detail (a missing directory or a permission
+                // problem is the target's).
+                Err(e) => return Err(FormatError::io(&target, e)),
             }
         }
         Err(FormatError::io(

@@ -136,3 +136,17 @@ fn write_file_observed_shows_each_tensor_in_the_file_before_the_next() {
     assert!(e.to_string().contains("checksum mismatch"), "{e}");
     assert_eq!(names(dir.path()), ["t.safetensors"]);
 }
+
+#[test]
+fn an_error_creating_the_temporary_file_quotes_the_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("missing-dir").join("out.bin");
+    let err = match AtomicFile::create(&target) {
+        Ok(_) => panic!("created a file in a missing directory"),
+        Err(e) => e,
+    };
+    let msg = err.to_string();
+    assert!(msg.contains(&*target.to_string_lossy()), "{msg}");
+    assert!(!msg.contains(".tmp-"), "{msg}");
+    assert!(err.is_io());
+}
