@@ -13,22 +13,15 @@ framework-specific helpers.
 
 from ._tensorseal import SafetensorError, __version__
 from ._open import SafeSlice, safe_open
+from ._raw import TensorSpec, deserialize, serialize, serialize_file
 
-__all__ = ["SafeSlice", "SafetensorError", "__version__", "deserialize", "safe_open"]
-
-
-def deserialize(data: bytes):
-    """Parses safetensors bytes into ``[(name, {"dtype", "shape", "data"})]``.
-
-    Same shape of result as ``safetensors.deserialize``: tensors in file order,
-    ``dtype`` a safetensors code such as ``"F32"``, ``data`` the raw
-    little-endian bytes.
-    """
-    from ._tensorseal import deserialize as _deserialize
-
-    entries, _metadata, buf = _deserialize(data)
-    mem = memoryview(buf)
-    return [
-        (name, {"dtype": dtype, "shape": shape, "data": bytes(mem[start:end])})
-        for name, dtype, shape, start, end in entries
-    ]
+__all__ = [
+    "SafeSlice",
+    "SafetensorError",
+    "TensorSpec",
+    "__version__",
+    "deserialize",
+    "safe_open",
+    "serialize",
+    "serialize_file",
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Dict, Optional
 
+from ._errors import UnsupportedDtypeError
 from ._tensorseal import SafetensorError
 
 #: numpy names of the dtypes numpy has natively.
@@ -75,7 +76,8 @@ def _ml_dtypes():
 
 
 def numpy_dtype(code: str, name: str):
-    """The numpy dtype for a safetensors code, or TypeError naming the tensor."""
+    """The numpy dtype for a safetensors code, or UnsupportedDtypeError (a
+    SafetensorError and a TypeError) naming the tensor."""
     dt = _np_cache.get(code)
     if dt is not None:
         return dt
@@ -93,7 +95,7 @@ def numpy_dtype(code: str, name: str):
             if code in _TORCH_NAMES
             else ""
         )
-        raise TypeError(f"tensor {name!r} has dtype {code}, which numpy cannot represent{hint}")
+        raise UnsupportedDtypeError(f"tensor {name!r} has dtype {code}, which numpy cannot represent{hint}")
     _np_cache[code] = dt
     return dt
 
@@ -116,7 +118,8 @@ def numpy_code(dtype, name: str) -> str:
 
 
 def torch_dtype(code: str, name: str):
-    """The torch dtype for a safetensors code, or TypeError naming the tensor."""
+    """The torch dtype for a safetensors code, or UnsupportedDtypeError (a
+    SafetensorError and a TypeError) naming the tensor."""
     dt = _torch_cache.get(code)
     if dt is not None:
         return dt
@@ -125,7 +128,7 @@ def torch_dtype(code: str, name: str):
     attr = _TORCH_NAMES.get(code)
     dt = getattr(torch, attr, None) if attr else None
     if dt is None:
-        raise TypeError(
+        raise UnsupportedDtypeError(
             f"tensor {name!r} has dtype {code}, which this torch ({torch.__version__}) cannot represent"
         )
     _torch_cache[code] = dt
@@ -149,6 +152,28 @@ def torch_code(dtype, name: str) -> str:
             f"tensor {name!r}: unsupported dtype {dtype}; supported dtypes: {SUPPORTED_NAMES}"
         )
     return code
+
+
+def torch_types(exclude=()) -> Dict[str, Any]:
+    """``{code: torch dtype}`` for every code this torch can represent."""
+    import torch
+
+    return {
+        code: getattr(torch, attr)
+        for code, attr in _TORCH_NAMES.items()
+        if code not in exclude and getattr(torch, attr, None) is not None
+    }
+
+
+def numpy_types() -> Dict[str, Any]:
+    """``{code: numpy dtype}`` for every code numpy can represent here."""
+    out = {}
+    for code in (*_NUMPY_NATIVE, *_NUMPY_ML_DTYPES):
+        try:
+            out[code] = numpy_dtype(code, code)
+        except SafetensorError:
+            pass
+    return out
 
 
 def needs_swap(dtype) -> bool:

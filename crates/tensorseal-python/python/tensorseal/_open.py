@@ -6,6 +6,7 @@ import os
 from typing import Any, Dict, List, Optional, Union
 
 from . import _dtypes
+from ._errors import InvalidArgumentError
 from ._tensorseal import SafeFile, SafetensorError
 
 _FRAMEWORKS = {
@@ -20,22 +21,39 @@ _FRAMEWORKS = {
 def _framework(framework: str) -> str:
     fw = _FRAMEWORKS.get(str(framework).lower())
     if fw is None:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"framework {framework!r} is not supported; use 'pt' (torch) or 'np' (numpy)"
         )
     return fw
 
 
-def _device(fw: str, device: Any):
-    if fw == "np":
-        if str(device) != "cpu":
-            raise ValueError(f"numpy arrays live on the cpu; device {device!r} is not supported")
-        return None
+def torch_device(device: Any):
+    """The ``torch.device`` for a device argument: ``None`` (the cpu, as in
+    the reference), a string such as ``"cpu"`` or ``"cuda:1"``, a CUDA index,
+    or a ``torch.device``. Anything else raises InvalidArgumentError."""
     import torch
 
+    if device is None:
+        return torch.device("cpu")
+    if isinstance(device, bool) or (isinstance(device, int) and device < 0):
+        raise InvalidArgumentError(f"device {device!r} is invalid")
     if isinstance(device, int):
         device = f"cuda:{device}"
-    dev = torch.device(device)
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise InvalidArgumentError(f"device {device!r} is invalid: {e}") from None
+
+
+def _device(fw: str, device: Any):
+    """Where tensors go: None for the cpu, else the ``torch.device``."""
+    if fw == "np":
+        if device is not None and str(device) != "cpu":
+            raise InvalidArgumentError(
+                f"numpy arrays live on the cpu; device {device!r} is not supported"
+            )
+        return None
+    dev = torch_device(device)
     return None if dev.type == "cpu" else dev
 
 
@@ -75,6 +93,19 @@ def torch_view(buf, code: str, shape: List[int], start: int, end: int, name: str
     return t.reshape(shape)
 
 
+def _view(f: SafeFile, fw: str, backend: str, name: str, dtype: str, shape: List[int], start: int, end: int):
+    """Bytes ``start..end`` of file ``f`` as an array or tensor (a view of
+    the private map with ``mmap``, memory of its own with ``pread``)."""
+    if backend == "pread":
+        buf = f.read_range(start, end)
+        start, end = 0, end - start
+    else:
+        buf = f.buffer
+    if fw == "np":
+        return numpy_view(buf, dtype, shape, start, end, name)
+    return torch_view(buf, dtype, shape, start, end, name)
+
+
 class SafeSlice:
     """A tensor of an open file that can be indexed without reading it whole.
 
@@ -83,12 +114,20 @@ class SafeSlice:
     of them follows numpy semantics (framework ``"np"``) or torch semantics
     (``"pt"``) exactly, and returns a new array or tensor: only the bytes the
     index selects are read from the file.
+
+    Like the reference's, a slice keeps the file open: it can be indexed
+    after the ``safe_open`` that made it is closed.
     """
 
-    __slots__ = ("_open", "_name", "_dtype", "_shape", "_start", "_end")
+    __slots__ = ("_file", "_fw", "_dev", "_backend", "_name", "_dtype", "_shape", "_start", "_end")
 
-    def __init__(self, owner: "safe_open", name: str, dtype: str, shape: List[int], start: int, end: int):
-        self._open = owner
+    def __init__(
+        self, owner: "safe_open", f: SafeFile, name: str, dtype: str, shape: List[int], start: int, end: int
+    ):
+        self._file = f
+        self._fw = owner._fw
+        self._dev = owner._dev
+        self._backend = owner._backend
         self._name = name
         self._dtype = dtype
         self._shape = shape
@@ -154,19 +193,17 @@ class SafeSlice:
         return None
 
     def __getitem__(self, index):
-        owner = self._open
-        rows = self._rows(index) if owner._backend == "pread" else None
+        rows = self._rows(index) if self._backend == "pread" else None
         if rows is None:
-            full = owner._view(self._name, self._dtype, self._shape, self._start, self._end)
+            start, end, shape = self._start, self._end, self._shape
         else:
             # Read only the rows the index selects.
             lo, hi, index = rows
             row = (self._end - self._start) // self._shape[0]
+            start, end = self._start + lo * row, self._start + (hi + 1) * row
             shape = [hi - lo + 1, *self._shape[1:]]
-            full = owner._view(
-                self._name, self._dtype, shape, self._start + lo * row, self._start + (hi + 1) * row
-            )
-        if self._open._fw == "np":
+        full = _view(self._file, self._fw, self._backend, self._name, self._dtype, shape, start, end)
+        if self._fw == "np":
             import numpy as np
 
             out = np.array(full[index])
@@ -174,8 +211,8 @@ class SafeSlice:
             import torch
 
             out = full[index].clone(memory_format=torch.contiguous_format)
-            if self._open._dev is not None:
-                out = out.to(self._open._dev)
+            if self._dev is not None:
+                out = out.to(self._dev)
         return out
 
 
@@ -186,15 +223,18 @@ class safe_open:
         filename: path (``str`` or ``os.PathLike``) of the file.
         framework: ``"pt"`` (torch tensors) or ``"np"`` (numpy arrays);
             ``"torch"`` and ``"numpy"`` are accepted too.
-        device: where tensors go (``"cpu"``, ``"cuda:0"``, ``0``, …; torch only).
+        device: where tensors go (``"cpu"``, ``"cuda:0"``, ``0``, …; torch
+            only; ``None`` means the cpu). An unusable framework, device or
+            backend raises ``InvalidArgumentError``, a ``SafetensorError``
+            (as in the reference) that is also a ``ValueError``.
         backend: ``"mmap"`` (default): tensors on the cpu are views of a private
             (copy-on-write) memory map of the file, nothing is copied and
             writes never reach the file; ``"pread"``: each tensor is read into
             memory of its own with positioned reads.
 
     Usable as a context manager, or without ``with`` (the file is released
-    when the object is garbage collected). Tensors returned stay valid after
-    the file is closed.
+    when the object is garbage collected). Tensors and slices returned stay
+    valid after the file is closed.
     """
 
     def __init__(
@@ -208,7 +248,7 @@ class safe_open:
         self._fw = _framework(framework)
         self._dev = _device(self._fw, device)
         if backend not in ("mmap", "pread"):
-            raise ValueError(f"backend must be 'mmap' or 'pread', not {backend!r}")
+            raise InvalidArgumentError(f"backend must be 'mmap' or 'pread', not {backend!r}")
         self._backend = backend
         self._file: Optional[SafeFile] = SafeFile(filename)
 
@@ -241,15 +281,7 @@ class safe_open:
         return self._handle().metadata()
 
     def _view(self, name: str, dtype: str, shape: List[int], start: int, end: int):
-        f = self._handle()
-        if self._backend == "pread":
-            buf = f.read_range(start, end)
-            start, end = 0, end - start
-        else:
-            buf = f.buffer
-        if self._fw == "np":
-            return numpy_view(buf, dtype, shape, start, end, name)
-        return torch_view(buf, dtype, shape, start, end, name)
+        return _view(self._handle(), self._fw, self._backend, name, dtype, shape, start, end)
 
     def get_tensor(self, name: str):
         """The whole tensor ``name`` (a view of the file's memory on the cpu)."""
@@ -271,8 +303,9 @@ class safe_open:
 
     def get_slice(self, name: str) -> SafeSlice:
         """A :class:`SafeSlice` of tensor ``name``, to index lazily."""
-        dtype, shape, start, end = self._handle().info(name)
-        return SafeSlice(self, name, dtype, shape, start, end)
+        f = self._handle()
+        dtype, shape, start, end = f.info(name)
+        return SafeSlice(self, f, name, dtype, shape, start, end)
 
     def __repr__(self) -> str:
         state = "closed" if self._file is None else f"{len(self._file.offset_keys())} tensors"

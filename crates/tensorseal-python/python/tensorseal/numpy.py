@@ -53,6 +53,10 @@ def _specs(tensor_dict: Dict[str, np.ndarray]) -> List[Tuple[str, str, List[int]
             raise TypeError(f"tensor names must be str, not {type(name).__name__}: {name!r}")
         if not isinstance(arr, np.ndarray):
             raise ValueError(f"Key `{name}` is invalid, expected np.ndarray but received {type(arr)}")
+        if type(arr) is not np.ndarray:
+            # Subclasses (masked arrays, memmaps, matrices): their data, as
+            # the reference saves it (a mask is not part of the format).
+            arr = np.asarray(arr)
         code = _dtypes.numpy_code(arr.dtype, name)
         if _dtypes.needs_swap(arr.dtype):
             data = _chunks(arr, arr.dtype.newbyteorder("<"))
@@ -116,3 +120,32 @@ def load_file(
 
 # Re-exported for code that catches it from here.
 SafetensorError = SafetensorError
+
+
+# --- the reference's private names ----------------------------------------------
+#
+# Some libraries import private names from ``safetensors.numpy``; the same
+# names here keep that code working when it imports tensorseal instead.
+
+#: safetensors dtype code -> numpy dtype, for the codes numpy has (with
+#: ``ml_dtypes`` installed, BF16 and the FP8 codes too).
+_TYPES: Dict[str, np.dtype] = _dtypes.numpy_types()
+
+
+def _getdtype(dtype_str: str) -> np.dtype:
+    """The numpy dtype for a safetensors code; KeyError if there is none."""
+    return _TYPES[dtype_str]
+
+
+def _view2np(safeview) -> Dict[str, np.ndarray]:
+    """Arrays from :func:`tensorseal.deserialize`'s ``[(name, {"dtype",
+    "shape", "data"})]`` output (views of each ``data``)."""
+    return {
+        name: numpy_view(v["data"], v["dtype"], list(v["shape"]), 0, len(v["data"]), name)
+        for name, v in safeview
+    }
+
+
+def _is_little_endian(tensor: np.ndarray) -> bool:
+    """Whether the array's bytes are little-endian (or single bytes)."""
+    return not _dtypes.needs_swap(tensor.dtype)

@@ -10,6 +10,7 @@ straight into the file.
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections import defaultdict
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple, Union
@@ -17,7 +18,7 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple, Union
 import torch
 
 from . import _dtypes
-from ._open import safe_open, torch_view
+from ._open import safe_open, torch_device, torch_view
 from ._tensorseal import SafetensorError
 from ._tensorseal import deserialize as _deserialize
 from ._tensorseal import read_file as _read_file
@@ -166,13 +167,24 @@ def _check_for_save(tensors: Dict[str, torch.Tensor]) -> None:
 
 
 def _host_bytes(t: torch.Tensor):
-    """A numpy uint8 view of a contiguous cpu tensor's bytes (no copy)."""
-    t = t.detach()
+    """The bytes of a contiguous cpu tensor, without copying: a ctypes array
+    over its memory that keeps the tensor alive.
+
+    Only attribute reads here: torch methods that dispatch an operator
+    (``detach``, ``reshape``, ``view``) release the GIL, and while another
+    Python thread is busy each release costs a switch interval (5 ms) to get
+    it back, which made saving 100 tensors take seconds.
+    """
     if t.is_conj():
         t = t.resolve_conj()
     if t.is_neg():
         t = t.resolve_neg()
-    return t.reshape(-1).view(torch.uint8).numpy()
+    n = t.nelement() * t.element_size()
+    if n == 0:
+        return b""
+    data = (ctypes.c_ubyte * n).from_address(t.data_ptr())
+    data.keep_alive = t  # the memory belongs to the tensor
+    return memoryview(data).cast("B")  # keeps `data` alive; plain bytes
 
 
 def _specs(tensors: Dict[str, torch.Tensor]):
@@ -247,15 +259,16 @@ def load_model(
     model: torch.nn.Module,
     filename: Union[str, "os.PathLike[str]"],
     strict: bool = True,
-    device: Union[str, int, torch.device] = "cpu",
+    device: Union[str, int, torch.device, None] = "cpu",
     *,
     backend: Optional[str] = None,
-) -> Tuple[List[str], List[str]]:
+) -> Tuple[Set[str], List[str]]:
     """Loads a file saved by :func:`save_model` into ``model``; tied tensors
     dropped at save time are restored through the model's own sharing.
 
-    Returns ``(missing, unexpected)`` names; with ``strict`` raises
-    RuntimeError if either is non-empty.
+    Returns ``(missing, unexpected)``: a set and a list of names, as the
+    reference does; with ``strict`` raises RuntimeError if either is
+    non-empty.
     """
     state_dict = load_file(filename, device=device, backend=backend)
     to_removes = _remove_duplicate_names(model.state_dict(), preferred_names=state_dict.keys())
@@ -274,24 +287,15 @@ def load_model(
         if unexpected:
             lines.append("    Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in sorted(unexpected)))
         raise RuntimeError("\n".join(lines))
-    return list(missing), unexpected
+    return missing, unexpected
 
 
 # --- loading ------------------------------------------------------------------
 
 
-def _to_device(tensors: Dict[str, torch.Tensor], device) -> Dict[str, torch.Tensor]:
-    if isinstance(device, int):
-        device = f"cuda:{device}"
-    dev = torch.device(device)
-    if dev.type == "cpu":
-        return tensors
-    return {k: v.to(dev) for k, v in tensors.items()}
-
-
 def load_file(
     filename: Union[str, "os.PathLike[str]"],
-    device: Union[str, int, torch.device] = "cpu",
+    device: Union[str, int, torch.device, None] = "cpu",
     *,
     backend: Optional[str] = None,
 ) -> Dict[str, torch.Tensor]:
@@ -301,17 +305,21 @@ def load_file(
     threads into one buffer (huge pages where the OS allows); each tensor
     views its part of it with a storage of its own. ``backend="mmap"`` gives
     the reference's behaviour (views of a private memory map, read lazily);
-    ``backend="pread"`` reads tensor by tensor.
+    ``backend="pread"`` reads tensor by tensor. ``device=None`` means the
+    cpu, as in the reference.
     """
     if backend is not None:
         with safe_open(filename, framework="pt", device=device, backend=backend) as f:
             return f.get_tensors()
+    dev = torch_device(device)  # checked before reading anything
     entries, _metadata, buf = _read_file(filename)
     out = {
         name: torch_view(buf, dtype, shape, start, end, name)
         for name, dtype, shape, start, end in entries
     }
-    return _to_device(out, device)
+    if dev.type != "cpu":
+        out = {k: v.to(dev) for k, v in out.items()}
+    return out
 
 
 def load(data: bytes) -> Dict[str, torch.Tensor]:
@@ -321,3 +329,42 @@ def load(data: bytes) -> Dict[str, torch.Tensor]:
         name: torch_view(buf, dtype, shape, start, end, name)
         for name, dtype, shape, start, end in entries
     }
+
+
+# --- the reference's private names ----------------------------------------------
+#
+# Some libraries import private names from ``safetensors.torch`` (vLLM reads
+# ``_TYPES``, torch.distributed.checkpoint calls ``_getdtype``). The same
+# names here keep that code working when it imports tensorseal instead.
+
+_float8_e4m3fn = getattr(torch, "float8_e4m3fn", None)
+_float8_e4m3fnuz = getattr(torch, "float8_e4m3fnuz", None)
+_float8_e5m2 = getattr(torch, "float8_e5m2", None)
+_float8_e5m2fnuz = getattr(torch, "float8_e5m2fnuz", None)
+_float8_e8m0 = getattr(torch, "float8_e8m0fnu", None)
+_float4_e2m1_x2 = getattr(torch, "float4_e2m1fn_x2", None)
+
+#: safetensors dtype code -> torch dtype, for the codes this torch has. F4 is
+#: left out, as in the reference: its torch dtype packs two values per element,
+#: so a header shape cannot be used with it as is.
+_TYPES: Dict[str, torch.dtype] = _dtypes.torch_types(exclude=("F4",))
+
+#: torch dtype -> bytes per element (float4_e2m1fn_x2: one byte, two values).
+_SIZE: Dict[torch.dtype, int] = {dt: dt.itemsize for dt in _dtypes.torch_types().values()}
+
+
+def _getdtype(dtype_str: str) -> torch.dtype:
+    """The torch dtype for a safetensors code; KeyError if there is none."""
+    return _TYPES[dtype_str]
+
+
+def _view2torch(safeview) -> Dict[str, torch.Tensor]:
+    """Tensors from :func:`tensorseal.deserialize`'s ``[(name, {"dtype",
+    "shape", "data"})]`` output."""
+    result = {}
+    for name, v in safeview:
+        data = v["data"]
+        if not isinstance(data, bytearray):
+            data = bytearray(data)  # torch wants writable memory
+        result[name] = torch_view(data, v["dtype"], list(v["shape"]), 0, len(data), name)
+    return result
