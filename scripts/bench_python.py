@@ -25,6 +25,9 @@ Operations:
                       one anonymous huge-page buffer, from ctypes, with no
                       parsing and no tensors. "tensorseal / floor" near 1
                       means the loader adds nothing to the copy itself.
+  save_pt_busy        torch save_file of 100 tensors (100 MiB) while another
+                      Python thread spins (not in the default --ops): how
+                      much the save loses to GIL hand-offs.
   save_np / save_pt   save_file of a dict of the same size: wall and CPU
                       seconds; "peak MiB+" is the peak RSS during the save
                       minus the RSS before it (VmHWM, reset first).
@@ -127,7 +130,27 @@ def floor_copy(path):
     return buf
 
 res = {}
-if op == "floor":
+if op == "save_pt_busy":
+    # save_file of 100 tensors (100 MiB) while another Python thread spins:
+    # every GIL release inside the save then costs a switch interval.
+    import threading
+    d = {f"t{i}": torch.randn(256, 1024) for i in range(100)}
+    stop = threading.Event()
+    def spin():
+        x = 0
+        while not stop.is_set():
+            x += 1
+    th = threading.Thread(target=spin)
+    th.start()
+    time.sleep(0.02)
+    t0 = time.perf_counter()
+    spt.save_file(d, out)
+    t1 = time.perf_counter()
+    stop.set()
+    th.join()
+    res = {"time": t1 - t0}
+    os.unlink(out)
+elif op == "floor":
     prime_memory()
     c0 = cpu()
     t0 = time.perf_counter()
@@ -270,7 +293,13 @@ def main():
     for op in ops:
         if op == "floor":
             continue
-        metrics = ["private", "touched", "call", "cpu"] if op.startswith("load") else ["time", "cpu", "extra_mib"]
+        metrics = (
+            ["private", "touched", "call", "cpu"]
+            if op.startswith("load")
+            else ["time"]
+            if op == "save_pt_busy"
+            else ["time", "cpu", "extra_mib"]
+        )
         for m in metrics:
             ref = statistics.median(r[m] for r in results[(op, "ref")])
             ours = statistics.median(r[m] for r in results[(op, "ours")])
