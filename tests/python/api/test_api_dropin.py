@@ -5,7 +5,10 @@ top-level ``TensorSpec`` / ``serialize`` / ``serialize_file`` /
 ``deserialize`` API, numpy array subclasses, and saving while another
 Python thread is busy."""
 
+import os
+import subprocess
 import sys
+import textwrap
 import threading
 import warnings
 
@@ -296,3 +299,67 @@ def test_save_with_a_busy_thread_is_correct():
         th.join()
         sys.setswitchinterval(old)
     assert blob == ref_pt.save(d)
+
+
+def test_tensors_without_bytes_raise_instead_of_crashing():
+    # Reading data_ptr() blindly would segfault on these: a zero tensor (null
+    # pointer), storage freed under the tensor (FSDP's resize_(0)), and a
+    # wrapper subclass (DTensor, FakeTensor, torchao: no storage of its own).
+    # Run in a child so that a crash fails this test instead of pytest.
+    code = textwrap.dedent(
+        """
+        import torch, tensorseal.torch as ts
+
+        class Wrapper(torch.Tensor):
+            @staticmethod
+            def __new__(cls, inner):
+                return torch.Tensor._make_wrapper_subclass(cls, inner.shape, dtype=inner.dtype)
+
+            @classmethod
+            def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+                raise NotImplementedError(str(func))
+
+        freed = torch.randn(1000)
+        freed.untyped_storage().resize_(0)
+        shrunk = torch.randn(1000)
+        shrunk.untyped_storage().resize_(16)
+        cases = [torch._efficientzerotensor(4), freed, shrunk, Wrapper(torch.randn(4))]
+        for t in cases:
+            try:
+                ts.save({"t": t})
+                print("saved")
+            except Exception as e:
+                print(type(e).__name__, str(e).replace(" ", "_")[:60])
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    kinds = [line.split()[0] for line in r.stdout.splitlines()]
+    assert kinds == ["RuntimeError", "SafetensorError", "SafetensorError", "NotImplementedError"], r.stdout
+    assert "'t'" in r.stdout.splitlines()[1].replace("_", " ")
+
+
+def test_an_old_ml_dtypes_does_not_break_import(tmp_path):
+    # ml_dtypes before 0.5 has no float8_e8m0fnu; the numpy module builds its
+    # dtype table at import, which must not fail because of it.
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "ml_dtypes.py").write_text("import numpy\nbfloat16 = numpy.dtype('float16')\n")
+    header = b'{"x":{"dtype":"F8_E8M0","shape":[2],"data_offsets":[0,2]}}'
+    header += b" " * (-len(header) % 8)
+    p = tmp_path / "e8m0.safetensors"
+    p.write_bytes(len(header).to_bytes(8, "little") + header + b"\x7f\x80")
+    code = textwrap.dedent(
+        f"""
+        import tensorseal, tensorseal.numpy as tn
+        assert "BF16" in tn._TYPES and "F8_E8M0" not in tn._TYPES, tn._TYPES
+        try:
+            tn.load_file({str(p)!r})
+        except tensorseal.UnsupportedDtypeError as e:
+            print("refused", "ml_dtypes" in str(e))
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(fake), os.environ.get("PYTHONPATH", "")]))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["refused", "True"]

@@ -12,13 +12,16 @@ framework-specific helpers.
 """
 
 from ._tensorseal import SafetensorError, __version__
+from ._errors import InvalidArgumentError, UnsupportedDtypeError
 from ._open import SafeSlice, safe_open
 from ._raw import TensorSpec, deserialize, serialize, serialize_file
 
 __all__ = [
+    "InvalidArgumentError",
     "SafeSlice",
     "SafetensorError",
     "TensorSpec",
+    "UnsupportedDtypeError",
     "__version__",
     "deserialize",
     "safe_open",

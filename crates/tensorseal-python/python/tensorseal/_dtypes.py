@@ -83,13 +83,16 @@ def numpy_dtype(code: str, name: str):
         return dt
     import numpy as np
 
+    ml = _ml_dtypes() if code in _NUMPY_ML_DTYPES else None
+    # Older ml_dtypes releases lack some types (float8_e8m0fnu before 0.5).
+    ml_type = getattr(ml, _NUMPY_ML_DTYPES[code], None) if ml is not None else None
     if code in _NUMPY_NATIVE:
         dt = np.dtype(_NUMPY_NATIVE[code]).newbyteorder("<")
-    elif code in _NUMPY_ML_DTYPES and _ml_dtypes() is not None:
-        dt = np.dtype(getattr(_ml_dtypes(), _NUMPY_ML_DTYPES[code]))
+    elif ml_type is not None:
+        dt = np.dtype(ml_type)
     else:
         hint = (
-            " (install the ml_dtypes package, or open the file with framework='pt')"
+            " (install a recent ml_dtypes package, or open the file with framework='pt')"
             if code in _NUMPY_ML_DTYPES
             else " (open the file with framework='pt')"
             if code in _TORCH_NAMES

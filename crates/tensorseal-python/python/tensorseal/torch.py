@@ -166,14 +166,33 @@ def _check_for_save(tensors: Dict[str, torch.Tensor]) -> None:
         )
 
 
-def _host_bytes(t: torch.Tensor):
-    """The bytes of a contiguous cpu tensor, without copying: a ctypes array
-    over its memory that keeps the tensor alive.
+def _plain_bytes(t: torch.Tensor, n: int) -> bool:
+    """Whether ``n`` bytes at ``t.data_ptr()`` lie inside memory the tensor's
+    storage owns: refuses null pointers (zero tensors, tensor subclasses that
+    wrap others) and storages freed or shrunk under the tensor (as FSDP does
+    with ``resize_(0)``)."""
+    try:
+        ptr = t.data_ptr()
+        st = t.untyped_storage()
+        base, size = st.data_ptr(), st.nbytes()
+    except Exception:  # no storage at all
+        return False
+    return ptr != 0 and base != 0 and base <= ptr and ptr - base + n <= size
 
-    Only attribute reads here: torch methods that dispatch an operator
-    (``detach``, ``reshape``, ``view``) release the GIL, and while another
-    Python thread is busy each release costs a switch interval (5 ms) to get
-    it back, which made saving 100 tensors take seconds.
+
+def _host_bytes(t: torch.Tensor, name: str):
+    """The bytes of a contiguous cpu tensor, without copying.
+
+    For a plain tensor or parameter: a ctypes array over its memory that
+    keeps the tensor alive, built from attribute reads only. torch methods
+    that dispatch an operator (``detach``, ``reshape``, ``view``) release the
+    GIL, and while another Python thread is busy each release costs a switch
+    interval (5 ms) to get it back, which made saving 100 tensors take
+    seconds. (ctypes keeps one array type per distinct length, as the
+    reference's ``np.ctypeslib.as_array`` does.)
+
+    Anything else (tensor subclasses, zero tensors) goes through torch's own
+    operators, which raise for tensors that have no bytes to give.
     """
     if t.is_conj():
         t = t.resolve_conj()
@@ -182,9 +201,16 @@ def _host_bytes(t: torch.Tensor):
     n = t.nelement() * t.element_size()
     if n == 0:
         return b""
-    data = (ctypes.c_ubyte * n).from_address(t.data_ptr())
-    data.keep_alive = t  # the memory belongs to the tensor
-    return memoryview(data).cast("B")  # keeps `data` alive; plain bytes
+    if type(t) in (torch.Tensor, torch.nn.Parameter) and not t._is_zerotensor():
+        if not _plain_bytes(t, n):
+            raise SafetensorError(
+                f"tensor {name!r} ({list(t.shape)}, {t.dtype}) has no memory for its {n} bytes: "
+                "its storage was freed or resized (e.g. by FSDP); gather or materialise it before saving"
+            )
+        data = (ctypes.c_ubyte * n).from_address(t.data_ptr())
+        data.keep_alive = t  # the memory belongs to the tensor
+        return memoryview(data).cast("B")  # keeps `data` alive; plain bytes
+    return t.detach().reshape(-1).view(torch.uint8).numpy()
 
 
 def _specs(tensors: Dict[str, torch.Tensor]):
@@ -206,10 +232,10 @@ def _specs(tensors: Dict[str, torch.Tensor]):
                 raise SafetensorError(f"tensor {name!r}: a 0-d float4_e2m1fn_x2 tensor cannot be saved")
             shape[-1] *= 2  # two F4 values per stored byte
         if t.device.type == "cpu":
-            data: Any = _host_bytes(t)
+            data: Any = _host_bytes(t, name)
         else:
             # Copied to the host one tensor at a time, while writing.
-            data = (lambda t=t: [_host_bytes(t.to("cpu"))])
+            data = (lambda t=t, name=name: [_host_bytes(t.to("cpu"), name)])
         specs.append((name, code, shape, data))
     return specs
 
