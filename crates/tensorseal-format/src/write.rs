@@ -402,6 +402,13 @@ impl AtomicFile {
         durability: Durability,
     ) -> Result<Self, FormatError> {
         let target = target.as_ref().to_owned();
+        if target.as_os_str().is_empty() {
+            // As `open("")`: there is no such file (not "invalid input").
+            return Err(FormatError::io(
+                &target,
+                io::Error::from(io::ErrorKind::NotFound),
+            ));
+        }
         let dir = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
             _ => PathBuf::from("."),

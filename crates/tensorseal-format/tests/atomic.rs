@@ -150,3 +150,18 @@ fn an_error_creating_the_temporary_file_quotes_the_target() {
     assert!(!msg.contains(".tmp-"), "{msg}");
     assert!(err.is_io());
 }
+
+#[test]
+fn an_empty_target_path_is_not_found() {
+    let err = match AtomicFile::create("") {
+        Ok(_) => panic!("created a file at the empty path"),
+        Err(e) => e,
+    };
+    assert!(err.is_io());
+    match err {
+        tensorseal_format::FormatError::Io { source, .. } => {
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound)
+        }
+        other => panic!("not an I/O error: {other}"),
+    }
+}

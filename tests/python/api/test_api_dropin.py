@@ -363,3 +363,20 @@ def test_an_old_ml_dtypes_does_not_break_import(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["refused", "True"]
+
+
+def test_framework_must_be_a_str_like_the_reference(sample):
+    p, _ = sample
+    for framework in [None, 1, b"pt"]:
+        with pytest.raises(TypeError):
+            safetensors.safe_open(str(p), framework)
+        with pytest.raises(TypeError, match="framework"):
+            safe_open(p, framework)
+
+
+def test_saving_to_the_empty_path_is_file_not_found():
+    with pytest.raises(FileNotFoundError) as e:
+        ts_pt.save_file({"a": torch.zeros(1)}, "")
+    assert e.value.errno == 2 and e.value.filename == ""
+    with pytest.raises(FileNotFoundError):
+        open("", "wb")  # what Python itself says

@@ -19,7 +19,9 @@ _FRAMEWORKS = {
 
 
 def _framework(framework: str) -> str:
-    fw = _FRAMEWORKS.get(str(framework).lower())
+    if not isinstance(framework, str):  # the reference's TypeError
+        raise TypeError(f"framework must be a str, not {type(framework).__name__}: {framework!r}")
+    fw = _FRAMEWORKS.get(framework.lower())
     if fw is None:
         raise InvalidArgumentError(
             f"framework {framework!r} is not supported; use 'pt' (torch) or 'np' (numpy)"
