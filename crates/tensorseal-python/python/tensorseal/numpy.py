@@ -127,14 +127,26 @@ SafetensorError = SafetensorError
 # Some libraries import private names from ``safetensors.numpy``; the same
 # names here keep that code working when it imports tensorseal instead.
 
-#: safetensors dtype code -> numpy dtype, for the codes numpy has (with
-#: ``ml_dtypes`` installed, BF16 and the FP8 codes too).
-_TYPES: Dict[str, np.dtype] = _dtypes.numpy_types()
+
+def _types() -> Dict[str, np.dtype]:
+    """``_TYPES``: safetensors dtype code -> numpy dtype, for the codes numpy
+    has (with ``ml_dtypes`` installed, BF16 and the FP8 codes too). Built on
+    first use rather than at import, because building it imports ml_dtypes."""
+    types = globals().get("_TYPES")
+    if types is None:
+        types = globals()["_TYPES"] = _dtypes.numpy_types()
+    return types
+
+
+def __getattr__(name: str):
+    if name == "_TYPES":
+        return _types()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _getdtype(dtype_str: str) -> np.dtype:
     """The numpy dtype for a safetensors code; KeyError if there is none."""
-    return _TYPES[dtype_str]
+    return _types()[dtype_str]
 
 
 def _view2np(safeview) -> Dict[str, np.ndarray]:
