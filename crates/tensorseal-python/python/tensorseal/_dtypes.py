@@ -142,13 +142,7 @@ def torch_code(dtype, name: str) -> str:
     """The safetensors code for a torch dtype, or SafetensorError."""
     global _torch_codes
     if _torch_codes is None:
-        import torch
-
-        _torch_codes = {
-            getattr(torch, attr): code
-            for code, attr in _TORCH_NAMES.items()
-            if getattr(torch, attr, None) is not None
-        }
+        _torch_codes = {dt: code for code, dt in torch_types().items()}
     code = _torch_codes.get(dtype)
     if code is None:
         raise SafetensorError(
@@ -157,14 +151,14 @@ def torch_code(dtype, name: str) -> str:
     return code
 
 
-def torch_types(exclude=()) -> Dict[str, Any]:
+def torch_types() -> Dict[str, Any]:
     """``{code: torch dtype}`` for every code this torch can represent."""
     import torch
 
     return {
         code: getattr(torch, attr)
         for code, attr in _TORCH_NAMES.items()
-        if code not in exclude and getattr(torch, attr, None) is not None
+        if getattr(torch, attr, None) is not None
     }
 
 

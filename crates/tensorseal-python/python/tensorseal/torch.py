@@ -370,13 +370,15 @@ _float8_e5m2fnuz = getattr(torch, "float8_e5m2fnuz", None)
 _float8_e8m0 = getattr(torch, "float8_e8m0fnu", None)
 _float4_e2m1_x2 = getattr(torch, "float4_e2m1fn_x2", None)
 
+_ALL_TYPES = _dtypes.torch_types()
+
 #: safetensors dtype code -> torch dtype, for the codes this torch has. F4 is
 #: left out, as in the reference: its torch dtype packs two values per element,
 #: so a header shape cannot be used with it as is.
-_TYPES: Dict[str, torch.dtype] = _dtypes.torch_types(exclude=("F4",))
+_TYPES: Dict[str, torch.dtype] = {code: dt for code, dt in _ALL_TYPES.items() if code != "F4"}
 
 #: torch dtype -> bytes per element (float4_e2m1fn_x2: one byte, two values).
-_SIZE: Dict[torch.dtype, int] = {dt: dt.itemsize for dt in _dtypes.torch_types().values()}
+_SIZE: Dict[torch.dtype, int] = {dt: dt.itemsize for dt in _ALL_TYPES.values()}
 
 
 def _getdtype(dtype_str: str) -> torch.dtype:
