@@ -26,6 +26,17 @@ from ._tensorseal import serialize_file as _serialize_file
 _CODES = {name: code for code, name in _dtypes._TORCH_NAMES.items()}
 
 
+def memory_at(address: int, n: int, owner: object = None) -> memoryview:
+    """The ``n`` bytes at ``address`` as a flat byte memoryview, without
+    copying, keeping ``owner`` (whatever owns that memory) alive as long as
+    the view. The caller vouches for the address; ``n`` must be positive.
+    (ctypes keeps one array type per distinct length, as the reference's
+    ``np.ctypeslib.as_array`` does.)"""
+    mem = (ctypes.c_ubyte * n).from_address(address)
+    mem.owner = owner
+    return memoryview(mem).cast("B")  # holds `mem`, which holds `owner`
+
+
 class TensorSpec:
     """One tensor for :func:`serialize` / :func:`serialize_file`: a dtype
     name (``"float32"``, ``"bfloat16"``, ``"float4_e2m1fn_x2"``, …), a
@@ -88,8 +99,7 @@ class TensorSpec:
     def _memory(self):
         if self._data_len == 0:
             return b""
-        mem = (ctypes.c_ubyte * self._data_len).from_address(self._data_ptr)
-        return memoryview(mem).cast("B")
+        return memory_at(self._data_ptr, self._data_len)
 
 
 def _specs(tensor_dict: Dict[str, TensorSpec]) -> List[Tuple[str, str, List[int], object]]:

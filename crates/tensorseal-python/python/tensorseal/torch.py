@@ -10,7 +10,6 @@ straight into the file.
 
 from __future__ import annotations
 
-import ctypes
 import os
 from collections import defaultdict
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple, Union
@@ -19,6 +18,7 @@ import torch
 
 from . import _dtypes
 from ._open import safe_open, torch_device, torch_view
+from ._raw import memory_at
 from ._tensorseal import SafetensorError
 from ._tensorseal import deserialize as _deserialize
 from ._tensorseal import read_file as _read_file
@@ -188,8 +188,7 @@ def _host_bytes(t: torch.Tensor, name: str):
     that dispatch an operator (``detach``, ``reshape``, ``view``) release the
     GIL, and while another Python thread is busy each release costs a switch
     interval (5 ms) to get it back, which made saving 100 tensors take
-    seconds. (ctypes keeps one array type per distinct length, as the
-    reference's ``np.ctypeslib.as_array`` does.)
+    seconds.
 
     Anything else (tensor subclasses, zero tensors) goes through torch's own
     operators, which raise for tensors that have no bytes to give.
@@ -207,9 +206,7 @@ def _host_bytes(t: torch.Tensor, name: str):
                 f"tensor {name!r} ({list(t.shape)}, {t.dtype}) has no memory for its {n} bytes: "
                 "its storage was freed or resized (e.g. by FSDP); gather or materialise it before saving"
             )
-        data = (ctypes.c_ubyte * n).from_address(t.data_ptr())
-        data.keep_alive = t  # the memory belongs to the tensor
-        return memoryview(data).cast("B")  # keeps `data` alive; plain bytes
+        return memory_at(t.data_ptr(), n, owner=t)
     return t.detach().reshape(-1).view(torch.uint8).numpy()
 
 
