@@ -141,10 +141,7 @@ fn write_file_observed_shows_each_tensor_in_the_file_before_the_next() {
 fn an_error_creating_the_temporary_file_quotes_the_target() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("missing-dir").join("out.bin");
-    let err = match AtomicFile::create(&target) {
-        Ok(_) => panic!("created a file in a missing directory"),
-        Err(e) => e,
-    };
+    let err = AtomicFile::create(&target).expect_err("created a file in a missing directory");
     let msg = err.to_string();
     assert!(msg.contains(&*target.to_string_lossy()), "{msg}");
     assert!(!msg.contains(".tmp-"), "{msg}");
@@ -153,10 +150,7 @@ fn an_error_creating_the_temporary_file_quotes_the_target() {
 
 #[test]
 fn an_empty_target_path_is_not_found() {
-    let err = match AtomicFile::create("") {
-        Ok(_) => panic!("created a file at the empty path"),
-        Err(e) => e,
-    };
+    let err = AtomicFile::create("").expect_err("created a file at the empty path");
     assert!(err.is_io());
     match err {
         tensorseal_format::FormatError::Io { source, .. } => {
