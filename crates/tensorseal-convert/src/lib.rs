@@ -315,6 +315,9 @@ pub fn plan(inputs: &[PathBuf], opts: &Options) -> Result<Plan, ConvertError> {
                 for (key, bytes) in inline {
                     ck.add_inline(key, bytes);
                 }
+                if ck.big_endian() {
+                    check_swap_units(path, &found)?;
+                }
             }
         }
         for (name, t) in found {
@@ -399,6 +402,39 @@ pub fn plan(inputs: &[PathBuf], opts: &Options) -> Result<Plan, ConvertError> {
     report.aliases = aliases;
     report.tensors = planned.len();
     Ok((cks, planned, report, meta))
+}
+
+/// In a big-endian torch zip, torch swaps each storage once, in the units of
+/// the first tensor that loads it; a storage viewed with two different swap
+/// units cannot be converted faithfully.
+fn check_swap_units(
+    path: &Path,
+    found: &[(String, Result<TensorRef, String>)],
+) -> Result<(), ConvertError> {
+    let mut units: HashMap<String, (usize, &str)> = HashMap::new();
+    for (name, t) in found {
+        let Ok(t) = t else { continue };
+        if !t.big_endian || t.storage.starts_with("numpy:") {
+            continue;
+        }
+        let Some(u) = tensor::swap_unit(t.dtype) else {
+            continue;
+        };
+        let (first, other) = *units
+            .entry(t.storage.to_ascii_lowercase())
+            .or_insert((u, name.as_str()));
+        if first != u {
+            return Err(ConvertError::Tensor {
+                path: path.to_owned(),
+                name: name.clone(),
+                why: format!(
+                    "big-endian storage `{}` is also viewed by `{other}` with {first}-byte elements, here {u}-byte: torch swaps it once, so one of them cannot be converted faithfully",
+                    t.storage
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn spec(p: &PlannedTensor) -> TensorSpec {

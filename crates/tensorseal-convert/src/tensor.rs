@@ -156,7 +156,25 @@ fn tensor_call(
                 } else {
                     s.dtype.ok_or("untyped storage without a dtype")?
                 };
-                let _ = s.untyped;
+                if big_endian {
+                    // torch swaps a big-endian storage once, in units of its
+                    // storage type (none for UntypedStorage), then views it
+                    // as the tensor's dtype. Only when both agree is that
+                    // the tensor's values; otherwise refuse.
+                    let storage_unit = if s.untyped {
+                        Some(1)
+                    } else {
+                        s.dtype.and_then(swap_unit)
+                    };
+                    let tensor_unit = swap_unit(dtype);
+                    if storage_unit != tensor_unit || tensor_unit.is_none() {
+                        return Err(format!(
+                            "big-endian storage `{}` ({}) viewed as {dtype}: torch swaps its bytes in units of the storage type, not the tensor's, so the values cannot be byte-swapped to little-endian faithfully",
+                            s.key,
+                            if s.untyped { "untyped".to_owned() } else { s.dtype.map(|d| d.to_string()).unwrap_or_default() },
+                        ));
+                    }
+                }
                 Ok(TensorRef {
                     storage: s.key,
                     dtype,
@@ -187,6 +205,13 @@ fn tensor_call(
         ))),
         _ => None,
     }
+}
+
+/// Bytes swapped together when converting `d` between byte orders: its
+/// element size, or half of it for complex numbers (each part is swapped).
+pub(crate) fn swap_unit(d: Dtype) -> Option<usize> {
+    let es = d.byte_size()?;
+    Some(if d == Dtype::C64 { es / 2 } else { es })
 }
 
 /// Element sizes of every storage named in `root` (for legacy files, whose
