@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod keys;
 pub mod npy;
 mod source;
 pub mod tensor;
