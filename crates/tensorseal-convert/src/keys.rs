@@ -184,6 +184,7 @@ fn text(k: &Value, repr: bool) -> Result<String, String> {
 /// `repr(key)` for messages, never failing.
 pub(crate) fn key_repr(k: &Value) -> String {
     match k {
+        Value::Str(s) if s.is_ascii() => quoted(s.as_bytes(), ""),
         Value::Str(s) => format!("{s:?}"),
         _ => text(k, true).unwrap_or_else(|why| why),
     }
@@ -291,7 +292,7 @@ mod tests {
             (Value::Str("1".into()), Value::Int(2)),
         ];
         let e = names(&d).unwrap_err();
-        assert!(e.contains("1 and \"1\""), "{e}");
+        assert!(e.contains("1 and '1'"), "{e}");
         let d = vec![
             (Value::Str("None".into()), Value::Int(1)),
             (Value::None, Value::Int(2)),
