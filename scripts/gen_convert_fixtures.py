@@ -336,6 +336,20 @@ def write_exact():
     write_zip(EXACT / "bo_twice.pt", [(f"{root}/{r}", d) for r, d in members]
               + [(f"{root}/BYTEORDER", b"little")])
     refuse("bo_twice.pt", "differ only in case", "`byteorder` = big and `BYTEORDER` = little")
+    # One big-endian storage viewed as float32 and as int16 (only a crafted
+    # pickle does this): torch swaps it once, for whichever loads it first.
+    pair = EXACT / "bo_pair.pt"
+    torch.save(OrderedDict(f=torch.tensor([1.5, -2.0]), h=torch.tensor([1, 2, 3, 4], dtype=torch.int16)), pair)
+    big_endian_copy(pair, EXACT / "bo_big_two_widths.pt")
+    pair.unlink()
+    root, members = zip_members(EXACT / "bo_big_two_widths.pt")
+    pkl = dict(members)["data.pkl"]
+    assert pkl.count(b"X\x01\x00\x00\x001") == 1
+    members = [(r, pkl.replace(b"X\x01\x00\x00\x001", b"X\x01\x00\x00\x000") if r == "data.pkl" else d)
+               for r, d in members if r != "data/1"]
+    write_zip(EXACT / "bo_big_two_widths.pt", [(f"{root}/{r}", d) for r, d in members])
+    refuse("bo_big_two_widths.pt", "viewed by `f` with 4-byte elements",
+           "storage 0 swapped once by torch, viewed as float32 and int16")
     # Legacy: torch reads storages little-endian whatever sys_info says.
     legacy = EXACT / "bo_legacy_sysinfo_big.pt"
     torch.save(sd, legacy, _use_new_zipfile_serialization=False)
