@@ -133,9 +133,11 @@ fn failure(e: ConvertError) -> Failure {
 }
 
 pub fn run(args: Args) -> CmdResult {
-    let signals = Signals::install();
-    match convert(args, &signals) {
-        Err(f) => Err(match signals.exit_code() {
+    // Only the safetensors direction polls the flag; `--to torch` keeps the
+    // default action of the signals.
+    let signals = matches!(args.to, Target::Safetensors).then(Signals::install);
+    match convert(args, signals.as_ref()) {
+        Err(f) => Err(match signals.as_ref().and_then(Signals::exit_code) {
             Some(code) => Failure {
                 code,
                 error: f.error,
@@ -146,7 +148,7 @@ pub fn run(args: Args) -> CmdResult {
     }
 }
 
-fn convert(args: Args, signals: &Signals) -> CmdResult {
+fn convert(args: Args, signals: Option<&Signals>) -> CmdResult {
     let verify = match (args.no_verify, args.verify) {
         (true, _) | (_, VerifyMode::None) => Verify::Off,
         (_, VerifyMode::Checksum) => Verify::Checksum,
@@ -198,7 +200,7 @@ fn convert(args: Args, signals: &Signals) -> CmdResult {
                 overwrite: args.force,
                 durability: super::durability(args.sync),
                 max_output_size,
-                cancel: Some(signals.cancel.clone()),
+                cancel: signals.map(|s| Arc::clone(&s.cancel)),
             };
             let show = std::io::stderr().is_terminal() && !args.json;
             let mut bar: Option<indicatif::ProgressBar> = None;

@@ -682,6 +682,11 @@ pub fn to_safetensors(
                 let here = here.borrow();
                 let jobs: Vec<_> = ranges.iter().cloned().zip(here.iter()).collect();
                 match check_ranges(file, out, &jobs) {
+                    // A signal during the check still stops the rename.
+                    Ok(_) if cancelled() => {
+                        check_err = Some(ConvertError::Interrupted);
+                        Err(std::io::Error::other("conversion interrupted"))
+                    }
                     Ok(n) => {
                         checked = n;
                         Ok(())
