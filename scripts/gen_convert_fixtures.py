@@ -12,6 +12,8 @@ import io
 import json
 import os
 import pathlib
+import pickle
+import shutil
 import struct
 import zipfile
 from collections import OrderedDict
@@ -178,6 +180,253 @@ def main():
     np.save(OUT / "object_array.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
 
     write_malicious()
+    write_exact()
+
+
+# ------------------------------------------------ exactness (issue 11: 11-13)
+# Each file of tests/fixtures/convert/exact/ is listed in its manifest.json as
+# either "same" (the converted tensors must equal torch.load(weights_only=True)
+# or numpy.load tensor by tensor: names, dtype, shape, bytes) or "refuse"
+# (convert must exit 1 with `why` in its message and write nothing).
+
+EXACT = OUT / "exact"
+
+
+class _StorageKeys(pickle.Unpickler):
+    """Reads our own data.pkl for its storage keys and types. Only used on
+    files this script just wrote with torch.save; nothing foreign is loaded."""
+
+    def __init__(self, f):
+        super().__init__(f)
+        self.keys = {}
+
+    def find_class(self, module, name):
+        if module == "collections" and name == "OrderedDict":
+            return OrderedDict
+        if name.endswith("Storage"):
+            return name
+        return lambda *a, **k: None
+
+    def persistent_load(self, pid):
+        _, storage_type, key, _, _ = pid
+        self.keys[key] = storage_type
+
+
+ELEM = {"DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2,
+        "LongStorage": 8, "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1,
+        "ByteStorage": 1, "BoolStorage": 1, "ComplexFloatStorage": 4,
+        "ComplexDoubleStorage": 8}
+
+
+def zip_members(path):
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+        root = names[0].split("/")[0]
+        return root, [(n[len(root) + 1:], z.read(n)) for n in names]
+
+
+def write_zip(path, entries):
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        for name, data in entries:
+            put(z, name, data)
+    path.write_bytes(out.getvalue())
+
+
+def big_endian_copy(src, dst, record=("byteorder", b"big")):
+    """`src` with every storage byte-swapped in units of its storage type
+    (complex: each part), as a big-endian machine's torch.save writes it,
+    and the byteorder record replaced by `record` (None: no record)."""
+    root, members = zip_members(src)
+    u = _StorageKeys(io.BytesIO(dict(members)["data.pkl"]))
+    u.load()
+    entries = []
+    for rel, data in members:
+        if rel == "byteorder":
+            if record is not None:
+                entries.append((f"{root}/{record[0]}", record[1]))
+            continue
+        if rel.startswith("data/") and rel[5:] in u.keys:
+            es = ELEM[u.keys[rel[5:]]]
+            data = np.frombuffer(data, dtype=np.uint8).reshape(-1, es)[:, ::-1].tobytes()
+        entries.append((f"{root}/{rel}", data))
+    write_zip(dst, entries)
+
+
+class DupDict:
+    """A dict pickled as the given assignments in order, duplicates included
+    (as a pickle's SETITEMS may hold them)."""
+
+    def __init__(self, pairs):
+        self.pairs = pairs
+
+
+def _pickle_module():
+    """A pickle module whose Pickler writes DupDict as EMPTY_DICT + SETITEMS."""
+    import types
+
+    class Pickler(pickle._Pickler):
+        dispatch = dict(pickle._Pickler.dispatch)
+
+        def save_dupdict(self, obj):
+            self.write(pickle.EMPTY_DICT)
+            self.memoize(obj)
+            self._batch_setitems(iter(obj.pairs))
+
+        dispatch[DupDict] = save_dupdict
+
+    m = types.ModuleType("dup_pickle")
+    m.Pickler = Pickler
+    m.Unpickler = pickle.Unpickler
+    m.load = pickle.load
+    m.loads = pickle.loads
+    m.dump = pickle.dump
+    m.__name__ = "pickle"
+    return m
+
+
+def write_exact():
+    if EXACT.exists():
+        shutil.rmtree(EXACT)
+    EXACT.mkdir()
+    manifest = {}
+
+    def same(name, note, args=()):
+        manifest[name] = {"expect": "same", "note": note, "args": list(args)}
+
+    def refuse(name, why, note, args=()):
+        manifest[name] = {"expect": "refuse", "why": why, "note": note, "args": list(args)}
+
+    # -- 11. byte order ---------------------------------------------------
+    w = torch.arange(24, dtype=torch.float32).reshape(4, 6) / 7
+    sd = OrderedDict(
+        f32=w, f32_t=w.t(), f32_row=w[2], f32_expand=torch.tensor([1.5, -2.25]).expand(3, 2),
+        f64=torch.linspace(-3, 3, 7, dtype=torch.float64),
+        f16=torch.tensor([1.5, -2.0, 65504.0], dtype=torch.float16),
+        bf16=torch.tensor([[1.0, -3.5], [7.0, 0.1]], dtype=torch.bfloat16).t(),
+        i64=torch.tensor([-(2 ** 40), 3, 2 ** 62], dtype=torch.int64),
+        i32=torch.arange(-3, 3, dtype=torch.int32).reshape(2, 3)[:, ::2],
+        i16=torch.tensor([-300, 258], dtype=torch.int16),
+        i8=torch.tensor([-1, 2], dtype=torch.int8),
+        u8=torch.tensor([1, 255], dtype=torch.uint8),
+        bool=torch.tensor([True, False, True]),
+        c64=torch.tensor([1 + 2j, -3.5 + 0.25j], dtype=torch.complex64),
+        c128=torch.tensor([1 - 2j], dtype=torch.complex128),
+    )
+    sd.pop("c128")  # no safetensors dtype for complex128
+    le = EXACT / "bo_little.pt"
+    torch.save(sd, le)
+    same("bo_little.pt", "torch.save on this (little-endian) machine: byteorder record `little`")
+    big_endian_copy(le, EXACT / "bo_big.pt")
+    same("bo_big.pt", "record `byteorder` = big, every storage swapped in its type's units (views, complex)")
+    big_endian_copy(le, EXACT / "bo_big_upper_record.pt", ("BYTEORDER", b"big"))
+    same("bo_big_upper_record.pt", "record spelled `BYTEORDER`: torch looks records up ignoring case")
+    big_endian_copy(le, EXACT / "bo_big_mixed_record.pt", ("ByteOrder", b"big"))
+    same("bo_big_mixed_record.pt", "record spelled `ByteOrder`")
+    root, members = zip_members(le)
+    write_zip(EXACT / "bo_absent.pt", [(f"{root}/{r}", d) for r, d in members if r != "byteorder"])
+    same("bo_absent.pt", "no byteorder record: torch's default load endianness, little")
+    for name, value in [("bo_big_newline.pt", b"big\n"), ("bo_big_upper_value.pt", b"BIG"),
+                        ("bo_big_space.pt", b" big"), ("bo_unknown.pt", b"middle"), ("bo_empty.pt", b"")]:
+        big_endian_copy(le, EXACT / name, ("byteorder", value))
+        refuse(name, "neither `little` nor `big`", f"byteorder record {value!r}: torch raises 'Unknown endianness type'")
+    # Two records that match `byteorder` ignoring case: which one torch reads
+    # depends on its search order.
+    root, members = zip_members(EXACT / "bo_big.pt")
+    write_zip(EXACT / "bo_twice.pt", [(f"{root}/{r}", d) for r, d in members]
+              + [(f"{root}/BYTEORDER", b"little")])
+    refuse("bo_twice.pt", "differ only in case", "`byteorder` = big and `BYTEORDER` = little")
+    # One big-endian storage viewed as float32 and as int16 (only a crafted
+    # pickle does this): torch swaps it once, for whichever loads it first.
+    pair = EXACT / "bo_pair.pt"
+    torch.save(OrderedDict(f=torch.tensor([1.5, -2.0]), h=torch.tensor([1, 2, 3, 4], dtype=torch.int16)), pair)
+    big_endian_copy(pair, EXACT / "bo_big_two_widths.pt")
+    pair.unlink()
+    root, members = zip_members(EXACT / "bo_big_two_widths.pt")
+    pkl = dict(members)["data.pkl"]
+    assert pkl.count(b"X\x01\x00\x00\x001") == 1
+    members = [(r, pkl.replace(b"X\x01\x00\x00\x001", b"X\x01\x00\x00\x000") if r == "data.pkl" else d)
+               for r, d in members if r != "data/1"]
+    write_zip(EXACT / "bo_big_two_widths.pt", [(f"{root}/{r}", d) for r, d in members])
+    refuse("bo_big_two_widths.pt", "viewed by `f` with 4-byte elements",
+           "storage 0 swapped once by torch, viewed as float32 and int16")
+    # Legacy: torch reads storages little-endian whatever sys_info says.
+    legacy = EXACT / "bo_legacy_sysinfo_big.pt"
+    torch.save(sd, legacy, _use_new_zipfile_serialization=False)
+    raw = legacy.read_bytes()
+    i = raw.index(b"little_endian")
+    j = raw.index(b"\x88", i)  # NEWTRUE right after the key (and its memo put)
+    assert j - i < 20
+    legacy.write_bytes(raw[:j] + b"\x89" + raw[j + 1:])
+    same("bo_legacy_sysinfo_big.pt", "legacy file whose sys_info says little_endian=False: torch ignores it")
+
+    # -- 12. state-dict keys ------------------------------------------------
+    t = lambda *v: torch.tensor(v, dtype=torch.float32)  # noqa: E731
+    dup = _pickle_module()
+    torch.save(DupDict([(1, t(1)), (True, t(2)), (1.0, t(3)), ("x", t(4)), (2.0, t(5)), (2, t(6)),
+                        (False, t(7)), (-0.0, t(8)), (0, t(9))]),
+               EXACT / "keys_equal_merge.pt", pickle_module=dup)
+    same("keys_equal_merge.pt", "SETITEMS assigns 1, True, 1.0 (one key: named by the first, last value wins), 2.0 and 2, False, -0.0 and 0")
+    torch.save({None: t(1), b"ab'": t(2), (1, "a", None, (2.5,)): t(3), 2.5: t(4), -7: t(5), True: t(6),
+                "s": t(7), 1e16: t(8), 1e-05: t(9), 2 ** 62: t(10), float("-inf"): t(11)},
+               EXACT / "keys_various.pt")
+    same("keys_various.pt", "None, bytes, tuple, float, negative int, bool, str keys: named str(key)")
+    torch.save({"layers": {0: {"w": t(1, 2)}, 1: {"w": t(3, 4)}}, "head": [t(5), {"b": t(6)}]},
+               EXACT / "keys_nested_int.pt")
+    same("keys_nested_int.pt", "int keys and lists inside dicts: layers.0.w, head.1.b")
+    torch.save(DupDict([("a", t(1)), ("a", t(2)), ("b", t(3)), ("a", t(4))]), EXACT / "keys_dup_str.pt",
+               pickle_module=dup)
+    same("keys_dup_str.pt", "a string key assigned three times: first position, last value")
+    torch.save({1: t(1), "1": t(2)}, EXACT / "keys_int_vs_str.pt")
+    refuse("keys_int_vs_str.pt", "both become the name `1`", "1 and '1' are two keys with one name")
+    torch.save({None: t(1), "None": t(2)}, EXACT / "keys_none_vs_str.pt")
+    refuse("keys_none_vs_str.pt", "both become the name `None`", "None and 'None'")
+    torch.save({True: t(1), "True": t(2)}, EXACT / "keys_bool_vs_str.pt")
+    refuse("keys_bool_vs_str.pt", "both become the name `True`", "True and 'True'")
+    torch.save({(1, 2): t(1), "(1, 2)": t(2)}, EXACT / "keys_tuple_vs_str.pt")
+    refuse("keys_tuple_vs_str.pt", "both become the name `(1, 2)`", "(1, 2) and '(1, 2)'")
+    torch.save({"a.b": t(1), "a": {"b": t(2)}}, EXACT / "keys_dotted_path.pt")
+    refuse("keys_dotted_path.pt", "['a.b']", "'a.b' and 'a' -> 'b' both make the name a.b")
+    torch.save({"0": t(1), "x": [t(2)], "x.0": t(3)}, EXACT / "keys_list_index.pt")
+    refuse("keys_list_index.pt", "['x.0']", "list index x.0 and key 'x.0'")
+    torch.save({float("nan"): t(1)}, EXACT / "keys_nan.pt")
+    refuse("keys_nan.pt", "NaN key", "NaN keys compare by identity")
+    torch.save({2 ** 70: t(1)}, EXACT / "keys_bigint.pt")
+    refuse("keys_bigint.pt", "wider than 64 bits", "an integer key past 64 bits")
+
+    # -- 13. views and the output size bound ---------------------------------
+    base = torch.arange(12, dtype=torch.float32)
+    torch.save(OrderedDict(
+        overlap=base.as_strided((4, 3), (2, 1)),  # rows share elements
+        overlap_t=base.as_strided((3, 4), (1, 2), 1),
+        expand=torch.tensor([1.0, 2.0]).expand(1000, 2),  # 8 kB from 8 bytes
+        expand_mid=torch.arange(6, dtype=torch.int16).reshape(2, 1, 3).expand(2, 50, 3),
+        scalar_expand=torch.tensor(3.5).expand(7, 7),
+        zero_stride_all=base.as_strided((5, 5), (0, 0), 11),
+        base=base,
+    ), EXACT / "views_overlap.pt")
+    same("views_overlap.pt", "overlapping and stride-0 views, materialised as torch returns them")
+    same("views_overlap.pt@limit", "the same within an explicit --max-output-size", ["--max-output-size", "20000"])
+    refuse("views_overlap.pt@small", "over the limit of 1000", "an explicit --max-output-size below the output",
+           ["--max-output-size", "1000"])
+    torch.save({"huge": torch.zeros(1).expand(1 << 20, 1 << 20)}, EXACT / "views_huge_expand.pt")
+    refuse("views_huge_expand.pt", "over the limit", "4 TiB of output from 4 bytes: over the default limit")
+    # A tensor whose storage is missing, after one that is written: the
+    # error comes mid-write and the temporary file must go.
+    root, members = zip_members(EXACT / "bo_little.pt")
+    write_zip(EXACT / "missing_storage.pt", [(f"{root}/{r}", d) for r, d in members if r != "data/5"])
+    refuse("missing_storage.pt", "not in the file", "a storage record removed: fails after earlier tensors are written")
+
+    # -- NumPy: compared with numpy.load ------------------------------------
+    np.save(EXACT / "np_be_f8.npy", np.linspace(-1, 1, 6, dtype=">f8").reshape(2, 3))
+    same("np_be_f8.npy", "big-endian float64 .npy")
+    np.save(EXACT / "np_be_c8_fortran.npy", np.asfortranarray(np.array([[1 + 2j, 3 - 4j], [5j, -1]], dtype=">c8")))
+    same("np_be_c8_fortran.npy", "big-endian complex64, Fortran order")
+    np.savez(EXACT / "np_mixed.npz", le=np.arange(5, dtype="<i4"), be=np.arange(5, dtype=">i4"),
+             u2=np.array([1, 65535], dtype=">u2"))
+    same("np_mixed.npz", "npz with little- and big-endian members")
+
+    (EXACT / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 # ---------------------------------------------------------------- malicious

@@ -3,6 +3,8 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use tensorseal_convert::{ConvertError, Options, Progress, Report, Verify};
 use tensorseal_format::shard;
@@ -44,6 +46,13 @@ pub struct Args {
     /// Same as --verify none.
     #[arg(long, conflicts_with = "verify")]
     pub no_verify: bool,
+    /// Most tensor bytes the output may hold (5GB, 500MB, 10GiB or bytes),
+    /// checked before anything is written. Default: twice the input's data
+    /// plus 256 MiB. Expanded (stride-0) and overlapping views are written
+    /// as torch returns them, so a few input bytes can stand for far more
+    /// output; this bounds it.
+    #[arg(long, value_name = "SIZE")]
+    pub max_output_size: Option<String>,
     /// Replace existing output files.
     #[arg(long)]
     pub force: bool,
@@ -77,6 +86,41 @@ pub enum Target {
     Torch,
 }
 
+/// SIGINT and SIGTERM while converting: the first sets `cancel`, which the
+/// converter checks between pieces of 1 MiB, so that it stops, removes its
+/// temporary file and returns; the binary then exits 128 + the signal
+/// number (130 for SIGINT). A second signal exits at once.
+struct Signals {
+    cancel: Arc<AtomicBool>,
+    which: Arc<AtomicUsize>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let cancel = Arc::new(AtomicBool::new(false));
+        let which = Arc::new(AtomicUsize::new(0));
+        for sig in [SIGINT, SIGTERM] {
+            // Registration fails only for forbidden signals; without a
+            // handler the default action (terminate) stays.
+            let code = 128 + sig;
+            let _ =
+                signal_hook::flag::register_conditional_shutdown(sig, code, Arc::clone(&cancel));
+            let _ = signal_hook::flag::register_usize(sig, Arc::clone(&which), code as usize);
+            let _ = signal_hook::flag::register(sig, Arc::clone(&cancel));
+        }
+        Signals { cancel, which }
+    }
+
+    /// The exit code for the signal received, if any.
+    fn exit_code(&self) -> Option<u8> {
+        match self.which.load(Ordering::SeqCst) {
+            0 => None,
+            n => u8::try_from(n).ok(),
+        }
+    }
+}
+
 fn failure(e: ConvertError) -> Failure {
     Failure {
         code: if e.is_invalid_input() {
@@ -89,6 +133,22 @@ fn failure(e: ConvertError) -> Failure {
 }
 
 pub fn run(args: Args) -> CmdResult {
+    // Only the safetensors direction polls the flag; `--to torch` keeps the
+    // default action of the signals.
+    let signals = matches!(args.to, Target::Safetensors).then(Signals::install);
+    match convert(args, signals.as_ref()) {
+        Err(f) => Err(match signals.as_ref().and_then(Signals::exit_code) {
+            Some(code) => Failure {
+                code,
+                error: f.error,
+            },
+            None => f,
+        }),
+        ok => ok,
+    }
+}
+
+fn convert(args: Args, signals: Option<&Signals>) -> CmdResult {
     let verify = match (args.no_verify, args.verify) {
         (true, _) | (_, VerifyMode::None) => Verify::Off,
         (_, VerifyMode::Checksum) => Verify::Checksum,
@@ -101,13 +161,24 @@ pub fn run(args: Args) -> CmdResult {
         })?),
         None => None,
     };
+    let max_output_size = match &args.max_output_size {
+        Some(s) => Some(shard::parse_size(s).map_err(|e| Failure {
+            code: EXIT_USAGE,
+            error: anyhow::anyhow!("--max-output-size: {e}"),
+        })?),
+        None => None,
+    };
     let report = match args.to {
         Target::Torch => {
-            if args.select.is_some() || args.flatten || max_shard_size.is_some() {
+            if args.select.is_some()
+                || args.flatten
+                || max_shard_size.is_some()
+                || max_output_size.is_some()
+            {
                 return Err(Failure {
                     code: EXIT_USAGE,
                     error: anyhow::anyhow!(
-                        "--select, --flatten and --max-shard-size apply to safetensors output only"
+                        "--select, --flatten, --max-shard-size and --max-output-size apply to safetensors output only"
                     ),
                 });
             }
@@ -128,6 +199,8 @@ pub fn run(args: Args) -> CmdResult {
                 verify,
                 overwrite: args.force,
                 durability: super::durability(args.sync),
+                max_output_size,
+                cancel: signals.map(|s| Arc::clone(&s.cancel)),
             };
             let show = std::io::stderr().is_terminal() && !args.json;
             let mut bar: Option<indicatif::ProgressBar> = None;

@@ -58,6 +58,25 @@ pub enum ConvertError {
     /// The safetensors side failed.
     #[error(transparent)]
     Safetensors(#[from] FormatError),
+    /// The output would exceed the output size limit (`--max-output-size`);
+    /// nothing was written.
+    #[error("{}: the output would hold {total} bytes of tensors, over the limit of {limit}{}{detail}", path.display(), if *default { " (default: twice the input's data plus 256 MiB; raise it with --max-output-size)" } else { " (--max-output-size)" })]
+    OutputTooLarge {
+        /// The input.
+        path: PathBuf,
+        /// Tensor bytes the output would hold.
+        total: u64,
+        /// The limit.
+        limit: u64,
+        /// Whether the limit is the default one.
+        default: bool,
+        /// Which tensor is largest.
+        detail: String,
+    },
+    /// The conversion was cancelled (a signal); the temporary output file
+    /// was removed.
+    #[error("conversion interrupted; its temporary file was removed")]
+    Interrupted,
     /// The output differs from the input after writing.
     #[error("verification failed: {}: tensor `{name}` {why}", path.display())]
     Verify {
@@ -88,7 +107,7 @@ impl ConvertError {
     /// True when the input itself is at fault (bad or unsafe data), false for
     /// I/O problems.
     pub fn is_invalid_input(&self) -> bool {
-        !matches!(self, ConvertError::Io { .. })
+        !matches!(self, ConvertError::Io { .. } | ConvertError::Interrupted)
             && !matches!(self, ConvertError::Safetensors(e) if e.is_io())
     }
 }

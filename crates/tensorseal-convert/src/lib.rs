@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod keys;
 pub mod npy;
 mod source;
 pub mod tensor;
@@ -30,6 +31,8 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use tensorseal_format::shard::{index_json, plan_shards, shard_name};
 use tensorseal_format::{
@@ -59,6 +62,34 @@ pub struct Options {
     /// Whether every file written is fsynced before returning (outputs are
     /// always written atomically).
     pub durability: Durability,
+    /// Most tensor bytes the output may hold (`--max-output-size`), checked
+    /// before anything is written. `None`: [`default_max_output_size`] of
+    /// the inputs.
+    pub max_output_size: Option<u64>,
+    /// Set (by a signal handler, say) to stop the conversion: writing stops
+    /// within one piece (1 MiB), the temporary file is removed and
+    /// [`ConvertError::Interrupted`] returned.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// Floor of [`default_max_output_size`]: 256 MiB.
+pub const OUTPUT_SIZE_FLOOR: u64 = 256 << 20;
+
+/// The default bound on the tensor bytes written from inputs that hold
+/// `input_bytes` of data ([`Checkpoint::data_bytes`] summed): twice that,
+/// plus [`OUTPUT_SIZE_FLOOR`].
+///
+/// Tensors that do not overlap never need more bytes than their storages
+/// hold, so an ordinary checkpoint converts well within the input size;
+/// twice leaves room for overlapping views that torch materialises
+/// (slices saved separately, a few expanded buffers), and the floor for
+/// small files with expanded (stride-0) tensors. A stride-0 view can make
+/// a few bytes of input stand for terabytes of output: those are refused
+/// unless `--max-output-size` allows them.
+pub fn default_max_output_size(input_bytes: u64) -> u64 {
+    input_bytes
+        .saturating_mul(2)
+        .saturating_add(OUTPUT_SIZE_FLOOR)
 }
 
 /// How [`to_safetensors`] checks its output after writing it.
@@ -315,6 +346,9 @@ pub fn plan(inputs: &[PathBuf], opts: &Options) -> Result<Plan, ConvertError> {
                 for (key, bytes) in inline {
                     ck.add_inline(key, bytes);
                 }
+                if ck.big_endian() {
+                    check_swap_units(path, &found)?;
+                }
             }
         }
         for (name, t) in found {
@@ -401,6 +435,39 @@ pub fn plan(inputs: &[PathBuf], opts: &Options) -> Result<Plan, ConvertError> {
     Ok((cks, planned, report, meta))
 }
 
+/// In a big-endian torch zip, torch swaps each storage once, in the units of
+/// the first tensor that loads it; a storage viewed with two different swap
+/// units cannot be converted faithfully.
+fn check_swap_units(
+    path: &Path,
+    found: &[(String, Result<TensorRef, String>)],
+) -> Result<(), ConvertError> {
+    let mut units: HashMap<String, (usize, &str)> = HashMap::new();
+    for (name, t) in found {
+        let Ok(t) = t else { continue };
+        if !t.big_endian || t.storage.starts_with("numpy:") {
+            continue;
+        }
+        let Some(u) = tensor::swap_unit(t.dtype) else {
+            continue;
+        };
+        let (first, other) = *units
+            .entry(t.storage.to_ascii_lowercase())
+            .or_insert((u, name.as_str()));
+        if first != u {
+            return Err(ConvertError::Tensor {
+                path: path.to_owned(),
+                name: name.clone(),
+                why: format!(
+                    "big-endian storage `{}` is also viewed by `{other}` with {first}-byte elements, here {u}-byte: torch swaps it once, so one of them cannot be converted faithfully",
+                    t.storage
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn spec(p: &PlannedTensor) -> TensorSpec {
     TensorSpec {
         name: p.name.clone(),
@@ -420,6 +487,53 @@ pub fn to_safetensors(
 ) -> Result<Report, ConvertError> {
     let inputs = resolve_inputs(src)?;
     let (cks, planned, mut report, meta) = plan(&inputs, opts)?;
+    // The output size, bounded before any byte (or directory) is written.
+    let mut total: u64 = 0;
+    for p in &planned {
+        total = p
+            .tensor
+            .byte_len()
+            .and_then(|n| u64::try_from(n).ok())
+            .and_then(|n| total.checked_add(n))
+            .ok_or_else(|| ConvertError::format(src, "the total output size overflows 64 bits"))?;
+    }
+    let limit = opts.max_output_size.unwrap_or_else(|| {
+        default_max_output_size(
+            cks.iter()
+                .map(Checkpoint::data_bytes)
+                .fold(0u64, u64::saturating_add),
+        )
+    });
+    if total > limit {
+        let largest = planned
+            .iter()
+            .max_by_key(|p| p.tensor.byte_len().unwrap_or(0))
+            .map(|p| {
+                format!(
+                    "; the largest is `{}` ({} bytes, size {:?}, stride {:?})",
+                    p.name,
+                    p.tensor.byte_len().unwrap_or(0),
+                    p.tensor.shape,
+                    p.tensor.stride
+                )
+            })
+            .unwrap_or_default();
+        return Err(ConvertError::OutputTooLarge {
+            path: src.to_owned(),
+            total,
+            limit,
+            default: opts.max_output_size.is_none(),
+            detail: largest,
+        });
+    }
+    let cancelled = || {
+        opts.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    };
+    if cancelled() {
+        return Err(ConvertError::Interrupted);
+    }
     let to_file = dst.extension().is_some_and(|e| e == "safetensors") || dst.is_file();
     // Output groups: tensor indices per file.
     let groups: Vec<Vec<usize>> = if to_file {
@@ -475,10 +589,6 @@ pub fn to_safetensors(
             }
         }
     }
-    let total: u64 = planned
-        .iter()
-        .map(|p| p.tensor.byte_len().unwrap_or(0) as u64)
-        .sum();
     progress(Progress::Start {
         total_bytes: total,
         tensors: planned.len(),
@@ -520,9 +630,19 @@ pub fn to_safetensors(
                 let mut hasher = hashing.then(Xxh3::new);
                 let mut len = 0u64;
                 let copied = tensor::emit(ck, &p.name, &p.tensor, hasher.as_mut(), &mut |b| {
+                    if cancelled() {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::Interrupted,
+                            "conversion interrupted",
+                        ));
+                    }
                     len += b.len() as u64;
                     w.write_all(b)
                 });
+                let copied = match copied {
+                    Err(_) if cancelled() => Err(ConvertError::Interrupted),
+                    other => other,
+                };
                 match copied {
                     Ok(()) => {
                         if let Some(h) = hasher {
@@ -548,6 +668,10 @@ pub fn to_safetensors(
                 }
             },
             |_, out, range| {
+                if cancelled() {
+                    check_err = Some(ConvertError::Interrupted);
+                    return Err(std::io::Error::other("conversion interrupted"));
+                }
                 if !check_before_rename {
                     return Ok(());
                 }
@@ -558,6 +682,11 @@ pub fn to_safetensors(
                 let here = here.borrow();
                 let jobs: Vec<_> = ranges.iter().cloned().zip(here.iter()).collect();
                 match check_ranges(file, out, &jobs) {
+                    // A signal during the check still stops the rename.
+                    Ok(_) if cancelled() => {
+                        check_err = Some(ConvertError::Interrupted);
+                        Err(std::io::Error::other("conversion interrupted"))
+                    }
                     Ok(n) => {
                         checked = n;
                         Ok(())
@@ -587,6 +716,9 @@ pub fn to_safetensors(
         }
     }
     if let Some(ix) = &index_path {
+        if cancelled() {
+            return Err(ConvertError::Interrupted);
+        }
         let json = index_json(total, &weight_map);
         let mut f = AtomicFile::create_with(ix, opts.durability)?;
         f.write_all(json.as_bytes())

@@ -99,7 +99,7 @@ impl Checkpoint {
         let bytes: &[u8] = &map;
         if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
             let zip = ZipIndex::read(path, bytes)?;
-            if zip.find_data_pkl().is_some() {
+            if zip.is_torch() {
                 return Self::open_torch_zip(path, map, zip);
             }
             if zip.names.iter().any(|(n, _)| n.ends_with(".npy")) {
@@ -148,7 +148,10 @@ impl Checkpoint {
         map: memmap2::Mmap,
         zip: ZipIndex,
     ) -> Result<Checkpoint, ConvertError> {
-        let (pkl_name, prefix) = zip.find_data_pkl().unwrap_or_default();
+        let prefix = zip.torch_prefix(path)?;
+        let pkl_name = zip
+            .find_record(path, &prefix, "data.pkl")?
+            .ok_or_else(|| ConvertError::format(path, format!("no `{prefix}data.pkl` record")))?;
         let pkl = zip.read_member(path, &map, &pkl_name, 1 << 31)?;
         let root =
             tensorseal_pickle::load(&pkl, &pickle_limits()).map_err(|e| ConvertError::Pickle {
@@ -156,9 +159,12 @@ impl Checkpoint {
                 member: pkl_name.clone(),
                 source: Box::new(e),
             })?;
-        let big_endian = match zip.get(&format!("{prefix}byteorder")) {
-            Some(_) => {
-                let b = zip.read_member(path, &map, &format!("{prefix}byteorder"), 64)?;
+        // As torch: the record holds exactly `little` or `big` (no case
+        // change, no whitespace), anything else is an error; without one the
+        // data is read as little-endian (torch's default load endianness).
+        let big_endian = match zip.find_record(path, &prefix, "byteorder")? {
+            Some(name) => {
+                let b = zip.read_member(path, &map, &name, 64)?;
                 match b.as_ref() {
                     b"little" => false,
                     b"big" => true,
@@ -166,7 +172,7 @@ impl Checkpoint {
                         return Err(ConvertError::format(
                             path,
                             format!(
-                                "byteorder record {:?} is neither `little` nor `big`",
+                                "byteorder record `{name}` holds {:?}, neither `little` nor `big` (torch refuses it too)",
                                 String::from_utf8_lossy(other)
                             ),
                         ))
@@ -175,12 +181,18 @@ impl Checkpoint {
             }
             None => false,
         };
-        let data_prefix = format!("{prefix}data/");
+        // torch finds `data/<key>` ignoring case: keys are stored lowercased
+        // (no two members differ only in case, `torch_prefix` checked it).
         let mut storages = HashMap::new();
         for (name, entry) in &zip.names {
-            if let Some(key) = name.strip_prefix(&data_prefix) {
-                if !key.is_empty() && !key.contains('/') {
-                    storages.insert(key.to_owned(), entry.data(name));
+            let Some(rest) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            if rest.len() > 5 && rest.is_char_boundary(5) && rest[..5].eq_ignore_ascii_case("data/")
+            {
+                let key = &rest[5..];
+                if !key.contains('/') {
+                    storages.insert(key.to_ascii_lowercase(), entry.data(name));
                 }
             }
         }
@@ -218,7 +230,11 @@ impl Checkpoint {
         }
         let (sys_info, pos) =
             tensorseal_pickle::load_at(bytes, pos, &lim).map_err(perr("sys_info"))?;
-        let big_endian = matches!(sys_info.get("little_endian"), Some(Value::Bool(false)));
+        // torch reads legacy storages (their element counts and their data)
+        // as little-endian whatever `sys_info` says: its writer stored them
+        // little-endian on every machine. So `little_endian` is ignored.
+        let _ = sys_info;
+        let big_endian = false;
         let (root, pos) =
             tensorseal_pickle::load_at(bytes, pos, &lim).map_err(perr("object pickle"))?;
         let (keys, mut pos) =
@@ -248,11 +264,7 @@ impl Checkpoint {
             })?;
             let mut a = [0u8; 8];
             a.copy_from_slice(hdr);
-            let numel = if big_endian {
-                u64::from_be_bytes(a)
-            } else {
-                u64::from_le_bytes(a)
-            };
+            let numel = u64::from_le_bytes(a);
             let len = usize::try_from(numel)
                 .ok()
                 .and_then(|n| n.checked_mul(es))
@@ -350,10 +362,36 @@ impl Checkpoint {
 
     /// Where a storage lies in the file, when it is stored uncompressed.
     pub(crate) fn storage_range(&self, key: &str) -> Option<Range<usize>> {
-        match self.storages.get(key) {
+        match self.entry(key) {
             Some(StorageData::Mapped(r)) => Some(r.clone()),
             _ => None,
         }
+    }
+
+    /// The storage named `key`: torch zips look `data/<key>` up ignoring
+    /// ASCII case, so their keys are matched lowercased.
+    fn entry(&self, key: &str) -> Option<&StorageData> {
+        match self.storages.get(key) {
+            Some(d) => Some(d),
+            None if self.format == Format::TorchZip => self.storages.get(&key.to_ascii_lowercase()),
+            None => None,
+        }
+    }
+
+    /// Bytes of tensor data the input holds: the file's length plus the
+    /// inflated size of its compressed storages and the bytes of arrays
+    /// held in its pickle. [`crate::Options::max_output_size`]'s default is
+    /// relative to it.
+    pub fn data_bytes(&self) -> u64 {
+        let mut n = self.map.len() as u64;
+        for d in self.storages.values() {
+            n = n.saturating_add(match d {
+                StorageData::Mapped(_) => 0,
+                StorageData::Compressed { size, .. } => *size,
+                StorageData::Inline(b) => b.len() as u64,
+            });
+        }
+        n
     }
 
     /// Whether [`Checkpoint::read_at`] reads (positioned reads on unix);
@@ -376,7 +414,7 @@ impl Checkpoint {
 
     /// The bytes of a storage (borrowed from the map, or inflated).
     pub(crate) fn storage(&self, key: &str) -> Result<Cow<'_, [u8]>, ConvertError> {
-        match self.storages.get(key) {
+        match self.entry(key) {
             Some(StorageData::Mapped(r)) => {
                 self.map.get(r.clone()).map(Cow::Borrowed).ok_or_else(|| {
                     ConvertError::format(&self.path, format!("storage `{key}` outside the file"))
@@ -478,20 +516,78 @@ impl ZipIndex {
         self.names.iter().find(|(n, _)| n == name).map(|(_, e)| e)
     }
 
-    /// `(member name, root prefix with slash)` of the torch `data.pkl`: the
-    /// one in a top-level folder of any name (torch uses the file stem).
-    fn find_data_pkl(&self) -> Option<(String, String)> {
-        let mut best: Option<(String, String)> = None;
+    /// The folder torch's reader resolves records in: the first member's
+    /// name up to its first `/`, slash included, if any.
+    fn first_folder(&self) -> Option<&str> {
+        let (first, _) = self.names.first()?;
+        first.find('/').map(|i| &first[..=i])
+    }
+
+    /// Whether this is a torch zip as torch's reader sees it: the first
+    /// member's folder holds a `data.pkl` (under any case).
+    fn is_torch(&self) -> bool {
+        self.first_folder().is_some_and(|p| {
+            self.names.iter().any(|(n, _)| {
+                n.strip_prefix(p)
+                    .is_some_and(|r| r.eq_ignore_ascii_case("data.pkl"))
+            })
+        })
+    }
+
+    /// The folder of a torch zip, checked as torch's reader checks it (every
+    /// member in that folder), and with no two members whose names differ
+    /// only in ASCII case: torch looks records up ignoring case, and which
+    /// of two such members it would read depends on its search order.
+    fn torch_prefix(&self, path: &Path) -> Result<String, ConvertError> {
+        let prefix = self
+            .first_folder()
+            .ok_or_else(|| {
+                ConvertError::format(path, "torch zip: first member is not in a folder")
+            })?
+            .to_owned();
+        let mut seen: HashMap<String, &str> = HashMap::new();
         for (n, _) in &self.names {
-            if let Some(prefix) = n.strip_suffix("data.pkl") {
-                let top_level = prefix.is_empty()
-                    || (prefix.ends_with('/') && prefix.matches('/').count() == 1);
-                if top_level && best.is_none() {
-                    best = Some((n.clone(), prefix.to_owned()));
-                }
+            if !n.starts_with(&prefix) {
+                return Err(ConvertError::format(
+                    path,
+                    format!("torch zip: member `{n}` is outside the archive folder `{prefix}` (torch refuses the file)"),
+                ));
+            }
+            if let Some(other) = seen.insert(n.to_ascii_lowercase(), n) {
+                return Err(ConvertError::format(
+                    path,
+                    format!("torch zip: members `{other}` and `{n}` differ only in case; torch looks records up ignoring case, so which one it reads is undefined"),
+                ));
             }
         }
-        best
+        Ok(prefix)
+    }
+
+    /// The member holding torch record `name` of the archive folder `prefix`,
+    /// matched ignoring ASCII case as torch does.
+    fn find_record(
+        &self,
+        path: &Path,
+        prefix: &str,
+        name: &str,
+    ) -> Result<Option<String>, ConvertError> {
+        let mut found: Option<&str> = None;
+        for (n, _) in &self.names {
+            let hit = n.len() == prefix.len() + name.len()
+                && n.is_char_boundary(prefix.len())
+                && n[..prefix.len()].eq_ignore_ascii_case(prefix)
+                && n[prefix.len()..].eq_ignore_ascii_case(name);
+            if hit {
+                if let Some(f) = found {
+                    return Err(ConvertError::format(
+                        path,
+                        format!("torch zip: records `{f}` and `{n}` both match `{prefix}{name}` (torch ignores case)"),
+                    ));
+                }
+                found = Some(n);
+            }
+        }
+        Ok(found.map(str::to_owned))
     }
 
     fn read_member<'m>(

@@ -156,7 +156,25 @@ fn tensor_call(
                 } else {
                     s.dtype.ok_or("untyped storage without a dtype")?
                 };
-                let _ = s.untyped;
+                if big_endian {
+                    // torch swaps a big-endian storage once, in units of its
+                    // storage type (none for UntypedStorage), then views it
+                    // as the tensor's dtype. Only when both agree is that
+                    // the tensor's values; otherwise refuse.
+                    let storage_unit = if s.untyped {
+                        Some(1)
+                    } else {
+                        s.dtype.and_then(swap_unit)
+                    };
+                    let tensor_unit = swap_unit(dtype);
+                    if storage_unit != tensor_unit || tensor_unit.is_none() {
+                        return Err(format!(
+                            "big-endian storage `{}` ({}) viewed as {dtype}: torch swaps its bytes in units of the storage type, not the tensor's, so the values cannot be byte-swapped to little-endian faithfully",
+                            s.key,
+                            if s.untyped { "untyped".to_owned() } else { s.dtype.map(|d| d.to_string()).unwrap_or_default() },
+                        ));
+                    }
+                }
                 Ok(TensorRef {
                     storage: s.key,
                     dtype,
@@ -187,6 +205,13 @@ fn tensor_call(
         ))),
         _ => None,
     }
+}
+
+/// Bytes swapped together when converting `d` between byte orders: its
+/// element size, or half of it for complex numbers (each part is swapped).
+pub(crate) fn swap_unit(d: Dtype) -> Option<usize> {
+    let es = d.byte_size()?;
+    Some(if d == Dtype::C64 { es / 2 } else { es })
 }
 
 /// Element sizes of every storage named in `root` (for legacy files, whose
@@ -240,14 +265,6 @@ pub const DEFAULT_KEYS: &[&str] = &[
     "module",
 ];
 
-fn key_text(k: &Value) -> Option<String> {
-    match k {
-        Value::Str(s) => Some(s.clone()),
-        Value::Int(i) => Some(i.to_string()),
-        _ => None,
-    }
-}
-
 fn contains_tensor(v: &Value, depth: usize) -> bool {
     if depth > 64 {
         return false;
@@ -282,11 +299,10 @@ pub fn select<'v>(
         let mut cur = root;
         for part in path.split('.').filter(|p| !p.is_empty()) {
             cur = match cur {
-                Value::Dict(d) => d
-                    .iter()
-                    .rev()
-                    .find(|(k, _)| key_text(k).as_deref() == Some(part))
-                    .map(|(_, v)| v)
+                Value::Dict(d) => crate::keys::entries(d, |_| false)?
+                    .into_iter()
+                    .find(|e| e.name == part)
+                    .map(|e| e.value)
                     .ok_or_else(|| format!("no key `{part}`"))?,
                 Value::List(x) | Value::Tuple(x) => part
                     .parse::<usize>()
@@ -337,8 +353,9 @@ pub fn collect(
         tensors,
         extras,
         inline,
+        origin: HashMap::new(),
     };
-    w.walk(v, String::new(), 0);
+    w.walk(v, String::new(), String::new(), 0);
 }
 
 struct Walker<'a> {
@@ -346,6 +363,8 @@ struct Walker<'a> {
     tensors: &'a mut Vec<(String, Result<TensorRef, String>)>,
     extras: &'a mut serde_json::Map<String, serde_json::Value>,
     inline: &'a mut Vec<(String, Vec<u8>)>,
+    /// Name of each tensor found -> the key path it came from (`['a']['b']`).
+    origin: HashMap<String, String>,
 }
 
 /// A NumPy array pickled with `numpy.core.multiarray._reconstruct`:
@@ -439,12 +458,28 @@ fn join(prefix: &str, part: &str) -> String {
 }
 
 impl Walker<'_> {
-    fn walk(&mut self, v: &Value, path: String, depth: usize) {
+    /// Records a tensor (or why it cannot be converted) found at `path`,
+    /// reached by the key path `keys`; a name already given to another
+    /// tensor (`{'a.b': x, 'a': {'b': y}}`) is an error naming both.
+    fn push(&mut self, path: String, keys: String, t: Result<TensorRef, String>) {
+        let t = match self.origin.get(&path) {
+            Some(first) => Err(format!(
+                "both {} and {} become this name",
+                if first.is_empty() { "the root" } else { first },
+                if keys.is_empty() { "the root" } else { &keys },
+            )),
+            None => t,
+        };
+        self.origin.insert(path.clone(), keys);
+        self.tensors.push((path, t));
+    }
+
+    fn walk(&mut self, v: &Value, path: String, keys: String, depth: usize) {
         if depth > 100 {
             return;
         }
         if let Some(t) = tensor_of(v, self.big_endian) {
-            self.tensors.push((path, t));
+            self.push(path, keys, t);
             return;
         }
         if let Some(arr) = numpy_array(v) {
@@ -453,29 +488,39 @@ impl Walker<'_> {
                 self.inline.push((t.storage.clone(), bytes));
                 t
             });
-            self.tensors.push((path, t));
+            self.push(path, keys, t);
             return;
         }
         match v {
             Value::Dict(d) => {
-                // Later duplicates replace earlier keys, as in Python.
-                let mut last: HashMap<String, usize> = HashMap::new();
-                for (i, (k, _)) in d.iter().enumerate() {
-                    if let Some(k) = key_text(k) {
-                        last.insert(k, i);
+                // One entry per key as Python's dict holds it (equal keys
+                // merged, last value), named by `str(key)`.
+                match crate::keys::entries(d, |x| contains_tensor(x, 0)) {
+                    Ok(entries) => {
+                        for e in entries {
+                            let k = format!("{keys}[{}]", e.repr);
+                            self.walk(e.value, join(&path, &e.name), k, depth + 1);
+                        }
                     }
-                }
-                for (i, (k, x)) in d.iter().enumerate() {
-                    let Some(kt) = key_text(k) else { continue };
-                    if last.get(&kt) != Some(&i) {
-                        continue;
+                    Err(why) => {
+                        let k = if keys.is_empty() {
+                            "the root".to_owned()
+                        } else {
+                            keys.clone()
+                        };
+                        self.tensors
+                            .push((path, Err(format!("in the dict at {k}: {why}"))));
                     }
-                    self.walk(x, join(&path, &kt), depth + 1);
                 }
             }
             Value::List(x) | Value::Tuple(x) if contains_tensor(v, 0) => {
                 for (i, x) in x.iter().enumerate() {
-                    self.walk(x, join(&path, &i.to_string()), depth + 1);
+                    self.walk(
+                        x,
+                        join(&path, &i.to_string()),
+                        format!("{keys}[{i}]"),
+                        depth + 1,
+                    );
                 }
             }
             other => {
@@ -509,8 +554,8 @@ fn to_json(v: &Value, depth: usize) -> Option<serde_json::Value> {
         ),
         Value::Dict(d) => {
             let mut m = serde_json::Map::new();
-            for (k, x) in d {
-                m.insert(key_text(k)?, to_json(x, depth + 1)?);
+            for e in crate::keys::entries(d, |_| true).ok()? {
+                m.insert(e.name, to_json(e.value, depth + 1)?);
             }
             J::Object(m)
         }

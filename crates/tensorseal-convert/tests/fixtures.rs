@@ -576,3 +576,90 @@ fn checksum_verification_reports_the_first_bad_tensor_in_file_order() {
         assert_eq!(name, nonempty[1]);
     }
 }
+
+fn convert_err(src: &Path, opts: &Options) -> (tempfile::TempDir, ConvertError) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.safetensors");
+    let e = to_safetensors(src, &out, opts, &mut |_| {}).unwrap_err();
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "{src:?} left {left:?}");
+    (dir, e)
+}
+
+#[test]
+fn every_spelling_of_a_big_endian_record_converts_to_the_little_endian_bytes() {
+    let (_a, little) = convert(&fix("exact/bo_little.pt"), &verified());
+    for f in [
+        "bo_big.pt",
+        "bo_big_upper_record.pt",
+        "bo_big_mixed_record.pt",
+        "bo_absent.pt",
+    ] {
+        let (_b, other) = convert(&fix(&format!("exact/{f}")), &full());
+        assert_eq!(little, other, "{f}");
+    }
+    assert!(Checkpoint::open(fix("exact/bo_big_upper_record.pt"))
+        .unwrap()
+        .big_endian());
+    for f in ["bo_big_newline.pt", "bo_big_upper_value.pt", "bo_empty.pt"] {
+        let (_d, e) = convert_err(&fix(&format!("exact/{f}")), &verified());
+        assert!(
+            e.to_string().contains("neither `little` nor `big`"),
+            "{f}: {e}"
+        );
+    }
+    let (_d, e) = convert_err(&fix("exact/bo_twice.pt"), &verified());
+    assert!(e.to_string().contains("differ only in case"), "{e}");
+}
+
+#[test]
+fn colliding_key_names_are_errors_naming_both_keys() {
+    let (_d, e) = convert_err(&fix("exact/keys_int_vs_str.pt"), &verified());
+    assert!(e.to_string().contains("1 and '1'"), "{e}");
+    let (_d, e) = convert_err(&fix("exact/keys_dotted_path.pt"), &verified());
+    let m = e.to_string();
+    assert!(m.contains("['a.b']") && m.contains("['a']['b']"), "{m}");
+}
+
+#[test]
+fn the_output_size_is_bounded_before_anything_is_written() {
+    let src = fix("exact/views_huge_expand.pt");
+    let (_d, e) = convert_err(&src, &verified());
+    match e {
+        ConvertError::OutputTooLarge {
+            total,
+            limit,
+            default,
+            ..
+        } => {
+            assert_eq!(total, 4 << 40);
+            assert!(default);
+            let len = std::fs::metadata(&src).unwrap().len();
+            assert_eq!(limit, tensorseal_convert::default_max_output_size(len));
+        }
+        e => panic!("{e:?}"),
+    }
+    let small = Options {
+        max_output_size: Some(1000),
+        ..verified()
+    };
+    let (_d, e) = convert_err(&fix("exact/views_overlap.pt"), &small);
+    assert!(
+        matches!(e, ConvertError::OutputTooLarge { limit: 1000, .. }),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_cancelled_conversion_removes_its_temporary_file() {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let opts = Options {
+        cancel: Some(flag),
+        ..verified()
+    };
+    let (_d, e) = convert_err(&fix("exact/views_overlap.pt"), &opts);
+    assert!(matches!(e, ConvertError::Interrupted), "{e:?}");
+    // Mid-write failure: a storage missing after earlier tensors were written.
+    let (_d, e) = convert_err(&fix("exact/missing_storage.pt"), &verified());
+    assert!(e.to_string().contains("not in the file"), "{e}");
+}
