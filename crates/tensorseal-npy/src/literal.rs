@@ -52,6 +52,15 @@ impl Value {
         }
     }
 
+    /// Whether Python can hash it (only hashable values can be dict keys or set items).
+    pub fn is_hashable(&self) -> bool {
+        match self {
+            Value::List(_) | Value::Set(_) | Value::Dict(_) => false,
+            Value::Tuple(items) => items.iter().all(Value::is_hashable),
+            _ => true,
+        }
+    }
+
     /// Python's name for the type of this value.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -145,6 +154,9 @@ pub fn literal_eval(text: &str, drop_long_suffix: bool) -> Result<Value, Literal
     while matches!(p.peek(), Some(b' ' | b'\t')) {
         p.i += 1;
     }
+    if matches!(p.peek(), Some(b'\n' | b'#')) {
+        return Err(p.unsupported("a leading blank line or comment"));
+    }
     let v = p.expr()?;
     // Trailing blanks, newlines and comments end the expression.
     loop {
@@ -153,6 +165,7 @@ pub fn literal_eval(text: &str, drop_long_suffix: bool) -> Result<Value, Literal
             Some(b'#') => p.comment(),
             None => return Ok(v),
             Some(b'\r') => return Err(p.unsupported("a carriage return")),
+            Some(b',') => return Err(p.unsupported("a tuple without parentheses")),
             Some(_) => return Err(p.invalid("text after the literal")),
         }
     }
@@ -334,14 +347,14 @@ impl Parser<'_> {
                 match self.peek() {
                     Some(b'}') => {
                         self.i += 1;
-                        return Ok(Value::Dict(items));
+                        return self.hashable(Value::Dict(items));
                     }
                     Some(b',') => {
                         self.i += 1;
                         self.ws()?;
                         if self.peek() == Some(b'}') {
                             self.i += 1;
-                            return Ok(Value::Dict(items));
+                            return self.hashable(Value::Dict(items));
                         }
                         if self.s.get(self.i..self.i + 2) == Some(b"**") {
                             return Err(self.invalid("`**` in a literal"));
@@ -361,19 +374,35 @@ impl Parser<'_> {
             match self.peek() {
                 Some(b'}') => {
                     self.i += 1;
-                    return Ok(Value::Set(items));
+                    return self.hashable(Value::Set(items));
                 }
                 Some(b',') => {
                     self.i += 1;
                     self.ws()?;
                     if self.peek() == Some(b'}') {
                         self.i += 1;
-                        return Ok(Value::Set(items));
+                        return self.hashable(Value::Set(items));
                     }
                     items.push(self.expr()?);
                 }
                 _ => return Err(self.invalid("expected `,` or `}` in a set")),
             }
+        }
+    }
+
+    /// `v` (a dict or set) if every key or item is hashable (Python raises
+    /// `TypeError` otherwise).
+    fn hashable(&self, v: Value) -> Result<Value, LiteralError> {
+        let bad = match &v {
+            Value::Dict(items) => items.iter().map(|(k, _)| k).find(|k| !k.is_hashable()),
+            Value::Set(items) => items.iter().find(|k| !k.is_hashable()),
+            _ => None,
+        };
+        match bad {
+            Some(k) => {
+                Err(self.invalid(format!("unhashable {} as a key or set item", k.type_name())))
+            }
+            None => Ok(v),
         }
     }
 
@@ -471,6 +500,14 @@ impl Parser<'_> {
                 }
                 self.i = j;
                 return match word {
+                    "set" => {
+                        // `set()` is the one call literal_eval allows.
+                        self.depth += 1;
+                        self.expect(b'(')?;
+                        self.expect(b')')?;
+                        self.depth -= 1;
+                        Ok(Value::Set(Vec::new()))
+                    }
                     "True" => Ok(Value::Bool(true)),
                     "False" => Ok(Value::Bool(false)),
                     "None" => Ok(Value::None),
