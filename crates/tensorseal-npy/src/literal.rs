@@ -502,8 +502,8 @@ impl Parser<'_> {
                 return match word {
                     "set" => {
                         // `set()` is the one call literal_eval allows.
-                        self.depth += 1;
                         self.expect(b'(')?;
+                        self.depth += 1;
                         self.expect(b')')?;
                         self.depth -= 1;
                         Ok(Value::Set(Vec::new()))

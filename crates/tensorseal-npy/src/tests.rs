@@ -68,6 +68,7 @@ fn literals_follow_python() {
         "1 2",
         "x",
         "set(1)",
+        "set\n()",
         "{}\\\n",
         "b'\u{e9}'",
         "'\\x4'",
