@@ -153,118 +153,89 @@ pub(crate) fn scan_safetensors(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[Strin
     }
 }
 
-/// The parsed parts of a `.npy` header that matter here.
-struct NpyHeader {
-    descr: String,
-    object: bool,
-    data_offset: u64,
+/// Analyses the bytes from `offset` on as the pickle `numpy.load(allow_pickle=True)`
+/// would unpickle there.
+fn analyze_npy_data(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], offset: u64, depth: u32) {
+    let len = src.len().saturating_sub(offset);
+    let cap = len.min(ctx.cfg.max_pickle_bytes);
+    if let Some(data) = ctx.read_or_report(loc, read_range(src, offset, cap)) {
+        if cap < len {
+            ctx.add(
+                ids::ARCHIVE_LIMIT,
+                loc,
+                Some(offset),
+                None,
+                format!("object array pickle of {len} bytes exceeds the limit; only the first {cap} analysed"),
+            );
+        }
+        pickles::analyze_bytes(ctx, &data, loc, offset, depth);
+    }
 }
 
-fn parse_npy(prefix: &[u8]) -> Result<NpyHeader, String> {
-    let major = *prefix.get(6).ok_or("file shorter than the .npy preamble")?;
-    let (hlen, start) = match major {
-        1 => {
-            let b = prefix.get(8..10).ok_or("truncated header length")?;
-            (u64::from(u16::from_le_bytes([b[0], b[1]])), 10u64)
-        }
-        2 | 3 => {
-            let b = prefix.get(8..12).ok_or("truncated header length")?;
-            (
-                u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-                12u64,
-            )
-        }
-        v => return Err(format!("unsupported .npy version {v}")),
-    };
-    if hlen > 1 << 20 {
-        return Err(format!("header length {hlen} exceeds 1 MiB"));
-    }
-    let end = start + hlen;
-    let text = prefix
-        .get(start as usize..end as usize)
-        .ok_or_else(|| format!("header of {hlen} bytes runs past the end"))?;
-    let text = String::from_utf8_lossy(text);
-    let t = text.trim();
-    if !t.starts_with('{') || !t.ends_with('}') {
-        return Err(format!("header is not a dict literal: {}", quote(t, 80)));
-    }
-    let key = find(t.as_bytes(), b"'descr'")
-        .or_else(|| find(t.as_bytes(), b"\"descr\""))
-        .ok_or_else(|| format!("header has no 'descr': {}", quote(t, 80)))?;
-    let rest = t.get(key + 7..).unwrap_or("");
-    let rest = rest
-        .trim_start()
-        .strip_prefix(':')
-        .ok_or("malformed 'descr'")?;
-    let rest = rest.trim_start();
-    let (descr, object) = if let Some(q) = rest.chars().next().filter(|c| *c == '\'' || *c == '"') {
-        let body = rest.get(1..).unwrap_or("");
-        let close = body.find(q).ok_or("unterminated 'descr' string")?;
-        let d = body.get(..close).unwrap_or("").to_owned();
-        let object = d.trim_start_matches(['<', '>', '|', '=']).starts_with('O');
-        (d, object)
-    } else if rest.starts_with('[') {
-        // Structured dtype: object if any field is 'O'.
-        let object = [
-            "'|O'", "\"|O\"", "'O'", "'<O'", "'>O'", "'=O'", "'|O8'", "'O8'",
-        ]
-        .iter()
-        .any(|p| rest.contains(p));
-        (rest.chars().take(200).collect(), object)
-    } else {
-        return Err(format!("unreadable 'descr': {}", quote(rest, 80)));
-    };
-    if !t.contains("shape") {
-        return Err(format!("header has no 'shape': {}", quote(t, 80)));
-    }
-    Ok(NpyHeader {
-        descr,
-        object,
-        data_offset: end,
-    })
-}
-
-/// NumPy `.npy`: header validation; object arrays are pickles and get analysed.
+/// NumPy `.npy`: the header is read by the shared `tensorseal-npy` reader with numpy's
+/// semantics. An array whose dtype is, or cannot be proven not to be, an object dtype
+/// holds a pickle that `np.load(allow_pickle=True)` runs; that pickle is analysed.
+/// `allow_pickle=True` also lifts numpy's 10000-character header limit, so large
+/// headers are read too (up to [`tensorseal_npy::DEFAULT_MAX_HEADER`]; beyond it the
+/// file is reported and its data analysed as a possible pickle).
 pub(crate) fn scan_npy(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], depth: u32) {
-    let Some(prefix) = ctx.read_or_report(loc, read_upto(src, 0, (1 << 20) + 12)) else {
+    let Some(pre) = ctx.read_or_report(loc, read_upto(src, 0, 12)) else {
         return;
     };
-    match parse_npy(&prefix) {
-        Err(why) => ctx.add(
-            ids::NUMPY_INVALID,
-            loc,
-            None,
-            None,
-            format!("invalid .npy: {why}"),
-        ),
-        Ok(h) if h.object => {
-            ctx.add(
-                ids::NUMPY_OBJECT_ARRAY,
+    let preamble = match tensorseal_npy::read_preamble(&pre) {
+        Ok(p) => p,
+        Err(e) => {
+            return ctx.add(
+                ids::NUMPY_INVALID,
                 loc,
-                Some(h.data_offset),
+                None,
+                None,
+                format!("invalid .npy: {e}"),
+            )
+        }
+    };
+    let want = preamble
+        .data_offset()
+        .min(tensorseal_npy::DEFAULT_MAX_HEADER as u64 + 12);
+    let Some(prefix) = ctx.read_or_report(loc, read_upto(src, 0, want)) else {
+        return;
+    };
+    let data_offset = preamble.data_offset();
+    let header = match tensorseal_npy::parse_header(&prefix, tensorseal_npy::DEFAULT_MAX_HEADER) {
+        Ok(h) => h,
+        Err(e) if e.may_load() => {
+            ctx.add(
+                ids::NUMPY_INVALID,
+                loc,
+                None,
                 None,
                 format!(
-                    "array with object dtype {}: its data is a pickle (np.load(allow_pickle=True) runs it)",
-                    quote(&h.descr, 80)
+                    "unreadable .npy header ({e}); numpy.load(allow_pickle=True) may still read it, so its data is analysed as a possible pickle"
                 ),
             );
-            let len = src.len().saturating_sub(h.data_offset);
-            let cap = len.min(ctx.cfg.max_pickle_bytes);
-            if let Some(data) = ctx.read_or_report(loc, read_range(src, h.data_offset, cap)) {
-                if cap < len {
-                    ctx.add(
-                        ids::ARCHIVE_LIMIT,
-                        loc,
-                        Some(h.data_offset),
-                        None,
-                        format!("object array pickle of {len} bytes exceeds the limit; only the first {cap} analysed"),
-                    );
-                }
-                pickles::analyze_bytes(ctx, &data, loc, h.data_offset, depth);
-            }
+            return analyze_npy_data(ctx, src, loc, data_offset, depth);
         }
-        Ok(_) => {}
-    }
+        Err(e) => {
+            return ctx.add(
+                ids::NUMPY_INVALID,
+                loc,
+                None,
+                None,
+                format!("invalid .npy: {e}"),
+            )
+        }
+    };
+    let why = match header.dtype_verdict() {
+        tensorseal_npy::Verdict::Plain => return,
+        tensorseal_npy::Verdict::Object(spelling) => format!(
+            "array with object dtype {spelling}: its data is a pickle (np.load(allow_pickle=True) runs it)"
+        ),
+        tensorseal_npy::Verdict::Unknown(why) => format!(
+            "array whose dtype may hold objects ({why}): its data may be a pickle that np.load(allow_pickle=True) runs; treated as one"
+        ),
+    };
+    ctx.add(ids::NUMPY_OBJECT_ARRAY, loc, Some(data_offset), None, why);
+    analyze_npy_data(ctx, src, loc, data_offset, depth);
 }
 
 /// GGUF: header sanity and chat-template injection patterns.
