@@ -112,11 +112,12 @@ pub fn is_lzma_alone(b: &[u8]) -> bool {
     dict_ok && (size == u64::MAX || size < 1 << 38)
 }
 
+/// A zlib header with a 32 KiB window (CMF 0x78), the only one joblib recognises. Other
+/// window sizes are not taken for zlib: `(S`, a pickle's MARK then STRING, is a valid zlib
+/// header too.
 fn is_zlib_header(b: &[u8]) -> bool {
     match b {
-        [cmf, flg, ..] => {
-            *cmf & 0x0f == 8 && *cmf >> 4 <= 7 && (u16::from(*cmf) << 8 | u16::from(*flg)) % 31 == 0
-        }
+        [0x78, flg, ..] => (0x7800u16 | u16::from(*flg)) % 31 == 0,
         _ => false,
     }
 }

@@ -145,6 +145,8 @@ fn sniff_rejects_plain_data() {
     assert_eq!(sniff(b"\x80\x04\x95"), None);
     assert_eq!(sniff(b"hello world, this is text"), None);
     assert_eq!(sniff(b""), None);
+    // MARK, STRING: a valid zlib header for another window size, but a pickle.
+    assert_eq!(sniff(b"(S'id'\nios\nsystem\n."), None);
 }
 
 /// A tiny reader for members.json (no serde dependency for one test).
