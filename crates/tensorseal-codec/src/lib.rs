@@ -154,7 +154,9 @@ pub enum CodecError {
         limit: u64,
     },
     /// The stream declares a dictionary or window larger than allowed.
-    #[error("{codec} stream needs {need} bytes of dictionary or window, over the limit of {limit}")]
+    #[error(
+        "{codec} stream needs {need} bytes of dictionary or window, over the limit of {limit}"
+    )]
     TooMuchMemory {
         /// The codec.
         codec: &'static str,
@@ -420,8 +422,7 @@ impl<R: BufRead> Decoder<R> {
                         .ok_or_else(|| self.corrupt("truncated skippable frame header"))?;
                     let mut skip = [0u8; 8];
                     pb.read_exact(&mut skip)?;
-                    let skipped =
-                        io::copy(&mut (&mut pb).take(u64::from(len)), &mut io::sink())?;
+                    let skipped = io::copy(&mut (&mut pb).take(u64::from(len)), &mut io::sink())?;
                     if skipped != u64::from(len) {
                         return Err(self.corrupt(format!(
                             "skippable frame of {len} bytes is truncated after {skipped}"
@@ -605,14 +606,19 @@ pub fn zip_member<'a, R: BufRead + 'a>(
 ) -> Result<Box<dyn Read + 'a>, CodecError> {
     Ok(match method {
         0 => Box::new(input),
-        8 => Box::new(MapErr::new("deflate", flate2::bufread::DeflateDecoder::new(input))),
+        8 => Box::new(MapErr::new(
+            "deflate",
+            flate2::bufread::DeflateDecoder::new(input),
+        )),
         12 => Box::new(MapErr::new("bzip2", bzip2::bufread::BzDecoder::new(input))),
         14 => {
             let mut head = [0u8; 4];
-            input.read_exact(&mut head).map_err(|e| CodecError::Corrupt {
-                codec: "lzma",
-                detail: format!("zip LZMA header truncated: {e}"),
-            })?;
+            input
+                .read_exact(&mut head)
+                .map_err(|e| CodecError::Corrupt {
+                    codec: "lzma",
+                    detail: format!("zip LZMA header truncated: {e}"),
+                })?;
             let psize = u16::from_le_bytes([head[2], head[3]]);
             if psize != 5 {
                 return Err(CodecError::Corrupt {
@@ -621,10 +627,12 @@ pub fn zip_member<'a, R: BufRead + 'a>(
                 });
             }
             let mut props = [0u8; 5];
-            input.read_exact(&mut props).map_err(|e| CodecError::Corrupt {
-                codec: "lzma",
-                detail: format!("zip LZMA properties truncated: {e}"),
-            })?;
+            input
+                .read_exact(&mut props)
+                .map_err(|e| CodecError::Corrupt {
+                    codec: "lzma",
+                    detail: format!("zip LZMA properties truncated: {e}"),
+                })?;
             if props[0] >= 225 {
                 return Err(CodecError::Corrupt {
                     codec: "lzma",
@@ -643,9 +651,9 @@ pub fn zip_member<'a, R: BufRead + 'a>(
             let dict = u32::try_from(u64::from(dict).min(declared.max(4096))).unwrap_or(dict);
             let r = lzma_rust2::LzmaReader::new_with_props(input, declared, props[0], dict, None)
                 .map_err(|e| CodecError::Corrupt {
-                    codec: "lzma",
-                    detail: e.to_string(),
-                })?;
+                codec: "lzma",
+                detail: e.to_string(),
+            })?;
             Box::new(MapErr::new("lzma", r))
         }
         other => return Err(CodecError::UnsupportedMethod(other)),

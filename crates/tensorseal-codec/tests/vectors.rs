@@ -68,8 +68,16 @@ fn limit_is_distinct_from_corruption() {
     assert!(!t.error.as_ref().is_some_and(CodecError::is_limit));
 
     let x = decode_slice(Codec::Xz, &data("trailing.xz"), Limits::default());
-    assert!(matches!(x.error, Some(CodecError::Corrupt { .. })), "{:?}", x.error);
-    assert_eq!(x.data, data("plain_a.bin"), "bytes before the error are kept");
+    assert!(
+        matches!(x.error, Some(CodecError::Corrupt { .. })),
+        "{:?}",
+        x.error
+    );
+    assert_eq!(
+        x.data,
+        data("plain_a.bin"),
+        "bytes before the error are kept"
+    );
 }
 
 #[test]
@@ -109,7 +117,8 @@ fn lzma_dictionary_over_the_memory_limit_is_refused_before_allocation() {
 
 #[test]
 fn zip_members_decode_like_zipfile() {
-    let meta: serde_like::Meta = serde_like::parse(&String::from_utf8(data("members.json")).unwrap());
+    let meta: serde_like::Meta =
+        serde_like::parse(&String::from_utf8(data("members.json")).unwrap());
     let want = expected();
     for (name, method, size) in meta {
         let raw = data(&format!("member_{name}.bin"));
@@ -163,7 +172,11 @@ mod serde_like {
             } else if let Some(v) = t.strip_prefix("\"method\": ") {
                 method = Some(v.parse().unwrap());
             } else if let Some(v) = t.strip_prefix("\"size\": ") {
-                out.push((name.take().unwrap(), method.take().unwrap(), v.parse().unwrap()));
+                out.push((
+                    name.take().unwrap(),
+                    method.take().unwrap(),
+                    v.parse().unwrap(),
+                ));
             }
         }
         assert_eq!(out.len(), 4, "{s}");
