@@ -117,7 +117,7 @@ pub fn is_lzma_alone(b: &[u8]) -> bool {
 /// header too.
 fn is_zlib_header(b: &[u8]) -> bool {
     match b {
-        [0x78, flg, ..] => (0x7800u16 | u16::from(*flg)) % 31 == 0,
+        [0x78, flg, ..] => (0x7800u16 | u16::from(*flg)).is_multiple_of(31),
         _ => false,
     }
 }
