@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
                 if let Ok(l) = zipread::read_local(&src, e.local_offset) {
                     assert!(l.data_start <= data.len() as u64 + 65_536 * 2 + 30);
                     let _ = zipread::read_descriptor(&src, l.data_start.saturating_add(e.csize), l.zip64);
-                    let _ = zipread::inflate(&src, l.data_start, e.csize, e.method, 1 << 16);
+                    let _ = zipread::inflate(&src, l.data_start, e.csize, e.method, e.usize, 1 << 16);
                 }
             }
         }

@@ -49,10 +49,164 @@ impl Format {
 pub(crate) enum StorageData {
     /// A byte range of the mapped file (stored zip members, legacy storages).
     Mapped(Range<usize>),
-    /// A compressed zip member, inflated when needed.
-    Compressed { member: String, size: u64 },
+    /// A compressed zip member, decompressed as a stream when needed (never whole).
+    Compressed(Packed),
     /// Bytes held in the pickle itself (NumPy arrays inside a checkpoint).
     Inline(Vec<u8>),
+}
+
+/// Where a compressed zip member's bytes are and how to decode them.
+#[derive(Debug, Clone)]
+pub(crate) struct Packed {
+    member: String,
+    /// Compressed bytes in the map.
+    raw: Range<usize>,
+    method: u16,
+    /// Declared uncompressed size.
+    size: u64,
+    crc: u32,
+}
+
+/// Largest LZMA dictionary a member may declare.
+const DICT_LIMIT: u64 = 256 << 20;
+/// Decompression buffer: what a compressed member costs in memory.
+const STREAM_CHUNK: usize = 1 << 20;
+
+/// A reader that CRC-32s what passes through it.
+struct Crc<R> {
+    inner: R,
+    hasher: crc32fast::Hasher,
+    read: u64,
+}
+
+impl<R: Read> Read for Crc<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(buf.get(..n).unwrap_or(&[]));
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+impl Packed {
+    fn open<'m>(
+        &self,
+        path: &Path,
+        map: &'m [u8],
+    ) -> Result<Crc<Box<dyn Read + 'm>>, ConvertError> {
+        let raw = map.get(self.raw.clone()).ok_or_else(|| {
+            ConvertError::format(
+                path,
+                format!("zip member `{}` outside the file", self.member),
+            )
+        })?;
+        let r = tensorseal_codec::zip_member(self.method, raw, self.size, DICT_LIMIT)
+            .map_err(|e| self.err(path, e))?;
+        Ok(Crc {
+            inner: r,
+            hasher: crc32fast::Hasher::new(),
+            read: 0,
+        })
+    }
+
+    fn err(&self, path: &Path, e: tensorseal_codec::CodecError) -> ConvertError {
+        ConvertError::format(path, format!("zip member `{}`: {e}", self.member))
+    }
+
+    fn io_err(&self, path: &Path, e: std::io::Error) -> ConvertError {
+        self.err(path, tensorseal_codec::CodecError::from_io("zip member", e))
+    }
+
+    /// Decodes bytes `from..from + len` of the member, handing them to `sink` in pieces of
+    /// at most [`STREAM_CHUNK`]; bytes before `from` go through the same buffer, bytes
+    /// after the range are not decoded. When the range reaches the declared end, the
+    /// stream must end there and its CRC-32 must match, as torch and zipfile require.
+    fn stream(
+        &self,
+        path: &Path,
+        map: &[u8],
+        from: u64,
+        len: u64,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), ConvertError>,
+    ) -> Result<(), ConvertError> {
+        let end = from
+            .checked_add(len)
+            .filter(|&e| e <= self.size)
+            .ok_or_else(|| {
+                ConvertError::format(
+                    path,
+                    format!(
+                        "bytes {from}+{len} of zip member `{}` are past its size {}",
+                        self.member, self.size
+                    ),
+                )
+            })?;
+        let mut r = self.open(path, map)?;
+        let skipped = tensorseal_codec::skip(&mut r, from).map_err(|e| self.io_err(path, e))?;
+        let short = |got: u64| {
+            ConvertError::format(
+                path,
+                format!(
+                    "zip member `{}` decompresses to {got} bytes, fewer than the {} it declares",
+                    self.member, self.size
+                ),
+            )
+        };
+        if skipped < from {
+            return Err(short(skipped));
+        }
+        let mut buf = vec![
+            0u8;
+            STREAM_CHUNK
+                .min(usize::try_from(len).unwrap_or(STREAM_CHUNK))
+                .max(1)
+        ];
+        let mut left = len;
+        while left > 0 {
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let piece = buf.get_mut(..want).unwrap_or(&mut []);
+            let n = r.read(piece).map_err(|e| self.io_err(path, e))?;
+            if n == 0 {
+                return Err(short(r.read));
+            }
+            sink(piece.get(..n).unwrap_or(&[]))?;
+            left -= n as u64;
+        }
+        if end == self.size {
+            let mut probe = [0u8; 1];
+            if r.read(&mut probe).map_err(|e| self.io_err(path, e))? != 0 {
+                return Err(ConvertError::format(
+                    path,
+                    format!(
+                        "zip member `{}` decompresses to more than the {} bytes it declares",
+                        self.member, self.size
+                    ),
+                ));
+            }
+            let crc = r.hasher.clone().finalize();
+            if crc != self.crc {
+                return Err(ConvertError::format(
+                    path,
+                    format!(
+                        "zip member `{}` has CRC-32 0x{crc:08x}, the archive records 0x{:08x}",
+                        self.member, self.crc
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The first `len` bytes of the member (fewer if it is shorter).
+    fn prefix(&self, path: &Path, map: &[u8], len: u64) -> Result<Vec<u8>, ConvertError> {
+        let mut out = Vec::new();
+        let mut r = self.open(path, map)?;
+        (&mut r)
+            .take(len.min(self.size))
+            .read_to_end(&mut out)
+            .map_err(|e| self.io_err(path, e))?;
+        Ok(out)
+    }
 }
 
 /// An opened checkpoint file.
@@ -311,9 +465,9 @@ impl Checkpoint {
             let bytes: Cow<[u8]> = match &data {
                 StorageData::Mapped(r) => Cow::Borrowed(map.get(r.clone()).unwrap_or(&[])),
                 StorageData::Inline(b) => Cow::Borrowed(b.as_slice()),
-                StorageData::Compressed { .. } => {
-                    Cow::Owned(zip.read_member(path, &map, name, u64::MAX)?.into_owned())
-                }
+                // The header only (numpy caps it far below this); the data is streamed
+                // when the tensor is written.
+                StorageData::Compressed(p) => Cow::Owned(p.prefix(path, &map, NPY_HEADER_MAX)?),
             };
             let (tref, _) = npy::parse(path, &bytes, 0, name)?;
             storages.insert(name.clone(), data);
@@ -387,7 +541,7 @@ impl Checkpoint {
         for d in self.storages.values() {
             n = n.saturating_add(match d {
                 StorageData::Mapped(_) => 0,
-                StorageData::Compressed { size, .. } => *size,
+                StorageData::Compressed(p) => p.size,
                 StorageData::Inline(b) => b.len() as u64,
             });
         }
@@ -421,20 +575,86 @@ impl Checkpoint {
                 })
             }
             Some(StorageData::Inline(b)) => Ok(Cow::Borrowed(b)),
-            Some(StorageData::Compressed { member, size }) => {
-                let zip = ZipIndex::read(&self.path, &self.map)?;
-                Ok(Cow::Owned(
-                    zip.read_member(&self.path, &self.map, member, *size)?
-                        .into_owned(),
-                ))
+            Some(StorageData::Compressed(p)) => {
+                Ok(Cow::Owned(p.prefix(&self.path, &self.map, p.size)?))
             }
-            None => Err(ConvertError::format(
-                &self.path,
-                format!("storage `{key}` is referenced but not in the file"),
-            )),
+            None => Err(self.missing(key)),
+        }
+    }
+
+    fn missing(&self, key: &str) -> ConvertError {
+        ConvertError::format(
+            &self.path,
+            format!("storage `{key}` is referenced but not in the file"),
+        )
+    }
+
+    /// The size of a storage in bytes, without decompressing it (a compressed member's
+    /// declared size: reading checks it).
+    pub(crate) fn storage_len(&self, key: &str) -> Result<usize, ConvertError> {
+        match self.storages.get(key) {
+            Some(StorageData::Mapped(r)) => Ok(r.len()),
+            Some(StorageData::Inline(b)) => Ok(b.len()),
+            Some(StorageData::Compressed(p)) => usize::try_from(p.size).map_err(|_| {
+                ConvertError::format(
+                    &self.path,
+                    format!("storage `{key}` of {} bytes is too large", p.size),
+                )
+            }),
+            None => Err(self.missing(key)),
+        }
+    }
+
+    /// Whether a storage is a compressed member (streamed, see [`Checkpoint::stream_storage`]).
+    pub(crate) fn is_compressed(&self, key: &str) -> bool {
+        matches!(self.storages.get(key), Some(StorageData::Compressed(_)))
+    }
+
+    /// Decompresses bytes `from..from + len` of a compressed storage through a buffer of
+    /// at most a MiB, handing them to `sink`; nothing after the range is decompressed.
+    pub(crate) fn stream_storage(
+        &self,
+        key: &str,
+        from: usize,
+        len: usize,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), ConvertError>,
+    ) -> Result<(), ConvertError> {
+        match self.storages.get(key) {
+            Some(StorageData::Compressed(p)) => {
+                p.stream(&self.path, &self.map, from as u64, len as u64, sink)
+            }
+            Some(_) => {
+                let s = self.storage(key)?;
+                let bytes = s.get(from..from.saturating_add(len)).ok_or_else(|| {
+                    ConvertError::format(
+                        &self.path,
+                        format!("storage `{key}`: range out of bounds"),
+                    )
+                })?;
+                sink(bytes)
+            }
+            None => Err(self.missing(key)),
+        }
+    }
+
+    /// The first `len` bytes of a storage: a compressed member is decompressed only that
+    /// far (a strided view needs random access up to its last element).
+    pub(crate) fn storage_upto(
+        &self,
+        key: &str,
+        len: usize,
+    ) -> Result<Cow<'_, [u8]>, ConvertError> {
+        match self.storages.get(key) {
+            Some(StorageData::Compressed(p)) => {
+                Ok(Cow::Owned(p.prefix(&self.path, &self.map, len as u64)?))
+            }
+            _ => self.storage(key),
         }
     }
 }
+
+/// Most bytes read to parse an `.npy` header inside a compressed npz member.
+const NPY_HEADER_MAX: u64 = (1 << 20) + 16;
 
 fn is_legacy_magic(v: &Value) -> bool {
     match v {
@@ -458,6 +678,8 @@ pub(crate) struct ZipEntry {
     size: u64,
     compressed_size: u64,
     stored: bool,
+    method: u16,
+    crc: u32,
 }
 
 impl ZipEntry {
@@ -466,10 +688,18 @@ impl ZipEntry {
             let s = self.data_start as usize;
             StorageData::Mapped(s..s + self.size as usize)
         } else {
-            StorageData::Compressed {
+            let s = usize::try_from(self.data_start).unwrap_or(usize::MAX);
+            let e = usize::try_from(self.compressed_size)
+                .ok()
+                .and_then(|c| s.checked_add(c))
+                .unwrap_or(usize::MAX);
+            StorageData::Compressed(Packed {
                 member: name.to_owned(),
+                raw: s..e,
+                method: self.method,
                 size: self.size,
-            }
+                crc: self.crc,
+            })
         }
     }
 }
@@ -495,6 +725,13 @@ impl ZipIndex {
                 size: f.size(),
                 compressed_size: f.compressed_size(),
                 stored: f.compression() == zip::CompressionMethod::Stored && !f.encrypted(),
+                #[allow(deprecated)]
+                method: if f.encrypted() {
+                    u16::MAX
+                } else {
+                    f.compression().to_u16()
+                },
+                crc: f.crc32(),
             };
             if e.stored
                 && (e.compressed_size != e.size

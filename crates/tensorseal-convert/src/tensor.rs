@@ -700,7 +700,7 @@ pub(crate) fn emit(
     }
     let storage_len = match ck.storage_range(&t.storage) {
         Some(r) => r.len(),
-        None => ck.storage(&t.storage)?.len(),
+        None => ck.storage_len(&t.storage)?,
     };
     // Highest element index the view touches, checked against the storage.
     let mut last = t.offset;
@@ -740,6 +740,12 @@ pub(crate) fn emit(
                 return pipelined_read(ck, r.start + base, total, hasher, sink);
             }
         }
+        if ck.is_compressed(&t.storage) {
+            // Streamed through a buffer; only the bytes up to the tensor's end are decoded.
+            return ck.stream_storage(&t.storage, base, numel * es, &mut |piece| {
+                feed(&mut hasher, sink, piece).map_err(io_err)
+            });
+        }
         let storage = ck.storage(&t.storage)?;
         let bytes = storage
             .get(base..base + numel * es)
@@ -749,7 +755,7 @@ pub(crate) fn emit(
         }
         return Ok(());
     }
-    let storage = ck.storage(&t.storage)?;
+    let storage = ck.storage_upto(&t.storage, need)?;
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK.min(numel * es) + es);
     let nd = t.shape.len();
     let mut idx = vec![0usize; nd];

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use tensorseal_codec::Codec;
+
 use crate::pickle_lex::{self, PickleGuess};
 
 /// What a file (or archive member) is, judged by its content.
@@ -28,7 +30,7 @@ pub enum Format {
     Tar,
     /// gzip-compressed data.
     Gzip,
-    /// bzip2, xz or zstd compressed data (not unpacked).
+    /// bzip2, xz, lzma-alone, zlib, zstd or lz4 compressed data (unpacked and scanned).
     Compressed,
     /// A 7-Zip archive (identified, not unpacked).
     SevenZip,
@@ -103,6 +105,7 @@ impl Format {
                 | Format::Zip
                 | Format::Tar
                 | Format::Gzip
+                | Format::Compressed
                 | Format::KerasZip
         )
     }
@@ -157,10 +160,10 @@ pub fn identify(prefix: &[u8], total: u64, saved_model_name: bool) -> Format {
     if prefix.starts_with(&[0x1f, 0x8b]) {
         return Format::Gzip;
     }
-    if prefix.starts_with(b"BZh")
-        || prefix.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
-        || prefix.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-    {
+    if matches!(
+        tensorseal_codec::sniff(prefix),
+        Some(Codec::Bzip2 | Codec::Xz | Codec::Zstd | Codec::Lz4)
+    ) {
         return Format::Compressed;
     }
     if looks_like_safetensors(prefix, total) {
@@ -169,12 +172,22 @@ pub fn identify(prefix: &[u8], total: u64, saved_model_name: bool) -> Format {
     if is_tar(prefix) {
         return Format::Tar;
     }
+    // joblib takes any file starting with 0x78 for zlib; a valid zlib header is required
+    // here (no pickle starts with 0x78: it is no opcode).
+    if tensorseal_codec::sniff(prefix) == Some(Codec::Zlib) {
+        return Format::Compressed;
+    }
     if pickle_lex::guess(prefix, total) == PickleGuess::Yes {
         return if is_legacy_torch(prefix) {
             Format::TorchLegacy
         } else {
             Format::Pickle
         };
+    }
+    // lzma-alone has no magic number; liblzma's own plausibility checks decide, as when
+    // `lzma.open` and pandas auto-detect it.
+    if tensorseal_codec::sniff(prefix) == Some(Codec::LzmaAlone) {
+        return Format::Compressed;
     }
     if saved_model_name && looks_like_protobuf(prefix) {
         return Format::TfSavedModel;

@@ -410,8 +410,17 @@ pub(crate) fn scan_content(
         Format::Npy => formats::scan_npy(ctx, src, loc, depth),
         Format::Zip => fmt = zipscan::scan_zip(ctx, src, loc, depth),
         Format::Tar => zipscan::scan_tar(ctx, src, loc, depth),
-        Format::Gzip => zipscan::scan_gzip(ctx, src, loc, depth, base),
-        Format::SevenZip | Format::Compressed => ctx.add(
+        Format::Gzip | Format::Compressed => match tensorseal_codec::sniff(&prefix) {
+            Some(codec) => zipscan::scan_compressed(ctx, src, loc, depth, base, codec),
+            None => ctx.add(
+                ids::ARCHIVE_INVALID,
+                loc,
+                None,
+                None,
+                format!("{fmt} content of an unknown compression"),
+            ),
+        },
+        Format::SevenZip => ctx.add(
             ids::ARCHIVE_UNSCANNABLE,
             loc,
             None,

@@ -470,35 +470,55 @@ pub struct Inflated {
     pub corrupt: Option<String>,
 }
 
-/// Decompresses `csize` bytes at `data_start` with `method`, keeping at most `limit` bytes.
-/// Returns `None` for unsupported methods.
+/// Decompresses `csize` bytes at `data_start` with `method` (those Python's `zipfile`
+/// reads: stored, deflate, bzip2, LZMA, zstd), keeping at most `limit` bytes; `declared`
+/// is the uncompressed size the archive records (LZMA stops there, as `zipfile` does).
+/// Returns `None` for methods no loader reads.
 pub fn inflate(
     src: &dyn Source,
     data_start: u64,
     csize: u64,
     method: u16,
+    declared: u64,
     limit: u64,
 ) -> Option<Inflated> {
     let end = data_start.saturating_add(csize);
-    let raw = RangeReader::new(src, data_start, end);
-    let mut data = Vec::new();
-    let res = match method {
-        0 => raw.take(limit.saturating_add(1)).read_to_end(&mut data),
-        8 => flate2::read::DeflateDecoder::new(raw)
-            .take(limit.saturating_add(1))
-            .read_to_end(&mut data),
-        _ => return None,
+    let raw = io::BufReader::with_capacity(64 << 10, RangeReader::new(src, data_start, end));
+    let reader: Box<dyn Read + '_> = if method == 93 {
+        // Python 3.14's zipfile reads zstd members.
+        Box::new(tensorseal_codec::Decoder::new(
+            tensorseal_codec::Codec::Zstd,
+            raw,
+            DICT_LIMIT,
+        ))
+    } else {
+        match tensorseal_codec::zip_member(method, raw, declared, DICT_LIMIT) {
+            Ok(r) => r,
+            Err(tensorseal_codec::CodecError::UnsupportedMethod(_)) => return None,
+            Err(e) => {
+                return Some(Inflated {
+                    data: Vec::new(),
+                    truncated: e.is_limit(),
+                    corrupt: Some(e.to_string()),
+                })
+            }
+        }
     };
-    let truncated = data.len() as u64 > limit;
-    if truncated {
-        data.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    }
+    let d = tensorseal_codec::read_bounded(reader, limit, "zip member");
+    let (truncated, corrupt) = match d.error {
+        None => (false, None),
+        Some(tensorseal_codec::CodecError::ExceedsLimit { .. }) => (true, None),
+        Some(e) => (e.is_limit(), Some(e.to_string())),
+    };
     Some(Inflated {
-        data,
+        data: d.data,
         truncated,
-        corrupt: res.err().map(|e| e.to_string()),
+        corrupt,
     })
 }
+
+/// Largest LZMA dictionary or zstd window a member may declare.
+pub const DICT_LIMIT: u64 = 256 << 20;
 
 /// A human name for a compression method.
 pub fn method_name(m: u16) -> String {

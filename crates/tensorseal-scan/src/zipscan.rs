@@ -68,13 +68,22 @@ struct ZipKind {
     torch_root: Option<String>,
 }
 
+/// Whether torch's readers may unpickle a record of this name: `data.pkl`,
+/// `constants.pkl` and the other `*.pkl` records of torch and TorchScript archives, in any
+/// spelling of case (its zip reader, miniz, looks names up case-insensitively).
+pub(crate) fn torch_pickle_name(name: &str) -> bool {
+    name.to_ascii_lowercase().ends_with(".pkl")
+}
+
 fn zip_kind(names: &[String]) -> ZipKind {
+    // torch finds records case-insensitively: `ARCHIVE/DATA.PKL` is its `data.pkl`.
     let torch_root = names.iter().find_map(|n| {
         let (root, file) = n.rsplit_once('/')?;
-        (file == "data.pkl" && !root.contains('/')).then(|| format!("{root}/"))
+        (file.eq_ignore_ascii_case("data.pkl") && !root.contains('/')).then(|| format!("{root}/"))
     });
     let is_script = names.iter().any(|n| {
         n.split_once('/').is_some_and(|(root, rest)| {
+            let rest = rest.to_ascii_lowercase();
             !root.is_empty() && (rest.starts_with("code/") || rest == "constants.pkl")
         })
     });
@@ -133,6 +142,9 @@ struct Member {
     crc: u32,
     method: u16,
     encrypted: bool,
+    /// A record a torch reader may unpickle (`*.pkl` in any case): analysed as a pickle
+    /// whatever its content looks like.
+    force_pickle: bool,
 }
 
 /// Scans a zip archive. Returns the refined format (torch zip, TorchScript, npz, Keras or zip).
@@ -232,6 +244,7 @@ pub(crate) fn scan_zip(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
     let mut ranges: Vec<(u64, u64, String)> = Vec::new();
     let mut by_offset: BTreeMap<u64, u64> = BTreeMap::new();
     let mut script_code = 0usize;
+    let torchish = matches!(kind.format, Format::TorchZip | Format::Torchscript);
     for (e, name) in central.iter().zip(&names) {
         let mloc = child(loc, name.clone());
         check_member_name(ctx, &mloc, &e.name);
@@ -272,12 +285,14 @@ pub(crate) fn scan_zip(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
         if kind.format == Format::Torchscript
             && kind.torch_root.as_ref().is_some_and(|r| {
                 name.strip_prefix(r.as_str())
-                    .is_some_and(|s| s.starts_with("code/"))
+                    .is_some_and(|s| s.to_ascii_lowercase().starts_with("code/"))
             })
         {
             script_code += 1;
         }
-        if storage || name.ends_with('/') && e.usize == 0 {
+        // A `.pkl` record is never taken for a storage: torch finds records by name in any
+        // case, so one of these may be what it unpickles.
+        if (storage && !torch_pickle_name(name)) || name.ends_with('/') && e.usize == 0 {
             continue; // tensor storage (never read) or a directory entry
         }
         let m = Member {
@@ -288,6 +303,7 @@ pub(crate) fn scan_zip(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
             crc: e.crc,
             method: e.method,
             encrypted: (e.flags | local.flags) & 1 != 0,
+            force_pickle: torchish && torch_pickle_name(name),
         };
         let fmt = read_member(ctx, src, &mloc, depth, &m);
         if let Some(fmt) = fmt {
@@ -296,16 +312,13 @@ pub(crate) fn scan_zip(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
                     formats::keras_lambda_check(ctx, &data, &mloc);
                 }
             }
-            if matches!(kind.format, Format::TorchZip | Format::Torchscript)
-                && name.ends_with("/data.pkl")
-                && fmt != Format::Pickle
-            {
+            if torchish && torch_pickle_name(name) && fmt != Format::Pickle {
                 ctx.add(
                     ids::TORCH_INVALID,
                     &mloc,
                     None,
                     None,
-                    format!("data.pkl is {fmt}, not a pickle"),
+                    format!("{} is {fmt}, not a pickle", quote(name, 200)),
                 );
             }
         }
@@ -355,7 +368,7 @@ pub(crate) fn scan_zip(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
 
 /// Reads at most `limit` bytes of a member for a second look (config files).
 fn read_small(src: &dyn Source, m: &Member, limit: u64) -> Option<Vec<u8>> {
-    let inf = zipread::inflate(src, m.data_start, m.csize, m.method, limit)?;
+    let inf = zipread::inflate(src, m.data_start, m.csize, m.method, m.usize, limit)?;
     (!inf.truncated && inf.corrupt.is_none()).then_some(inf.data)
 }
 
@@ -512,7 +525,7 @@ fn read_member(
         );
         return None;
     }
-    let Some(inf) = zipread::inflate(src, m.data_start, m.csize, m.method, limit) else {
+    let Some(inf) = zipread::inflate(src, m.data_start, m.csize, m.method, m.usize, limit) else {
         ctx.add(
             ids::ARCHIVE_UNSCANNABLE,
             loc,
@@ -586,6 +599,10 @@ fn read_member(
         }
     }
     let fmt = scan_content(ctx, &inf.data, loc, depth + 1, &m.name);
+    if m.force_pickle && !matches!(fmt, Format::Pickle | Format::TorchLegacy) {
+        // Whatever the content looks like, torch would hand it to the unpickler.
+        crate::pickles::analyze_bytes(ctx, &inf.data, loc, 0, depth + 1);
+    }
     if m.encrypted && fmt == Format::Unknown {
         ctx.add(
             ids::ARCHIVE_UNSCANNABLE,
@@ -682,6 +699,7 @@ fn walk_locals(
                 crc: l.crc,
                 method: l.method,
                 encrypted: l.flags & 1 != 0,
+                force_pickle: torch_pickle_name(&name),
             };
             if !(l.flags & 8 != 0 && l.crc == 0) {
                 read_member(ctx, src, &mloc, depth, &m);
@@ -690,6 +708,7 @@ fn walk_locals(
                 m.data_start,
                 m.csize,
                 m.method,
+                m.usize,
                 ctx.cfg.max_member_bytes.min(ctx.budget),
             ) {
                 if ctx.spend(inf.data.len() as u64, &mloc) {
@@ -880,40 +899,65 @@ pub(crate) fn scan_tar(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
     }
 }
 
-/// Decompresses a gzip stream (within limits) and scans its content.
-pub(crate) fn scan_gzip(
+/// Name of the content of a compressed file: its name without the compression extension
+/// (`model.pkl.gz` holds `model.pkl`, `x.tgz` holds `x.tar`).
+fn inner_name(name: &str, codec: tensorseal_codec::Codec) -> String {
+    if let Some((stem, ext)) = name.rsplit_once('.') {
+        match ext.to_ascii_lowercase().as_str() {
+            "tgz" | "tbz" | "tbz2" | "txz" | "tzst" => return format!("{stem}.tar"),
+            "gz" | "gzip" | "bz2" | "bz" | "xz" | "lzma" | "zst" | "zstd" | "lz4" | "z"
+            | "zlib" => return stem.to_owned(),
+            _ => {}
+        }
+    }
+    format!("[{codec} content]")
+}
+
+/// Decompresses a compressed wrapper (gzip, zlib, bz2, xz, lzma-alone, zstd, lz4), within
+/// the member and per-file limits, and scans its content as any content (recursively).
+/// A stream that cannot be decoded within the limits is reported at a failing severity,
+/// and whatever was decoded before the error is still scanned.
+pub(crate) fn scan_compressed(
     ctx: &mut Ctx<'_>,
     src: &dyn Source,
     loc: &[String],
     depth: u32,
     name: &str,
+    codec: tensorseal_codec::Codec,
 ) {
     let limit = ctx.cfg.max_member_bytes.min(ctx.budget);
-    let reader = RangeReader::new(src, 0, src.len());
-    let mut data = Vec::new();
-    let res = flate2::read::MultiGzDecoder::new(reader)
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut data);
-    let inner = match name.rsplit_once('.') {
-        Some((stem, ext)) if ext.eq_ignore_ascii_case("tgz") => format!("{stem}.tar"),
-        Some((stem, ext)) if ext.eq_ignore_ascii_case("gz") => stem.to_owned(),
-        _ => "[gzip content]".to_owned(),
-    };
+    let input = std::io::BufReader::with_capacity(64 << 10, RangeReader::new(src, 0, src.len()));
+    let decoder = tensorseal_codec::Decoder::new(codec, input, zipread::DICT_LIMIT);
+    let d = tensorseal_codec::read_bounded(decoder, limit, codec.name());
+    let inner = inner_name(name, codec);
     let mloc = child(loc, inner.clone());
-    if let Err(e) = res {
-        ctx.add(ids::ARCHIVE_INVALID, loc, None, None, format!("gzip: {e}"));
-    }
-    if data.len() as u64 > limit {
-        data.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        ctx.add(
+    match &d.error {
+        None => {}
+        Some(tensorseal_codec::CodecError::Io(e)) => {
+            ctx.add(ids::READ_ERROR, loc, None, None, format!("read failed: {e}"));
+        }
+        Some(e) if e.is_limit() => ctx.add(
             ids::ARCHIVE_LIMIT,
             loc,
             None,
             None,
-            format!("gzip content larger than {limit} bytes; only the first {limit} were scanned"),
-        );
+            format!(
+                "{codec} stream cannot be decompressed within the limits ({e}); only the first {} decoded bytes were scanned",
+                d.data.len()
+            ),
+        ),
+        Some(e) => ctx.add(
+            ids::ARCHIVE_INVALID,
+            loc,
+            None,
+            None,
+            format!(
+                "{codec} stream cannot be decompressed ({e}); a loader reading it may still run what decodes first, so the {} bytes decoded before the error were scanned",
+                d.data.len()
+            ),
+        ),
     }
-    if ctx.spend(data.len() as u64, loc) {
-        scan_content(ctx, &data, &mloc, depth + 1, &inner);
+    if ctx.spend(d.data.len() as u64, loc) {
+        scan_content(ctx, &d.data, &mloc, depth + 1, &inner);
     }
 }
