@@ -133,6 +133,22 @@ pub fn load_at(data: &[u8], offset: usize, limits: &Limits) -> Result<(Value, us
     Ok((value, m.pos()))
 }
 
+/// Reads one pickle starting at byte `offset` without refusing anything:
+/// every global becomes a [`Value::Global`] and every call a [`Value::Call`]
+/// (nothing is imported or called). Returns the value and the offset just
+/// past its `STOP`. Used by scanners to walk layouts whose raw data lengths
+/// are given by the pickles themselves (legacy torch storages).
+pub fn value_at(
+    data: &[u8],
+    offset: usize,
+    limits: &Limits,
+) -> Result<(Value, usize), PickleError> {
+    let mut m = vm::Machine::new(data, limits, vm::Mode::Analyze, 0);
+    let root = m.run_one(offset)?;
+    let value = m.value(root)?;
+    Ok((value, m.pos()))
+}
+
 /// Loads every pickle of a stacked stream in strict mode, each with a fresh
 /// memo (as consecutive `pickle.load` calls do).
 pub fn load_all(data: &[u8], limits: &Limits) -> Result<Vec<Value>, PickleError> {

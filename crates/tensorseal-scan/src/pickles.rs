@@ -6,12 +6,148 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 
 use tensorseal_pickle::policy::{classify, Class};
-use tensorseal_pickle::{analyze, Analysis, GlobalRef, Limits, Resolution};
+use tensorseal_pickle::{analyze, Analysis, GlobalRef, Limits, PickleError, Resolution};
 
 use crate::finding::{ids, quote};
+use crate::identify::{self, Format};
 use crate::pickle_lex::{self, Frame};
 use crate::source::{read_range, read_upto, Source};
 use crate::Ctx;
+
+/// What the analysis machine makes of content run from one offset, as `pickle.load` would
+/// run it: the bytes it needed and its analysis.
+pub(crate) struct Probe {
+    /// The bytes read, from the probed offset.
+    pub data: Vec<u8>,
+    /// The machine's analysis of them.
+    pub analysis: Analysis,
+}
+
+impl Probe {
+    /// The first pickle reached `STOP`: `pickle.load` accepts these bytes.
+    pub fn complete(&self) -> bool {
+        self.analysis
+            .pickles
+            .first()
+            .is_some_and(|p| p.error.is_none())
+    }
+
+    /// Whether a global is called (by `REDUCE`, `INST`, `OBJ`, `NEWOBJ`, `BUILD`) before the
+    /// machine stopped: `pickle.load` makes that call even when the stream breaks later.
+    pub fn calls(&self) -> bool {
+        self.analysis
+            .globals
+            .iter()
+            .any(|g| g.resolution != Resolution::AfterError && !g.calls.is_empty())
+    }
+
+    /// Whether a loader would run anything here: a complete pickle, or a call before an error.
+    pub fn is_pickle(&self) -> bool {
+        self.complete() || self.calls()
+    }
+}
+
+/// Runs the analysis machine over `src` from `start`, as `pickle.load` would, reading a
+/// window that starts at [`identify::PREFIX_LEN`] and grows only while the machine ran out
+/// of window (not out of content), up to `--max-pickle-bytes`. Non-pickles stop at their
+/// first bytes, so this costs one small read for most files.
+pub(crate) fn probe(
+    ctx: &mut Ctx<'_>,
+    src: &dyn Source,
+    start: u64,
+    loc: &[String],
+) -> Option<Probe> {
+    let avail = src.len().checked_sub(start).filter(|&n| n > 0)?;
+    let cap = avail.min(ctx.cfg.max_pickle_bytes);
+    let mut window = (identify::PREFIX_LEN as u64).min(cap);
+    let limits = Limits::default();
+    loop {
+        let data = ctx.read_or_report(loc, read_upto(src, start, window))?;
+        let analysis = analyze(&data, &limits);
+        // The pickle that failed for want of bytes, and how many it needs.
+        let want = analysis.pickles.iter().find_map(|p| match p.error {
+            Some(PickleError::Truncated { .. }) | Some(PickleError::Empty { .. }) => {
+                Some(pickle_lex::needed_end(&data, p.end).unwrap_or(u64::MAX))
+            }
+            _ => None,
+        });
+        // A line argument (unknown length) or a counted one that the content can hold.
+        let needs_more =
+            want.is_some_and(|e| e > data.len() as u64 && (e == u64::MAX || e <= avail));
+        if needs_more && window < cap {
+            let target = want
+                .unwrap_or(u64::MAX)
+                .saturating_add(identify::PREFIX_LEN as u64);
+            window = window.saturating_mul(8).max(target).min(cap);
+            continue;
+        }
+        let cut = needs_more && cap < avail;
+        if cut {
+            ctx.add(
+                ids::ARCHIVE_LIMIT,
+                loc,
+                Some(start),
+                None,
+                format!("content read as a pickle from byte {start} still needs bytes after the limit of {cap} bytes; the rest was not analysed"),
+            );
+        }
+        return Some(Probe { data, analysis });
+    }
+}
+
+/// Content identified as another format (or inside one) whose first bytes `pickle.load`
+/// also runs: numpy.load(allow_pickle=True) hands every file without zip/npy magic to it,
+/// and torch.load every file that is neither zip nor tar. A polyglot whose pickle reaches
+/// `STOP` is analysed in full; one that breaks first is judged by the calls it makes before
+/// that (only a call runs code: `GLOBAL` alone imports a module and returns).
+pub(crate) fn scan_pickle_prefix(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], fmt: Format) {
+    let Some(p) = probe(ctx, src, 0, loc) else {
+        return;
+    };
+    if !p.is_pickle() {
+        return;
+    }
+    let complete = p.complete();
+    let mut a = p.analysis.clone();
+    a.globals.retain(|g| {
+        g.resolution != Resolution::AfterError
+            && (complete || !g.calls.is_empty())
+            && rule_for(ctx, &g.class, &g.qualified()).is_some()
+    });
+    if a.globals.is_empty() && a.nested.is_empty() {
+        return; // a harmless pickle (`N.` in a header length, say): nothing runs
+    }
+    a.pickles.clear();
+    a.errors.clear();
+    ctx.add(
+        ids::POLYGLOT,
+        loc,
+        Some(0),
+        None,
+        format!("this {fmt} content is also a pickle from its first byte: pickle.load, numpy.load(allow_pickle=True) and torch.load's legacy path run it"),
+    );
+    let mut seen = BTreeMap::new();
+    report(ctx, &a, loc, 0, None, &mut seen);
+}
+
+/// Content the sniff could not place: it is a pickle if the machine, run from byte 0 over
+/// the whole content, reaches `STOP` or makes a call before the stream breaks. Returns the
+/// pickle format (legacy torch when the first pickle is its magic number).
+pub(crate) fn identify_unsure(
+    ctx: &mut Ctx<'_>,
+    src: &dyn Source,
+    loc: &[String],
+) -> Option<Format> {
+    let p = probe(ctx, src, 0, loc)?;
+    if !p.is_pickle() {
+        return None;
+    }
+    Some(if p.complete() && identify::is_legacy_torch(&p.data) {
+        Format::TorchLegacy
+    } else {
+        Format::Pickle
+    })
+}
 
 /// A pickle file (or member): read within the limit, analyse every pickle of the stream.
 pub(crate) fn scan_pickle_file(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], depth: u32) {
