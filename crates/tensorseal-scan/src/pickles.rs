@@ -380,14 +380,12 @@ fn report(
     let stacked = a.pickles.len() > 1;
     for g in &a.globals {
         let q = g.qualified();
-        // TorchScript archives reference their own compiled classes.
-        if ctx.in_torchscript
-            && matches!(g.class, Class::Unknown)
-            && (q.starts_with("__torch__.") || q.starts_with("torch.jit._pickle."))
-        {
-            continue;
-        }
-        let Some((rule, why)) = rule_for(ctx, &g.class, &q) else {
+        let class = if ctx.in_torchscript && !matches!(g.class, Class::Dangerous { .. }) {
+            torchscript_class(&q).unwrap_or_else(|| g.class.clone())
+        } else {
+            g.class.clone()
+        };
+        let Some((rule, why)) = rule_for(ctx, &class, &q) else {
             continue;
         };
         if !first_report(ctx, seen, rule, &q) {
@@ -470,6 +468,109 @@ fn report(
             ),
         }
     }
+}
+
+/// The restore functions torch.jit's unpickler resolves under `torch.jit._pickle`.
+const JIT_PICKLE_NAMES: &[&str] = &[
+    "build_intlist",
+    "build_tensorlist",
+    "build_doublelist",
+    "build_boollist",
+    "build_tensor_from_id",
+    "restore_type_tag",
+];
+
+/// Name components that reach code compilation, import machinery, processes, files or
+/// libraries, whatever module prefix precedes them.
+const SCRIPT_DANGEROUS_PARTS: &[&str] = &[
+    "eval",
+    "exec",
+    "execfile",
+    "compile",
+    "import_module",
+    "importlib",
+    "builtins",
+    "runpy",
+    "subprocess",
+    "os",
+    "posix",
+    "nt",
+    "sys",
+    "ctypes",
+    "marshal",
+    "pickle",
+    "_pickle",
+    "cPickle",
+    "dill",
+    "code",
+    "codeop",
+    "getattr",
+    "setattr",
+    "globals",
+    "locals",
+    "vars",
+    "open",
+    "system",
+    "popen",
+    "CompilationUnit",
+    "_jit_script_compile",
+    "_jit_script_class_compile",
+    "load_library",
+    "from_file",
+];
+
+/// How a global of a TorchScript archive's pickles is judged, when its name carries one of
+/// TorchScript's own prefixes (`None`: the normal rules apply unchanged).
+///
+/// `__torch__.<class>` names a class compiled from the archive's `code/` (its code is
+/// reported and checked separately) and `torch.jit._pickle.<fn>` one of torch.jit's restore
+/// functions. The prefix earns nothing else: a dunder component, or a component that reaches
+/// compilation, import machinery, processes or files, is dangerous; so is any split of the
+/// remainder that the deny-list knows (`__torch__.builtins.exec`); other
+/// `torch.jit._pickle` names are unknown.
+pub(crate) fn torchscript_class(q: &str) -> Option<Class> {
+    let (rest, jit) = match (
+        q.strip_prefix("__torch__."),
+        q.strip_prefix("torch.jit._pickle."),
+    ) {
+        (Some(r), _) => (r, false),
+        (None, Some(r)) => (r, true),
+        (None, None) => return None,
+    };
+    let parts: Vec<&str> = rest.split('.').collect();
+    if parts.iter().any(|p| p.starts_with("__")) {
+        return Some(Class::Dangerous {
+            reason: "attribute access through a dunder name under a TorchScript prefix",
+        });
+    }
+    if parts.iter().any(|p| SCRIPT_DANGEROUS_PARTS.contains(p)) {
+        return Some(Class::Dangerous {
+            reason: "reaches code compilation, import machinery, processes or files under a TorchScript prefix",
+        });
+    }
+    for i in 1..parts.len() {
+        let module = parts.get(..i).unwrap_or(&[]).join(".");
+        let name = parts.get(i..).unwrap_or(&[]).join(".");
+        if let Class::Dangerous { reason } = classify(&module, &name) {
+            return Some(Class::Dangerous { reason });
+        }
+    }
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || !p.chars().all(|c| c.is_alphanumeric() || c == '_'))
+    {
+        return Some(Class::Unknown);
+    }
+    if jit {
+        return Some(
+            if parts.len() == 1 && parts.iter().all(|p| JIT_PICKLE_NAMES.contains(p)) {
+                Class::Allowed
+            } else {
+                Class::Unknown
+            },
+        );
+    }
+    Some(Class::Allowed)
 }
 
 /// A global reference found by byte patterns (not by running the machine).

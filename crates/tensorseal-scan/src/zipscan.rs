@@ -290,6 +290,18 @@ pub(crate) fn scan_zip(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
             encrypted: (e.flags | local.flags) & 1 != 0,
         };
         let fmt = read_member(ctx, src, &mloc, depth, &m);
+        if kind.format == Format::Torchscript && is_script_code(name) {
+            match read_small(src, &m, 64 << 20) {
+                Some(data) => formats::torchscript_code_check(ctx, &data, &mloc),
+                None => ctx.add(
+                    ids::TORCH_INVALID,
+                    &mloc,
+                    None,
+                    None,
+                    "TorchScript code member could not be read within 64 MiB; its operations were not checked".into(),
+                ),
+            }
+        }
         if let Some(fmt) = fmt {
             if kind.format == Format::KerasZip && name == "config.json" {
                 if let Some(data) = read_small(src, &m, 64 << 20) {
@@ -351,6 +363,14 @@ pub(crate) fn scan_zip(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
         );
     }
     kind.format
+}
+
+/// Whether a TorchScript archive member is code torch.jit.load compiles: anything under a
+/// `code/` folder (at the archive root or one level down).
+fn is_script_code(name: &str) -> bool {
+    let mut parts = name.split('/');
+    let first = parts.next().unwrap_or("");
+    first == "code" || parts.next() == Some("code")
 }
 
 /// Reads at most `limit` bytes of a member for a second look (config files).
@@ -728,21 +748,14 @@ fn scan_gap(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], depth: u32, fro
     let cap = len.min(ctx.cfg.max_member_bytes).min(ctx.budget);
     if let Ok(data) = read_range(src, from, cap) {
         if ctx.spend(cap, loc) {
-            let fmt = crate::identify::identify(
-                data.get(..crate::identify::PREFIX_LEN.min(data.len()))
-                    .unwrap_or(&data),
-                data.len() as u64,
-                false,
+            // Identified by content, pickles without PROTO included (the machine decides).
+            scan_content(
+                ctx,
+                &data,
+                &child(loc, format!("[bytes at {from}]")),
+                depth + 1,
+                "",
             );
-            if fmt != Format::Unknown {
-                scan_content(
-                    ctx,
-                    &data,
-                    &child(loc, format!("[bytes at {from}]")),
-                    depth + 1,
-                    "",
-                );
-            }
         }
     }
 }
