@@ -465,7 +465,7 @@ pub(crate) fn scan_content(
     fmt
 }
 
-fn record_member(ctx: &mut Ctx<'_>, loc: &[String], format: Format, size: u64) {
+pub(crate) fn record_member(ctx: &mut Ctx<'_>, loc: &[String], format: Format, size: u64) {
     if loc.is_empty() || ctx.members.len() >= 10_000 {
         return;
     }

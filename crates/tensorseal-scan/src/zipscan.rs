@@ -8,7 +8,7 @@ use crate::finding::{ids, quote, quote_bytes, Severity};
 use crate::identify::Format;
 use crate::source::{read_range, Source};
 use crate::zipread::{self, CentralEntry, LocalHeader, RangeReader};
-use crate::{formats, scan_content, Ctx};
+use crate::{formats, pickles, scan_content, Ctx};
 
 /// Flag bits that are normal: 1-2 (deflate level), 3 (data descriptor), 11 (UTF-8 names).
 const NORMAL_FLAGS: u16 = 0b0000_1000_0000_1110;
@@ -877,6 +877,19 @@ pub(crate) fn scan_tar(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
         }
         if !ctx.spend(data.len() as u64, &mloc) {
             break;
+        }
+        // torch.load's legacy tar reader opens these two by exact name and reads pickles
+        // between raw bytes: walk them as it does (when they start with a pickle at all).
+        let legacy = matches!(name.as_str(), "storages" | "tensors")
+            && tensorseal_pickle::value_at(&data, 0, &tensorseal_pickle::Limits::default()).is_ok();
+        if legacy {
+            if name == "storages" {
+                pickles::scan_legacy_tar_storages(ctx, &data, &mloc);
+            } else {
+                pickles::scan_legacy_tar_tensors(ctx, &data, &mloc);
+            }
+            crate::record_member(ctx, &mloc, Format::TorchLegacy, data.len() as u64);
+            continue;
         }
         scan_content(ctx, &data, &mloc, depth + 1, &name);
     }
