@@ -72,6 +72,27 @@ pub enum Frame {
 
 /// Frames the pickle that starts at `start` in `data`.
 pub fn frame(data: &[u8], start: usize) -> Frame {
+    frame_with(data, start, &mut |_, _| true)
+}
+
+/// Offset of the first `PERSID` opcode of the pickle at `start`, if it has one. `PERSID`
+/// calls the unpickler's `persistent_load` with a text id: plain `pickle.load` has none and
+/// raises, and torch's legacy readers refuse text ids, so no loader runs what follows it.
+pub fn first_persid(data: &[u8], start: usize) -> Option<usize> {
+    let mut found = None;
+    frame_with(data, start, &mut |op, pos| {
+        if op == b'P' {
+            found = Some(pos);
+            return false;
+        }
+        true
+    });
+    found
+}
+
+/// [`frame`], calling `visit(opcode, offset)` before each opcode; framing stops (reported as
+/// truncated) when it returns false.
+fn frame_with(data: &[u8], start: usize, visit: &mut dyn FnMut(u8, usize) -> bool) -> Frame {
     let mut pos = start;
     let mut ops = 0usize;
     let mut proto = None;
@@ -83,6 +104,9 @@ pub fn frame(data: &[u8], start: usize) -> Frame {
         let Some(arg) = arg_of(op) else {
             return Frame::Invalid { offset: pos, ops };
         };
+        if !visit(op, pos) {
+            return Frame::Truncated { ops };
+        }
         if ops == 0 && op == 0x80 {
             proto = data.get(pos + 1).copied();
         }

@@ -21,24 +21,34 @@ pub(crate) struct Probe {
     pub data: Vec<u8>,
     /// The machine's analysis of them.
     pub analysis: Analysis,
+    /// Offset of a `PERSID` in the first pickle: no loader gets past it (the machine does).
+    pub barrier: Option<usize>,
 }
 
 impl Probe {
-    /// The first pickle reached `STOP`: `pickle.load` accepts these bytes.
+    /// The first pickle reached `STOP` with nothing that stops a loader on the way:
+    /// `pickle.load` accepts these bytes.
     pub fn complete(&self) -> bool {
-        self.analysis
-            .pickles
-            .first()
-            .is_some_and(|p| p.error.is_none())
+        self.barrier.is_none()
+            && self
+                .analysis
+                .pickles
+                .first()
+                .is_some_and(|p| p.error.is_none())
     }
 
-    /// Whether a global is called (by `REDUCE`, `INST`, `OBJ`, `NEWOBJ`, `BUILD`) before the
-    /// machine stopped: `pickle.load` makes that call even when the stream breaks later.
+    /// Whether `g` is called (by `REDUCE`, `INST`, `OBJ`, `NEWOBJ`, `BUILD`) where a loader
+    /// gets to: `pickle.load` makes that call even when the stream breaks later.
+    pub fn called(&self, g: &GlobalRef) -> bool {
+        g.resolution != Resolution::AfterError
+            && g.calls
+                .iter()
+                .any(|c| self.barrier.is_none_or(|b| c.offset < b))
+    }
+
+    /// Whether a global is called before the stream stops a loader.
     pub fn calls(&self) -> bool {
-        self.analysis
-            .globals
-            .iter()
-            .any(|g| g.resolution != Resolution::AfterError && !g.calls.is_empty())
+        self.analysis.globals.iter().any(|g| self.called(g))
     }
 
     /// Whether a loader would run anything here: a complete pickle, or a call before an error.
@@ -91,7 +101,12 @@ pub(crate) fn probe(
                 format!("content read as a pickle from byte {start} still needs bytes after the limit of {cap} bytes; the rest was not analysed"),
             );
         }
-        return Some(Probe { data, analysis });
+        let barrier = pickle_lex::first_persid(&data, 0);
+        return Some(Probe {
+            data,
+            analysis,
+            barrier,
+        });
     }
 }
 
@@ -111,9 +126,11 @@ pub(crate) fn scan_pickle_prefix(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[Str
     let mut a = p.analysis.clone();
     a.globals.retain(|g| {
         g.resolution != Resolution::AfterError
-            && (complete || !g.calls.is_empty())
+            && (complete || p.called(g))
             && rule_for(ctx, &g.class, &g.qualified()).is_some()
     });
+    a.nested
+        .retain(|n| complete || p.barrier.is_none_or(|b| n.offset < b));
     if a.globals.is_empty() && a.nested.is_empty() {
         return; // a harmless pickle (`N.` in a header length, say): nothing runs
     }
