@@ -1059,3 +1059,39 @@ mod tests {
         assert!(byte_search_globals(b"c\n\n", 0).is_empty());
     }
 }
+
+#[cfg(test)]
+mod torchscript_tests {
+    use super::*;
+
+    #[test]
+    fn torchscript_prefixes_pass_only_plain_class_names() {
+        for ok in [
+            "__torch__.MyModule",
+            "__torch__.torch.nn.modules.linear.Linear",
+            "torch.jit._pickle.build_intlist",
+        ] {
+            assert_eq!(torchscript_class(ok), Some(Class::Allowed), "{ok}");
+        }
+        for bad in [
+            "__torch__.builtins.exec",
+            "__torch__.x.__globals__",
+            "__torch__.__builtins__.eval",
+            "torch.jit._pickle.__builtins__",
+            "torch.jit._pickle.eval",
+            "__torch__.torch.jit.CompilationUnit",
+            "__torch__.importlib.import_module",
+            "__torch__.torch.from_file",
+        ] {
+            assert!(
+                matches!(torchscript_class(bad), Some(Class::Dangerous { .. })),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            torchscript_class("torch.jit._pickle.other"),
+            Some(Class::Unknown)
+        );
+        assert_eq!(torchscript_class("collections.OrderedDict"), None);
+    }
+}
