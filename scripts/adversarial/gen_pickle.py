@@ -68,6 +68,15 @@ def identification() -> None:
              "GGUF magic whose bytes are BINFLOAT, then the call")
     G.sample("gguf_polyglot_torch.gguf", b"GGUF\x03\x00\x00\x00\x00" + exec_call_p2() + b"\xff", "torch", "1",
              "GGUF magic polyglot that breaks after the call (torch's legacy path)")
+    # A tar whose first member name is a protocol-0 payload: pickle.load reads the header.
+    name = exec_call_p0() + b"."
+    assert len(name) <= 100, len(name)
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT, encoding="latin-1") as t:
+        info = tarfile.TarInfo(name.decode("latin-1"))
+        info.size = 2
+        t.addfile(info, io.BytesIO(b"hi"))
+    G.sample("tar_name_payload.tar", out.getvalue(), "pickle", "1", "a tar archive whose first member name is a pickle")
     # Near misses.
     G.benign("readme_c.md", b"code of conduct\nplease read it\nthen more text.\n", "text whose first line lexes as GLOBAL")
     G.benign("import_only.bin", b"cos\nsystem\n\xff", "a GLOBAL that is never called: pickle.load imports and fails")
