@@ -584,8 +584,10 @@ pub(crate) fn scan_onnx(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String]) {
 }
 
 /// TorchScript ops that touch the file system: `aten::from_file` (with `shared=True` it
-/// creates the file), `aten::save` (`torch.save` in TorchScript writes one) and
-/// `load_library` (loads a shared object).
+/// creates the file), `aten::save` (`torch.save` in TorchScript writes one),
+/// `load_library` (loads a shared object), and any op or method named `*_file`/`file_*`
+/// (extension ops such as torchvision's `image::write_file`/`read_file` or torchaudio's
+/// `*_audio_file`, callable from TorchScript once their library is imported).
 fn script_file_op(tokens: &[&str], i: usize) -> Option<&'static str> {
     let t = *tokens.get(i)?;
     let prev = |k: usize| i.checked_sub(k).and_then(|j| tokens.get(j)).copied();
@@ -594,6 +596,9 @@ fn script_file_op(tokens: &[&str], i: usize) -> Option<&'static str> {
         "load_library" => Some("load_library (loads a shared library)"),
         "save" if prev(1) == Some(".") && matches!(prev(2), Some("torch" | "aten")) => {
             Some("torch.save (writes a file)")
+        }
+        _ if prev(1) == Some(".") && (t.ends_with("_file") || t.starts_with("file_")) => {
+            Some("an op named after files (reads or writes one)")
         }
         _ => None,
     }
@@ -661,7 +666,9 @@ mod script_tests {
             .filter_map(|i| script_file_op(&toks, i))
             .collect();
         assert_eq!(hits.len(), 2, "{toks:?}");
-        let toks = script_tokens("def save(self): return self.save_to(x)");
+        let toks = script_tokens("x = ops.image.write_file(p, d)\n");
+        assert!((0..toks.len()).any(|i| script_file_op(&toks, i).is_some()));
+        let toks = script_tokens("def save(self): return self.save_to(ops.profiler.x(profile))");
         assert!((0..toks.len()).all(|i| script_file_op(&toks, i).is_none()));
     }
 }

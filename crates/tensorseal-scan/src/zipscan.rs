@@ -366,11 +366,13 @@ pub(crate) fn scan_zip(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
 }
 
 /// Whether a TorchScript archive member is code torch.jit.load compiles: anything under a
-/// `code/` folder (at the archive root or one level down).
+/// `code/` folder (at the archive root or one level down, in any case of letters).
+/// Source ranges (`*.debug_pkl`) only serve error messages; they are scanned as pickles.
 fn is_script_code(name: &str) -> bool {
     let mut parts = name.split('/');
     let first = parts.next().unwrap_or("");
-    first == "code" || parts.next() == Some("code")
+    let code = |p: &str| p.eq_ignore_ascii_case("code");
+    (code(first) || parts.next().is_some_and(code)) && !name.ends_with(".debug_pkl")
 }
 
 /// Reads at most `limit` bytes of a member for a second look (config files).
