@@ -51,9 +51,19 @@ impl Probe {
         self.analysis.globals.iter().any(|g| self.called(g))
     }
 
-    /// Whether a loader would run anything here: a complete pickle, or a call before an error.
+    /// The machine stopped on one of its own limits (operations, memo, stack, memory), not
+    /// on an error CPython would raise: what follows is unknown, so it counts as a pickle.
+    pub fn limited(&self) -> bool {
+        self.analysis
+            .pickles
+            .first()
+            .is_some_and(|p| matches!(p.error, Some(PickleError::Limit { .. })))
+    }
+
+    /// Whether a loader would run anything here: a complete pickle, a call before an error,
+    /// or opcodes the machine stopped following at a limit.
     pub fn is_pickle(&self) -> bool {
-        self.complete() || self.calls()
+        self.complete() || self.calls() || self.limited()
     }
 }
 
@@ -131,6 +141,19 @@ pub(crate) fn scan_pickle_prefix(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[Str
     });
     a.nested
         .retain(|n| complete || p.barrier.is_none_or(|b| n.offset < b));
+    if p.limited() {
+        let e = p.analysis.pickles.first().and_then(|x| x.error.clone());
+        ctx.add(
+            ids::PICKLE_INVALID,
+            loc,
+            Some(0),
+            None,
+            format!(
+                "this {fmt} content runs as a pickle from its first byte until the analysis stopped at a limit ({}); a loader would carry on",
+                e.map(|e| e.to_string()).unwrap_or_default()
+            ),
+        );
+    }
     if a.globals.is_empty() && a.nested.is_empty() {
         return; // a harmless pickle (`N.` in a header length, say): nothing runs
     }

@@ -164,3 +164,14 @@ fn legacy_storage_running_past_the_end_fails_closed() {
     );
     assert!(r.fails_policy());
 }
+
+#[test]
+fn a_stream_longer_than_the_machine_follows_fails_closed() {
+    // 30 million `N0` pairs (60 million opcodes, over the 50 million limit), then a call:
+    // CPython would get there, the machine stops first.
+    let mut data = b"N0".repeat(30_000_000);
+    data.extend_from_slice(b"cbuiltins\nexec\n(S'x'\ntR.");
+    let r = Scanner::default().scan_bytes("s", "s.bin", &data);
+    assert_eq!(r.format, Format::Pickle);
+    assert!(r.fails_policy(), "{:?}", r.findings);
+}
