@@ -252,11 +252,31 @@ def torchscript() -> None:
     G.benign("ts_plain.pt", None, "TorchScript with a user method named save: no file access")
 
 
+def legacy_real() -> None:
+    import torch  # saving only
+
+    base = torch.arange(12, dtype=torch.float32)
+    obj = {
+        "f32": base,
+        "view": base[3:7],
+        "i64": torch.arange(5, dtype=torch.int64),
+        "bf16": torch.ones(3, dtype=torch.bfloat16),
+        "bool": torch.tensor([True, False]),
+        "c64": torch.zeros(2, dtype=torch.complex64),
+        "u8": torch.arange(4, dtype=torch.uint8),
+        "f16": torch.ones(2, dtype=torch.float16),
+    }
+    p = G.path("legacy_real_dtypes.pt")
+    torch.save(obj, str(p), _use_new_zipfile_serialization=False)
+    G.benign("legacy_real_dtypes.pt", None, "a real legacy torch.save of many dtypes and a view: the storage walk ends exactly at the end")
+
+
 def main() -> None:
     identification()
     legacy()
     if "--no-torch" not in sys.argv:
         torchscript()
+        legacy_real()
     G.write()
 
 
