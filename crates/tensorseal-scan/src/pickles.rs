@@ -95,9 +95,11 @@ pub(crate) fn probe(
         let needs_more =
             want.is_some_and(|e| e > data.len() as u64 && (e == u64::MAX || e <= avail));
         if needs_more && window < cap {
-            let target = want
-                .unwrap_or(u64::MAX)
-                .saturating_add(identify::PREFIX_LEN as u64);
+            // A known length is read at once; a line of unknown length by growing 8 times.
+            let target = match want {
+                Some(e) if e != u64::MAX => e.saturating_add(identify::PREFIX_LEN as u64),
+                _ => 0,
+            };
             window = window.saturating_mul(8).max(target).min(cap);
             continue;
         }
