@@ -138,6 +138,16 @@ pub fn load_at(data: &[u8], offset: usize, limits: &Limits) -> Result<(Value, us
 /// (nothing is imported or called). Returns the value and the offset just
 /// past its `STOP`. Used by scanners to walk layouts whose raw data lengths
 /// are given by the pickles themselves (legacy torch storages).
+///
+/// ```
+/// use tensorseal_pickle::{value_at, Limits, Value};
+/// // Two pickles: `2`, then (`"0"`, torch.FloatStorage) with a global strict mode refuses.
+/// let data = b"K\x02.X\x01\x00\x00\x000cos\nsystem\n\x86.";
+/// assert_eq!(value_at(data, 0, &Limits::default()).unwrap(), (Value::Int(2), 3));
+/// let (v, end) = value_at(data, 3, &Limits::default()).unwrap();
+/// assert_eq!(end, data.len());
+/// assert!(matches!(v, Value::Tuple(t) if t.len() == 2));
+/// ```
 pub fn value_at(
     data: &[u8],
     offset: usize,
