@@ -141,7 +141,7 @@ pub fn load_at(data: &[u8], offset: usize, limits: &Limits) -> Result<(Value, us
 ///
 /// ```
 /// use tensorseal_pickle::{value_at, Limits, Value};
-/// // Two pickles: `2`, then (`"0"`, torch.FloatStorage) with a global strict mode refuses.
+/// // Two pickles: `2`, then `("0", os.system)`, a global strict mode would refuse.
 /// let data = b"K\x02.X\x01\x00\x00\x000cos\nsystem\n\x86.";
 /// assert_eq!(value_at(data, 0, &Limits::default()).unwrap(), (Value::Int(2), 3));
 /// let (v, end) = value_at(data, 3, &Limits::default()).unwrap();
