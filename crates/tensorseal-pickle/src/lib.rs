@@ -133,6 +133,32 @@ pub fn load_at(data: &[u8], offset: usize, limits: &Limits) -> Result<(Value, us
     Ok((value, m.pos()))
 }
 
+/// Reads one pickle starting at byte `offset` without refusing anything:
+/// every global becomes a [`Value::Global`] and every call a [`Value::Call`]
+/// (nothing is imported or called). Returns the value and the offset just
+/// past its `STOP`. Used by scanners to walk layouts whose raw data lengths
+/// are given by the pickles themselves (legacy torch storages).
+///
+/// ```
+/// use tensorseal_pickle::{value_at, Limits, Value};
+/// // Two pickles: `2`, then `("0", os.system)`, a global strict mode would refuse.
+/// let data = b"K\x02.X\x01\x00\x00\x000cos\nsystem\n\x86.";
+/// assert_eq!(value_at(data, 0, &Limits::default()).unwrap(), (Value::Int(2), 3));
+/// let (v, end) = value_at(data, 3, &Limits::default()).unwrap();
+/// assert_eq!(end, data.len());
+/// assert!(matches!(v, Value::Tuple(t) if t.len() == 2));
+/// ```
+pub fn value_at(
+    data: &[u8],
+    offset: usize,
+    limits: &Limits,
+) -> Result<(Value, usize), PickleError> {
+    let mut m = vm::Machine::new(data, limits, vm::Mode::Analyze, 0);
+    let root = m.run_one(offset)?;
+    let value = m.value(root)?;
+    Ok((value, m.pos()))
+}
+
 /// Loads every pickle of a stacked stream in strict mode, each with a fresh
 /// memo (as consecutive `pickle.load` calls do).
 pub fn load_all(data: &[u8], limits: &Limits) -> Result<Vec<Value>, PickleError> {

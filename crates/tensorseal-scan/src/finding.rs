@@ -157,6 +157,9 @@ rules! {
     TORCHSCRIPT_CODE = "torchscript-code", Medium,
         "A TorchScript archive: it contains code that torch.jit.load compiles and runs",
         "TorchScript code is restricted but it is code; prefer plain weights.";
+    TORCHSCRIPT_FILE_ACCESS = "torchscript-file-access", Critical,
+        "TorchScript code that creates, maps, writes or loads files (from_file, torch.save, load_library)",
+        "torch.jit.load runs __setstate__ methods while loading: such code touches the file system before any forward call.";
     KERAS_LAMBDA = "keras-lambda-layer", High,
         "A Keras model with a Lambda layer or serialized Python function",
         "Lambda layers carry Python bytecode or source that runs when the model is loaded.";

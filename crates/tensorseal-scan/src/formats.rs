@@ -553,3 +553,93 @@ pub(crate) fn scan_onnx(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String]) {
         }
     }
 }
+
+/// TorchScript ops that touch the file system: `aten::from_file` (with `shared=True` it
+/// creates the file), `aten::save` (`torch.save` in TorchScript writes one),
+/// `load_library` (loads a shared object), and any op or method named `*_file`/`file_*`
+/// (extension ops such as torchvision's `image::write_file`/`read_file` or torchaudio's
+/// `*_audio_file`, callable from TorchScript once their library is imported).
+fn script_file_op(tokens: &[&str], i: usize) -> Option<&'static str> {
+    let t = *tokens.get(i)?;
+    let prev = |k: usize| i.checked_sub(k).and_then(|j| tokens.get(j)).copied();
+    match t {
+        "from_file" => Some("from_file (maps a file, creating it when shared)"),
+        "load_library" => Some("load_library (loads a shared library)"),
+        "save" if prev(1) == Some(".") && matches!(prev(2), Some("torch" | "aten")) => {
+            Some("torch.save (writes a file)")
+        }
+        _ if prev(1) == Some(".") && (t.ends_with("_file") || t.starts_with("file_")) => {
+            Some("an op named after files (reads or writes one)")
+        }
+        _ => None,
+    }
+}
+
+/// Splits TorchScript source into identifiers and single punctuation characters; whitespace
+/// and line continuations vanish, as they do for TorchScript's own lexer.
+fn script_tokens(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, c) in text.char_indices() {
+        let ident = c.is_alphanumeric() || c == '_';
+        match (ident, start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                out.push(text.get(s..i).unwrap_or(""));
+                start = None;
+            }
+            _ => {}
+        }
+        if !ident && !c.is_whitespace() && c != '\\' {
+            out.push(text.get(i..i + c.len_utf8()).unwrap_or(""));
+        }
+    }
+    if let Some(s) = start {
+        out.push(text.get(s..).unwrap_or(""));
+    }
+    out
+}
+
+/// Reports TorchScript code (a `code/` member of a TorchScript archive) that touches the
+/// file system: torch.jit.load compiles it and runs `__setstate__` while loading.
+pub(crate) fn torchscript_code_check(ctx: &mut Ctx<'_>, data: &[u8], loc: &[String]) {
+    let text = String::from_utf8_lossy(data);
+    let tokens = script_tokens(&text);
+    let mut found: Vec<&'static str> = Vec::new();
+    for i in 0..tokens.len() {
+        if let Some(what) = script_file_op(&tokens, i) {
+            if !found.contains(&what) {
+                found.push(what);
+            }
+        }
+    }
+    for what in found {
+        ctx.add(
+            ids::TORCHSCRIPT_FILE_ACCESS,
+            loc,
+            None,
+            None,
+            format!("TorchScript code calls {what}"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod script_tests {
+    use super::*;
+
+    #[test]
+    fn finds_file_ops_across_spacing() {
+        let toks = script_tokens(
+            "t = torch . from_file(\"m\", True)\n torch.\\\n save(x, p)\n self.save(1)",
+        );
+        let hits: Vec<_> = (0..toks.len())
+            .filter_map(|i| script_file_op(&toks, i))
+            .collect();
+        assert_eq!(hits.len(), 2, "{toks:?}");
+        let toks = script_tokens("x = ops.image.write_file(p, d)\n");
+        assert!((0..toks.len()).any(|i| script_file_op(&toks, i).is_some()));
+        let toks = script_tokens("def save(self): return self.save_to(ops.profiler.x(profile))");
+        assert!((0..toks.len()).all(|i| script_file_op(&toks, i).is_none()));
+    }
+}

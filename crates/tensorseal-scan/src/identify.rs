@@ -132,7 +132,9 @@ pub const ZIP_LOCAL_SIG: &[u8; 4] = b"PK\x03\x04";
 pub const ZIP_EOCD_SIG: &[u8; 4] = b"PK\x05\x06";
 
 /// Identifies the format of content from its first bytes (`prefix`, up to [`PREFIX_LEN`])
-/// and total length. Zip variants (torch, TorchScript, npz, Keras) are refined later from
+/// and total length. Only a leading `PROTO` identifies a pickle here; content this returns
+/// as anything but a pickle is still run through the analysis machine by the scanner
+/// (`pickles::probe`), because `pickle.load` runs any bytes that start with opcodes. Zip variants (torch, TorchScript, npz, Keras) are refined later from
 /// the member list; SavedModel needs the `saved_model.pb` name as a hint, since protobuf
 /// has no magic number.
 pub fn identify(prefix: &[u8], total: u64, saved_model_name: bool) -> Format {
@@ -177,7 +179,7 @@ pub fn identify(prefix: &[u8], total: u64, saved_model_name: bool) -> Format {
     if tensorseal_codec::sniff(prefix) == Some(Codec::Zlib) {
         return Format::Compressed;
     }
-    if pickle_lex::guess(prefix, total) == PickleGuess::Yes {
+    if pickle_lex::guess(prefix) == PickleGuess::Yes {
         return if is_legacy_torch(prefix) {
             Format::TorchLegacy
         } else {

@@ -389,6 +389,12 @@ pub(crate) fn scan_content(
     };
     let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
     let mut fmt = identify::identify(&prefix, src.len(), base == "saved_model.pb");
+    if fmt == Format::Unknown {
+        // No magic placed it: whether pickle.load runs it is decided by the machine.
+        if let Some(f) = pickles::identify_unsure(ctx, src, loc) {
+            fmt = f;
+        }
+    }
     if fmt.is_container() && depth > ctx.cfg.max_depth {
         ctx.add(
             ids::ARCHIVE_LIMIT,
@@ -439,6 +445,13 @@ pub(crate) fn scan_content(
         }
         _ => {}
     }
+    if !matches!(
+        fmt,
+        Format::Pickle | Format::TorchLegacy | Format::Empty | Format::Unknown
+    ) {
+        // Other magics can be pickle opcodes too ('G' of GGUF, a header length).
+        pickles::scan_pickle_prefix(ctx, src, loc, fmt);
+    }
     if !fmt.is_container() && fmt != Format::Empty {
         formats::check_polyglot(ctx, src, loc, depth, fmt);
     }
@@ -461,7 +474,7 @@ pub(crate) fn scan_content(
     fmt
 }
 
-fn record_member(ctx: &mut Ctx<'_>, loc: &[String], format: Format, size: u64) {
+pub(crate) fn record_member(ctx: &mut Ctx<'_>, loc: &[String], format: Format, size: u64) {
     if loc.is_empty() || ctx.members.len() >= 10_000 {
         return;
     }

@@ -1,9 +1,10 @@
 //! Pickle opcode *framing*: where each opcode starts and ends, and where a pickle stops.
 //!
-//! This is not a pickle machine: it builds no values and resolves nothing. It exists to
-//! identify pickles that carry no `PROTO` opcode (protocols 0 and 1) and to find the end of
-//! each pickle of a stacked stream (legacy torch files: a few pickles, then raw storages) so
-//! that only the pickles are read. The analysis proper is done by `tensorseal-pickle`.
+//! This is not a pickle machine: it builds no values and resolves nothing. It gives the
+//! cheap positive sniff (a leading `PROTO`), the length an opcode needs (to grow a read
+//! window only when the content could still be a pickle), and the end of each pickle of a
+//! stacked stream. Whether content *is* a pickle is decided by running the analysis machine
+//! of `tensorseal-pickle` over it (see `pickles::probe`), never by a list of start bytes.
 
 /// How an opcode's argument is laid out.
 #[derive(Clone, Copy)]
@@ -71,6 +72,27 @@ pub enum Frame {
 
 /// Frames the pickle that starts at `start` in `data`.
 pub fn frame(data: &[u8], start: usize) -> Frame {
+    frame_with(data, start, &mut |_, _| true)
+}
+
+/// Offset of the first `PERSID` opcode of the pickle at `start`, if it has one. `PERSID`
+/// calls the unpickler's `persistent_load` with a text id: plain `pickle.load` has none and
+/// raises, and torch's legacy readers refuse text ids, so no loader runs what follows it.
+pub fn first_persid(data: &[u8], start: usize) -> Option<usize> {
+    let mut found = None;
+    frame_with(data, start, &mut |op, pos| {
+        if op == b'P' {
+            found = Some(pos);
+            return false;
+        }
+        true
+    });
+    found
+}
+
+/// [`frame`], calling `visit(opcode, offset)` before each opcode; framing stops (reported as
+/// truncated) when it returns false.
+fn frame_with(data: &[u8], start: usize, visit: &mut dyn FnMut(u8, usize) -> bool) -> Frame {
     let mut pos = start;
     let mut ops = 0usize;
     let mut proto = None;
@@ -82,6 +104,9 @@ pub fn frame(data: &[u8], start: usize) -> Frame {
         let Some(arg) = arg_of(op) else {
             return Frame::Invalid { offset: pos, ops };
         };
+        if !visit(op, pos) {
+            return Frame::Truncated { ops };
+        }
         if ops == 0 && op == 0x80 {
             proto = data.get(pos + 1).copied();
         }
@@ -163,73 +188,46 @@ fn line_end(data: &[u8], from: usize) -> LineEnd {
     }
 }
 
-/// How sure content-based identification is that bytes are a pickle.
+/// How sure the cheap sniff is that bytes are a pickle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PickleGuess {
-    /// Not a pickle.
-    No,
-    /// A pickle (PROTO opcode, or a well-formed protocol 0/1 stream).
+    /// The sniff cannot tell: run the analysis machine over the content (see
+    /// `pickles::probe`), which decides by what `pickle.load` would do.
+    Unsure,
+    /// A pickle: a `PROTO` opcode that CPython accepts (0 to 5) followed by an opcode.
     Yes,
 }
 
-/// Content-based pickle identification for `prefix` (the first bytes of something whose
-/// full length is `total`).
-///
-/// Protocol 2+ pickles start with PROTO. Protocol 0/1 pickles have no magic: the prefix
-/// must frame as opcodes up to a STOP (or to the end of the prefix when the file is longer),
-/// with a few opcodes at least, and a text-looking file must not pass by accident.
-pub fn guess(prefix: &[u8], total: u64) -> PickleGuess {
+/// The cheap sniff: only a leading `PROTO` (the one opcode a protocol 2+ writer always puts
+/// first) counts as a positive identification. Everything else, including protocol 0/1
+/// streams, streams whose first opcode is `FRAME`, `NEWTRUE`, `SHORT_BINUNICODE` or any
+/// other opcode, and streams whose first opcode is longer than any window, is
+/// [`PickleGuess::Unsure`]: the caller runs the analysis machine from offset 0 over the
+/// whole content (within its limits) instead of trusting a list of start bytes.
+pub fn guess(prefix: &[u8]) -> PickleGuess {
     match prefix {
-        [0x80, p, ..] if *p <= 5 => {
-            // PROTO n followed by a valid opcode.
-            return match prefix.get(2) {
-                Some(&op) if arg_of(op).is_some() => PickleGuess::Yes,
-                None if total <= 2 => PickleGuess::No,
-                _ => PickleGuess::No,
-            };
-        }
-        [] => return PickleGuess::No,
-        _ => {}
+        [0x80, p, op, ..] if *p <= 5 && arg_of(*op).is_some() => PickleGuess::Yes,
+        _ => PickleGuess::Unsure,
     }
-    // Protocol 0/1: typical first opcodes.
-    let first = prefix.first().copied().unwrap_or(0);
-    if !matches!(
-        first,
-        b'(' | b'c'
-            | b'i'
-            | b'}'
-            | b']'
-            | b')'
-            | b'N'
-            | b'I'
-            | b'L'
-            | b'F'
-            | b'S'
-            | b'V'
-            | b'U'
-            | b'T'
-            | b'X'
-            | b'K'
-            | b'M'
-            | b'J'
-            | b'G'
-            | b'P'
-    ) {
-        return PickleGuess::No;
-    }
-    match frame(prefix, 0) {
-        Frame::Complete { ops, end, .. } => {
-            // A lone `N.` is a pickle of None; a short text like "I am.\n" is not what we
-            // want to call a pickle unless the whole input is that pickle.
-            let stacked = prefix.get(end).is_some_and(|&b| arg_of(b).is_some());
-            if ops >= 2 && (end as u64 == total || ops >= 3 || stacked) {
-                PickleGuess::Yes
-            } else {
-                PickleGuess::No
-            }
+}
+
+/// Where the opcode at `pos` ends, when its length is known without a line search: fixed
+/// arguments and counted ones (whose declared length may run past the end of `data`).
+/// `None` for unknown opcodes, text-line arguments and lengths cut off by the end of `data`.
+pub fn needed_end(data: &[u8], pos: usize) -> Option<u64> {
+    let op = *data.get(pos)?;
+    let body = pos as u64 + 1;
+    match arg_of(op)? {
+        Arg::None => Some(body),
+        Arg::Fixed(n) => Some(body + n as u64),
+        Arg::Line | Arg::TwoLines => None,
+        Arg::Counted(w) => {
+            let start = pos.checked_add(1)?;
+            let bytes = data.get(start..start.checked_add(w)?)?;
+            let mut le = [0u8; 8];
+            le.get_mut(..w)?.copy_from_slice(bytes);
+            Some((body + w as u64).saturating_add(u64::from_le_bytes(le)))
         }
-        Frame::Truncated { ops } if (prefix.len() as u64) < total && ops >= 8 => PickleGuess::Yes,
-        _ => PickleGuess::No,
     }
 }
 
@@ -257,20 +255,25 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(guess(p0, p0.len() as u64), PickleGuess::Yes);
+        assert_eq!(guess(p0), PickleGuess::Unsure);
+        assert_eq!(guess(p2), PickleGuess::Yes);
     }
 
     #[test]
-    fn text_is_not_a_pickle() {
+    fn only_proto_is_a_sure_pickle() {
         for t in [
             &b"config = 1\n"[..],
             b"(this is text)",
-            b"{\"a\": 1}",
-            b"Ideas.\n",
+            b"\x80\x06N.",
+            b"\x95\x05\x00\x00\x00\x00\x00\x00\x00N.",
             b"",
         ] {
-            assert_eq!(guess(t, t.len() as u64), PickleGuess::No, "{t:?}");
+            assert_eq!(guess(t), PickleGuess::Unsure, "{t:?}");
         }
+        assert_eq!(needed_end(b"X\xff\xff\x00\x00", 0), Some(5 + 0xffff));
+        assert_eq!(needed_end(b"X\xff", 0), None);
+        assert_eq!(needed_end(b"cos\n", 0), None);
+        assert_eq!(needed_end(b"K\x01", 0), Some(2));
     }
 
     #[test]

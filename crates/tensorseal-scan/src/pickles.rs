@@ -6,12 +6,190 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 
 use tensorseal_pickle::policy::{classify, Class};
-use tensorseal_pickle::{analyze, Analysis, GlobalRef, Limits, Resolution};
+use tensorseal_pickle::{analyze, Analysis, GlobalRef, Limits, PickleError, Resolution, Value};
 
 use crate::finding::{ids, quote};
+use crate::identify::{self, Format};
 use crate::pickle_lex::{self, Frame};
 use crate::source::{read_range, read_upto, Source};
 use crate::Ctx;
+
+/// What the analysis machine makes of content run from one offset, as `pickle.load` would
+/// run it: the bytes it needed and its analysis.
+pub(crate) struct Probe {
+    /// The bytes read, from the probed offset.
+    pub data: Vec<u8>,
+    /// The machine's analysis of them.
+    pub analysis: Analysis,
+    /// Offset of a `PERSID` in the first pickle: no loader gets past it (the machine does).
+    pub barrier: Option<usize>,
+}
+
+impl Probe {
+    /// The first pickle reached `STOP` with nothing that stops a loader on the way:
+    /// `pickle.load` accepts these bytes.
+    pub fn complete(&self) -> bool {
+        self.barrier.is_none()
+            && self
+                .analysis
+                .pickles
+                .first()
+                .is_some_and(|p| p.error.is_none())
+    }
+
+    /// Whether `g` is called (by `REDUCE`, `INST`, `OBJ`, `NEWOBJ`, `BUILD`) where a loader
+    /// gets to: `pickle.load` makes that call even when the stream breaks later.
+    pub fn called(&self, g: &GlobalRef) -> bool {
+        g.resolution != Resolution::AfterError
+            && g.calls
+                .iter()
+                .any(|c| self.barrier.is_none_or(|b| c.offset < b))
+    }
+
+    /// Whether a global is called before the stream stops a loader.
+    pub fn calls(&self) -> bool {
+        self.analysis.globals.iter().any(|g| self.called(g))
+    }
+
+    /// The machine stopped on one of its own limits (operations, memo, stack, memory), not
+    /// on an error CPython would raise: what follows is unknown, so it counts as a pickle.
+    pub fn limited(&self) -> bool {
+        self.analysis
+            .pickles
+            .first()
+            .is_some_and(|p| matches!(p.error, Some(PickleError::Limit { .. })))
+    }
+
+    /// Whether a loader would run anything here: a complete pickle, a call before an error,
+    /// or opcodes the machine stopped following at a limit.
+    pub fn is_pickle(&self) -> bool {
+        self.complete() || self.calls() || self.limited()
+    }
+}
+
+/// Runs the analysis machine over `src` from `start`, as `pickle.load` would, reading a
+/// window that starts at [`identify::PREFIX_LEN`] and grows only while the machine ran out
+/// of window (not out of content), up to `--max-pickle-bytes`. Non-pickles stop at their
+/// first bytes, so this costs one small read for most files.
+pub(crate) fn probe(
+    ctx: &mut Ctx<'_>,
+    src: &dyn Source,
+    start: u64,
+    loc: &[String],
+) -> Option<Probe> {
+    let avail = src.len().checked_sub(start).filter(|&n| n > 0)?;
+    let cap = avail.min(ctx.cfg.max_pickle_bytes);
+    let mut window = (identify::PREFIX_LEN as u64).min(cap);
+    let limits = Limits::default();
+    loop {
+        let data = ctx.read_or_report(loc, read_upto(src, start, window))?;
+        let analysis = analyze(&data, &limits);
+        // The pickle that failed for want of bytes, and how many it needs.
+        let want = analysis.pickles.iter().find_map(|p| match p.error {
+            Some(PickleError::Truncated { .. }) | Some(PickleError::Empty { .. }) => {
+                Some(pickle_lex::needed_end(&data, p.end).unwrap_or(u64::MAX))
+            }
+            _ => None,
+        });
+        // A line argument (unknown length) or a counted one that the content can hold.
+        let needs_more =
+            want.is_some_and(|e| e > data.len() as u64 && (e == u64::MAX || e <= avail));
+        if needs_more && window < cap {
+            // A known length is read at once; a line of unknown length by growing 8 times.
+            let target = match want {
+                Some(e) if e != u64::MAX => e.saturating_add(identify::PREFIX_LEN as u64),
+                _ => 0,
+            };
+            window = window.saturating_mul(8).max(target).min(cap);
+            continue;
+        }
+        let cut = needs_more && cap < avail;
+        if cut {
+            ctx.add(
+                ids::ARCHIVE_LIMIT,
+                loc,
+                Some(start),
+                None,
+                format!("content read as a pickle from byte {start} still needs bytes after the limit of {cap} bytes; the rest was not analysed"),
+            );
+        }
+        let barrier = pickle_lex::first_persid(&data, 0);
+        return Some(Probe {
+            data,
+            analysis,
+            barrier,
+        });
+    }
+}
+
+/// Content identified as another format (or inside one) whose first bytes `pickle.load`
+/// also runs: numpy.load(allow_pickle=True) hands every file without zip/npy magic to it,
+/// and torch.load every file that is neither zip nor tar. A polyglot whose pickle reaches
+/// `STOP` is analysed in full; one that breaks first is judged by the calls it makes before
+/// that (only a call runs code: `GLOBAL` alone imports a module and returns).
+pub(crate) fn scan_pickle_prefix(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], fmt: Format) {
+    let Some(p) = probe(ctx, src, 0, loc) else {
+        return;
+    };
+    if !p.is_pickle() {
+        return;
+    }
+    let complete = p.complete();
+    let mut a = p.analysis.clone();
+    a.globals.retain(|g| {
+        g.resolution != Resolution::AfterError
+            && (complete || p.called(g))
+            && rule_for(ctx, &g.class, &g.qualified()).is_some()
+    });
+    a.nested
+        .retain(|n| complete || p.barrier.is_none_or(|b| n.offset < b));
+    if p.limited() {
+        let e = p.analysis.pickles.first().and_then(|x| x.error.clone());
+        ctx.add(
+            ids::PICKLE_INVALID,
+            loc,
+            Some(0),
+            None,
+            format!(
+                "this {fmt} content runs as a pickle from its first byte until the analysis stopped at a limit ({}); a loader would carry on",
+                e.map(|e| e.to_string()).unwrap_or_default()
+            ),
+        );
+    }
+    if a.globals.is_empty() && a.nested.is_empty() {
+        return; // a harmless pickle (`N.` in a header length, say): nothing runs
+    }
+    a.pickles.clear();
+    a.errors.clear();
+    ctx.add(
+        ids::POLYGLOT,
+        loc,
+        Some(0),
+        None,
+        format!("this {fmt} content is also a pickle from its first byte: pickle.load, numpy.load(allow_pickle=True) and torch.load's legacy path run it"),
+    );
+    let mut seen = BTreeMap::new();
+    report(ctx, &a, loc, 0, None, &mut seen);
+}
+
+/// Content the sniff could not place: it is a pickle if the machine, run from byte 0 over
+/// the whole content, reaches `STOP` or makes a call before the stream breaks. Returns the
+/// pickle format (legacy torch when the first pickle is its magic number).
+pub(crate) fn identify_unsure(
+    ctx: &mut Ctx<'_>,
+    src: &dyn Source,
+    loc: &[String],
+) -> Option<Format> {
+    let p = probe(ctx, src, 0, loc)?;
+    if !p.is_pickle() {
+        return None;
+    }
+    Some(if p.complete() && identify::is_legacy_torch(&p.data) {
+        Format::TorchLegacy
+    } else {
+        Format::Pickle
+    })
+}
 
 /// A pickle file (or member): read within the limit, analyse every pickle of the stream.
 pub(crate) fn scan_pickle_file(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], depth: u32) {
@@ -33,11 +211,14 @@ pub(crate) fn scan_pickle_file(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[Strin
 }
 
 /// Number of pickles at the head of a legacy torch file: magic number, protocol version,
-/// sys_info, the object, the storage keys. Raw storage bytes follow and are not read.
+/// sys_info, the object, the storage keys. Raw storage bytes follow.
 const LEGACY_PICKLES: usize = 5;
 
-/// Legacy torch: frame the leading pickles (growing the read window as needed, up to the
-/// pickle limit) and analyse only them.
+/// Legacy torch (magic-number layout): frame the leading pickles (growing the read window as
+/// needed, up to the pickle limit) and analyse them; then walk the storages as torch does
+/// (for each key of the fifth pickle, an 8-byte element count and that many elements of the
+/// storage type the object pickle names), seeking over their bytes without reading them, and
+/// analyse whatever follows the last storage if it runs as a pickle.
 pub(crate) fn scan_legacy_torch(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], depth: u32) {
     let len = src.len();
     let mut window = (1u64 << 20).min(len);
@@ -46,14 +227,14 @@ pub(crate) fn scan_legacy_torch(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[Stri
             return;
         };
         let mut pos = 0usize;
-        let mut count = 0usize;
+        let mut starts = Vec::new();
         let mut grow = false;
         let mut bad = None;
-        while count < LEGACY_PICKLES && pos < data.len() {
+        while starts.len() < LEGACY_PICKLES && pos < data.len() {
             match pickle_lex::frame(&data, pos) {
                 Frame::Complete { end, .. } => {
+                    starts.push(pos);
                     pos = end;
-                    count += 1;
                 }
                 Frame::Truncated { .. } if (data.len() as u64) < len => {
                     grow = true;
@@ -93,6 +274,7 @@ pub(crate) fn scan_legacy_torch(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[Stri
                 ),
             );
         }
+        let count = starts.len();
         if count < LEGACY_PICKLES {
             let (off, why) =
                 bad.unwrap_or((pos, "fewer pickles than the legacy format has".into()));
@@ -105,11 +287,356 @@ pub(crate) fn scan_legacy_torch(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[Stri
             );
             // Analyse everything read so that nothing before the problem is missed.
             analyze_bytes(ctx, &data, loc, 0, depth);
-        } else {
-            analyze_bytes(ctx, data.get(..pos).unwrap_or(&data), loc, 0, depth);
+            return;
+        }
+        analyze_bytes(ctx, data.get(..pos).unwrap_or(&data), loc, 0, depth);
+        if let (Some(&obj), Some(&keys)) = (starts.get(3), starts.get(4)) {
+            walk_magic_storages(ctx, src, &data, obj, keys, pos as u64, loc);
         }
         return;
     }
+}
+
+/// Bytes per element of a legacy storage class (`torch.FloatStorage`, ...), as
+/// `torch._utils._element_size` gives for its dtype.
+fn storage_element_size(module: &str, name: &str) -> Option<u64> {
+    if !matches!(module, "torch" | "torch.cuda" | "torch.storage") {
+        return None;
+    }
+    Some(match name {
+        "DoubleStorage" | "LongStorage" | "ComplexFloatStorage" => 8,
+        "ComplexDoubleStorage" => 16,
+        "FloatStorage" | "IntStorage" | "QInt32Storage" => 4,
+        "HalfStorage" | "BFloat16Storage" | "ShortStorage" => 2,
+        "CharStorage" | "ByteStorage" | "BoolStorage" | "QInt8Storage" | "QUInt8Storage"
+        | "QUInt4x2Storage" | "QUInt2x4Storage" | "UntypedStorage" => 1,
+        _ => return None,
+    })
+}
+
+/// A storage key as torch compares them (`str` keys; Python 2 files may hold bytes).
+fn key_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Str(s) => Some(s.clone()),
+        Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+/// Collects `('storage', storage_type, root_key, ...)` persistent ids: key -> element size
+/// (`None` when the storage type is not one torch's legacy reader knows).
+fn collect_storages(v: &Value, out: &mut BTreeMap<String, Option<u64>>, depth: usize) {
+    if depth > 256 || out.len() > 10_000_000 {
+        return;
+    }
+    match v {
+        Value::PersistentId(inner) => {
+            if let Value::Tuple(t) = inner.as_ref() {
+                let tag = t.first().and_then(key_text);
+                if tag.as_deref() == Some("storage") {
+                    let size = match t.get(1) {
+                        Some(Value::Global { module, name }) => storage_element_size(module, name),
+                        _ => None,
+                    };
+                    if let Some(k) = t.get(2).and_then(key_text) {
+                        out.entry(k).or_insert(size);
+                    }
+                }
+            }
+            collect_storages(inner, out, depth + 1);
+        }
+        Value::Tuple(items) | Value::List(items) | Value::Set(items) | Value::FrozenSet(items) => {
+            for i in items {
+                collect_storages(i, out, depth + 1);
+            }
+        }
+        Value::Dict(items) => {
+            for (k, val) in items {
+                collect_storages(k, out, depth + 1);
+                collect_storages(val, out, depth + 1);
+            }
+        }
+        Value::Call(c) => {
+            collect_storages(&c.callable, out, depth + 1);
+            collect_storages(&c.args, out, depth + 1);
+            if let Some(k) = &c.kwargs {
+                collect_storages(k, out, depth + 1);
+            }
+            if let Some(st) = &c.state {
+                collect_storages(st, out, depth + 1);
+            }
+            for i in &c.list_items {
+                collect_storages(i, out, depth + 1);
+            }
+            for (k, val) in &c.dict_items {
+                collect_storages(k, out, depth + 1);
+                collect_storages(val, out, depth + 1);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The finding for a legacy layout that cannot be walked: torch still runs the pickles before
+/// the point where the walk stopped, and whatever it finds after it is unknown to us.
+fn walk_failed(ctx: &mut Ctx<'_>, loc: &[String], at: u64, why: String) {
+    ctx.add(
+        ids::TORCH_INVALID,
+        loc,
+        Some(at),
+        None,
+        format!("legacy torch layout cannot be walked past byte {at}: {why}; what follows was not analysed"),
+    );
+}
+
+/// The 8-byte little-endian element count torch reads before a storage's bytes.
+fn storage_span(numel: [u8; 8], elsize: u64) -> Option<u64> {
+    let n = i64::from_le_bytes(numel);
+    let n = u64::try_from(n).ok()?;
+    n.checked_mul(elsize)?.checked_add(8)
+}
+
+fn walk_magic_storages(
+    ctx: &mut Ctx<'_>,
+    src: &dyn Source,
+    head: &[u8],
+    obj_at: usize,
+    keys_at: usize,
+    mut off: u64,
+    loc: &[String],
+) {
+    let limits = Limits::default();
+    let obj = match tensorseal_pickle::value_at(head, obj_at, &limits) {
+        Ok((v, _)) => v,
+        Err(e) => return walk_failed(ctx, loc, off, format!("the object pickle: {e}")),
+    };
+    let keys = match tensorseal_pickle::value_at(head, keys_at, &limits) {
+        Ok((Value::List(k) | Value::Tuple(k), _)) => k,
+        Ok((other, _)) => {
+            return walk_failed(
+                ctx,
+                loc,
+                off,
+                format!("the storage keys are a {}, not a list", other.kind_name()),
+            )
+        }
+        Err(e) => return walk_failed(ctx, loc, off, format!("the storage key pickle: {e}")),
+    };
+    let mut sizes = BTreeMap::new();
+    collect_storages(&obj, &mut sizes, 0);
+    let len = src.len();
+    for k in &keys {
+        let Some(key) = key_text(k) else {
+            return walk_failed(
+                ctx,
+                loc,
+                off,
+                format!("a storage key is a {}", k.kind_name()),
+            );
+        };
+        let Some(Some(elsize)) = sizes.get(&key).copied() else {
+            return walk_failed(
+                ctx,
+                loc,
+                off,
+                format!(
+                    "storage {} has no storage type torch's legacy reader knows",
+                    quote(&key, 80)
+                ),
+            );
+        };
+        let numel = match read_range(src, off, 8) {
+            Ok(b) => {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(b.get(..8).unwrap_or(&[0; 8]));
+                a
+            }
+            Err(e) => {
+                return walk_failed(ctx, loc, off, format!("storage {}: {e}", quote(&key, 80)))
+            }
+        };
+        match storage_span(numel, elsize).and_then(|n| off.checked_add(n)).filter(|&e| e <= len) {
+            Some(end) => off = end,
+            None => {
+                return walk_failed(
+                    ctx,
+                    loc,
+                    off,
+                    format!(
+                        "storage {} declares {} elements of {elsize} bytes, past the end of the file ({len} bytes)",
+                        quote(&key, 80),
+                        i64::from_le_bytes(numel)
+                    ),
+                )
+            }
+        }
+    }
+    scan_trailing(ctx, src, off, loc);
+}
+
+/// Bytes after the last thing a layout defines: analysed when they run as a pickle (a
+/// reader that keeps calling pickle.load reaches them), ignored when they do not.
+pub(crate) fn scan_trailing(ctx: &mut Ctx<'_>, src: &dyn Source, off: u64, loc: &[String]) {
+    let Some(p) = probe(ctx, src, off, loc) else {
+        return;
+    };
+    if !p.is_pickle() {
+        return;
+    }
+    let mut seen = BTreeMap::new();
+    report(ctx, &p.analysis, loc, off, None, &mut seen);
+}
+
+/// One pickle of a legacy tar member at `*pos`: analysed (reported with its offset), its
+/// value returned and `*pos` moved past it. On failure the rest of the member is analysed,
+/// the walk is reported as impossible and `None` returned.
+fn tar_pickle(
+    ctx: &mut Ctx<'_>,
+    data: &[u8],
+    pos: &mut usize,
+    loc: &[String],
+    what: &str,
+) -> Option<Value> {
+    let limits = Limits::default();
+    match tensorseal_pickle::value_at(data, *pos, &limits) {
+        Ok((v, end)) => {
+            analyze_bytes(ctx, data.get(*pos..end).unwrap_or(&[]), loc, *pos as u64, 0);
+            *pos = end;
+            Some(v)
+        }
+        Err(e) => {
+            analyze_bytes(ctx, data.get(*pos..).unwrap_or(&[]), loc, *pos as u64, 0);
+            walk_failed(ctx, loc, *pos as u64, format!("{what}: {e}"));
+            None
+        }
+    }
+}
+
+/// A non-negative count pickle of a legacy tar member, bounded by what the member can hold.
+fn tar_count(
+    ctx: &mut Ctx<'_>,
+    data: &[u8],
+    pos: &mut usize,
+    loc: &[String],
+    what: &str,
+) -> Option<u64> {
+    let at = *pos as u64;
+    match tar_pickle(ctx, data, pos, loc, what)? {
+        Value::Int(n) if n >= 0 && (n as u64) <= data.len() as u64 => Some(n as u64),
+        other => {
+            walk_failed(
+                ctx,
+                loc,
+                at,
+                format!(
+                    "{what} is {}, not a count that fits the member",
+                    describe(&other)
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::Int(n) => format!("the integer {n}"),
+        other => format!("a {}", other.kind_name()),
+    }
+}
+
+fn take8(data: &[u8], at: usize) -> Option<[u8; 8]> {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(data.get(at..at.checked_add(8)?)?);
+    Some(a)
+}
+
+/// The `storages` member of the legacy tar layout, walked as torch's `legacy_load` reads
+/// it: a count, then per storage a `(key, location, storage_type)` pickle, an 8-byte element
+/// count and the bytes; then the storage-views pickle. Every pickle is analysed, those after
+/// raw storage bytes included, and so is anything after the views that runs as a pickle.
+pub(crate) fn scan_legacy_tar_storages(ctx: &mut Ctx<'_>, data: &[u8], loc: &[String]) {
+    let mut pos = 0usize;
+    let Some(n) = tar_count(ctx, data, &mut pos, loc, "the storage count") else {
+        return;
+    };
+    for i in 0..n {
+        let at = pos as u64;
+        let Some(v) = tar_pickle(ctx, data, &mut pos, loc, "a storage header") else {
+            return;
+        };
+        let elsize = match &v {
+            Value::Tuple(t) if t.len() == 3 => match t.get(2) {
+                Some(Value::Global { module, name }) => storage_element_size(module, name),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(elsize) = elsize else {
+            return walk_failed(
+                ctx,
+                loc,
+                at,
+                format!("storage {i} header is not (key, location, known storage type)"),
+            );
+        };
+        let end = take8(data, pos)
+            .and_then(|numel| storage_span(numel, elsize))
+            .and_then(|span| (pos as u64).checked_add(span))
+            .filter(|&e| e <= data.len() as u64);
+        match end.and_then(|e| usize::try_from(e).ok()) {
+            Some(e) => pos = e,
+            None => {
+                return walk_failed(
+                    ctx,
+                    loc,
+                    pos as u64,
+                    format!("storage {i} runs past the end of the member"),
+                )
+            }
+        }
+    }
+    if tar_pickle(ctx, data, &mut pos, loc, "the storage views").is_none() {
+        return;
+    }
+    scan_trailing(ctx, &data, pos as u64, loc);
+}
+
+/// The `tensors` member of the legacy tar layout: a count, then per tensor a
+/// `(key, storage_id, type)` pickle, `ndim` (4 bytes), 4 skipped bytes, `ndim` sizes and
+/// `ndim` strides (8 bytes each) and an 8-byte storage offset.
+pub(crate) fn scan_legacy_tar_tensors(ctx: &mut Ctx<'_>, data: &[u8], loc: &[String]) {
+    let mut pos = 0usize;
+    let Some(n) = tar_count(ctx, data, &mut pos, loc, "the tensor count") else {
+        return;
+    };
+    for i in 0..n {
+        if tar_pickle(ctx, data, &mut pos, loc, "a tensor header").is_none() {
+            return;
+        }
+        let ndim = data
+            .get(pos..pos.saturating_add(4))
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let end = ndim
+            .and_then(|d| u64::try_from(d).ok())
+            .and_then(|d| d.checked_mul(16)?.checked_add(16))
+            .and_then(|span| (pos as u64).checked_add(span))
+            .filter(|&e| e <= data.len() as u64)
+            .and_then(|e| usize::try_from(e).ok());
+        match end {
+            Some(e) => pos = e,
+            None => {
+                return walk_failed(
+                    ctx,
+                    loc,
+                    pos as u64,
+                    format!("tensor {i} dimensions run past the end of the member"),
+                )
+            }
+        }
+    }
+    scan_trailing(ctx, &data, pos as u64, loc);
 }
 
 /// Analyses a pickle stream (all stacked pickles) and reports its globals. `base` is the
@@ -244,14 +771,12 @@ fn report(
     let stacked = a.pickles.len() > 1;
     for g in &a.globals {
         let q = g.qualified();
-        // TorchScript archives reference their own compiled classes.
-        if ctx.in_torchscript
-            && matches!(g.class, Class::Unknown)
-            && (q.starts_with("__torch__.") || q.starts_with("torch.jit._pickle."))
-        {
-            continue;
-        }
-        let Some((rule, why)) = rule_for(ctx, &g.class, &q) else {
+        let class = if ctx.in_torchscript && !matches!(g.class, Class::Dangerous { .. }) {
+            torchscript_class(&q).unwrap_or_else(|| g.class.clone())
+        } else {
+            g.class.clone()
+        };
+        let Some((rule, why)) = rule_for(ctx, &class, &q) else {
             continue;
         };
         if !first_report(ctx, seen, rule, &q) {
@@ -334,6 +859,109 @@ fn report(
             ),
         }
     }
+}
+
+/// The restore functions torch.jit's unpickler resolves under `torch.jit._pickle`.
+const JIT_PICKLE_NAMES: &[&str] = &[
+    "build_intlist",
+    "build_tensorlist",
+    "build_doublelist",
+    "build_boollist",
+    "build_tensor_from_id",
+    "restore_type_tag",
+];
+
+/// Name components that reach code compilation, import machinery, processes, files or
+/// libraries, whatever module prefix precedes them.
+const SCRIPT_DANGEROUS_PARTS: &[&str] = &[
+    "eval",
+    "exec",
+    "execfile",
+    "compile",
+    "import_module",
+    "importlib",
+    "builtins",
+    "runpy",
+    "subprocess",
+    "os",
+    "posix",
+    "nt",
+    "sys",
+    "ctypes",
+    "marshal",
+    "pickle",
+    "_pickle",
+    "cPickle",
+    "dill",
+    "code",
+    "codeop",
+    "getattr",
+    "setattr",
+    "globals",
+    "locals",
+    "vars",
+    "open",
+    "system",
+    "popen",
+    "CompilationUnit",
+    "_jit_script_compile",
+    "_jit_script_class_compile",
+    "load_library",
+    "from_file",
+];
+
+/// How a global of a TorchScript archive's pickles is judged, when its name carries one of
+/// TorchScript's own prefixes (`None`: the normal rules apply unchanged).
+///
+/// `__torch__.<class>` names a class compiled from the archive's `code/` (its code is
+/// reported and checked separately) and `torch.jit._pickle.<fn>` one of torch.jit's restore
+/// functions. The prefix earns nothing else: a dunder component, or a component that reaches
+/// compilation, import machinery, processes or files, is dangerous; so is any split of the
+/// remainder that the deny-list knows (`__torch__.builtins.exec`); other
+/// `torch.jit._pickle` names are unknown.
+pub(crate) fn torchscript_class(q: &str) -> Option<Class> {
+    let (rest, jit) = match (
+        q.strip_prefix("__torch__."),
+        q.strip_prefix("torch.jit._pickle."),
+    ) {
+        (Some(r), _) => (r, false),
+        (None, Some(r)) => (r, true),
+        (None, None) => return None,
+    };
+    let parts: Vec<&str> = rest.split('.').collect();
+    if parts.iter().any(|p| p.starts_with("__")) {
+        return Some(Class::Dangerous {
+            reason: "attribute access through a dunder name under a TorchScript prefix",
+        });
+    }
+    if parts.iter().any(|p| SCRIPT_DANGEROUS_PARTS.contains(p)) {
+        return Some(Class::Dangerous {
+            reason: "reaches code compilation, import machinery, processes or files under a TorchScript prefix",
+        });
+    }
+    for i in 1..parts.len() {
+        let module = parts.get(..i).unwrap_or(&[]).join(".");
+        let name = parts.get(i..).unwrap_or(&[]).join(".");
+        if let Class::Dangerous { reason } = classify(&module, &name) {
+            return Some(Class::Dangerous { reason });
+        }
+    }
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || !p.chars().all(|c| c.is_alphanumeric() || c == '_'))
+    {
+        return Some(Class::Unknown);
+    }
+    if jit {
+        return Some(
+            if parts.len() == 1 && parts.iter().all(|p| JIT_PICKLE_NAMES.contains(p)) {
+                Class::Allowed
+            } else {
+                Class::Unknown
+            },
+        );
+    }
+    Some(Class::Allowed)
 }
 
 /// A global reference found by byte patterns (not by running the machine).
@@ -454,5 +1082,41 @@ mod tests {
     fn byte_search_ignores_text() {
         assert!(byte_search_globals(b"call me\nmaybe later", 0).is_empty());
         assert!(byte_search_globals(b"c\n\n", 0).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod torchscript_tests {
+    use super::*;
+
+    #[test]
+    fn torchscript_prefixes_pass_only_plain_class_names() {
+        for ok in [
+            "__torch__.MyModule",
+            "__torch__.torch.nn.modules.linear.Linear",
+            "torch.jit._pickle.build_intlist",
+        ] {
+            assert_eq!(torchscript_class(ok), Some(Class::Allowed), "{ok}");
+        }
+        for bad in [
+            "__torch__.builtins.exec",
+            "__torch__.x.__globals__",
+            "__torch__.__builtins__.eval",
+            "torch.jit._pickle.__builtins__",
+            "torch.jit._pickle.eval",
+            "__torch__.torch.jit.CompilationUnit",
+            "__torch__.importlib.import_module",
+            "__torch__.torch.from_file",
+        ] {
+            assert!(
+                matches!(torchscript_class(bad), Some(Class::Dangerous { .. })),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            torchscript_class("torch.jit._pickle.other"),
+            Some(Class::Unknown)
+        );
+        assert_eq!(torchscript_class("collections.OrderedDict"), None);
     }
 }

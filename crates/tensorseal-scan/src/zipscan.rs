@@ -8,7 +8,7 @@ use crate::finding::{ids, quote, quote_bytes, Severity};
 use crate::identify::Format;
 use crate::source::{read_range, Source};
 use crate::zipread::{self, CentralEntry, LocalHeader, RangeReader};
-use crate::{formats, scan_content, Ctx};
+use crate::{formats, pickles, scan_content, Ctx};
 
 /// Flag bits that are normal: 1-2 (deflate level), 3 (data descriptor), 11 (UTF-8 names).
 const NORMAL_FLAGS: u16 = 0b0000_1000_0000_1110;
@@ -306,6 +306,18 @@ pub(crate) fn scan_zip(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
             force_pickle: torchish && torch_pickle_name(name),
         };
         let fmt = read_member(ctx, src, &mloc, depth, &m);
+        if kind.format == Format::Torchscript && is_script_code(name) {
+            match read_small(src, &m, 64 << 20) {
+                Some(data) => formats::torchscript_code_check(ctx, &data, &mloc),
+                None => ctx.add(
+                    ids::TORCH_INVALID,
+                    &mloc,
+                    None,
+                    None,
+                    "TorchScript code member could not be read within 64 MiB; its operations were not checked".into(),
+                ),
+            }
+        }
         if let Some(fmt) = fmt {
             if kind.format == Format::KerasZip && name == "config.json" {
                 if let Some(data) = read_small(src, &m, 64 << 20) {
@@ -364,6 +376,16 @@ pub(crate) fn scan_zip(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
         );
     }
     kind.format
+}
+
+/// Whether a TorchScript archive member is code torch.jit.load compiles: anything under a
+/// `code/` folder (at the archive root or one level down, in any case of letters).
+/// Source ranges (`*.debug_pkl`) only serve error messages; they are scanned as pickles.
+fn is_script_code(name: &str) -> bool {
+    let mut parts = name.split('/');
+    let first = parts.next().unwrap_or("");
+    let code = |p: &str| p.eq_ignore_ascii_case("code");
+    (code(first) || parts.next().is_some_and(code)) && !name.ends_with(".debug_pkl")
 }
 
 /// Reads at most `limit` bytes of a member for a second look (config files).
@@ -747,21 +769,14 @@ fn scan_gap(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], depth: u32, fro
     let cap = len.min(ctx.cfg.max_member_bytes).min(ctx.budget);
     if let Ok(data) = read_range(src, from, cap) {
         if ctx.spend(cap, loc) {
-            let fmt = crate::identify::identify(
-                data.get(..crate::identify::PREFIX_LEN.min(data.len()))
-                    .unwrap_or(&data),
-                data.len() as u64,
-                false,
+            // Identified by content, pickles without PROTO included (the machine decides).
+            scan_content(
+                ctx,
+                &data,
+                &child(loc, format!("[bytes at {from}]")),
+                depth + 1,
+                "",
             );
-            if fmt != Format::Unknown {
-                scan_content(
-                    ctx,
-                    &data,
-                    &child(loc, format!("[bytes at {from}]")),
-                    depth + 1,
-                    "",
-                );
-            }
         }
     }
 }
@@ -883,6 +898,19 @@ pub(crate) fn scan_tar(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
         }
         if !ctx.spend(data.len() as u64, &mloc) {
             break;
+        }
+        // torch.load's legacy tar reader opens these two by exact name and reads pickles
+        // between raw bytes: walk them as it does (when they start with a pickle at all).
+        let legacy = matches!(name.as_str(), "storages" | "tensors")
+            && tensorseal_pickle::value_at(&data, 0, &tensorseal_pickle::Limits::default()).is_ok();
+        if legacy {
+            if name == "storages" {
+                pickles::scan_legacy_tar_storages(ctx, &data, &mloc);
+            } else {
+                pickles::scan_legacy_tar_tensors(ctx, &data, &mloc);
+            }
+            crate::record_member(ctx, &mloc, Format::TorchLegacy, data.len() as u64);
+            continue;
         }
         scan_content(ctx, &data, &mloc, depth + 1, &name);
     }
