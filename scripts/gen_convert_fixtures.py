@@ -426,7 +426,103 @@ def write_exact():
              u2=np.array([1, 65535], dtype=">u2"))
     same("np_mixed.npz", "npz with little- and big-endian members")
 
+    write_red_team(same, refuse)
+
     (EXACT / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+# ------------------------------------------------- red team: crafted pickles
+# Pickles written here call torch's own rebuild functions with arguments no
+# torch.save produces; torch.load(weights_only=True) accepts each of the
+# "same" ones, and each "refuse" one would load as something other than its
+# rebuild arguments say (or torch refuses it).
+
+class _PStorage:
+    """Pickled as the persistent id ('storage', type, key, 'cpu', numel)."""
+
+    def __init__(self, stype, key, numel):
+        self.pid = ("storage", stype, key, "cpu", numel)
+
+
+class _Call:
+    """Pickled as REDUCE of `func(*args)`, then BUILD `state` if given."""
+
+    def __init__(self, func, args, state=None):
+        self.func, self.args, self.state = func, args, state
+
+    def __reduce__(self):
+        return (self.func, self.args) if self.state is None else (self.func, self.args, self.state)
+
+
+class _CraftPickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        return obj.pid if isinstance(obj, _PStorage) else None
+
+
+def _craft_pickle(obj):
+    buf = io.BytesIO()
+    _CraftPickler(buf, protocol=2).dump(obj)
+    return buf.getvalue()
+
+
+def _craft_zip(path, obj, storages, root="archive"):
+    """A torch zip with a hand-made data.pkl and the given data/ records."""
+    write_zip(path, [(f"{root}/data.pkl", _craft_pickle(obj)), (f"{root}/byteorder", b"little")]
+              + [(f"{root}/data/{k}", d) for k, d in storages.items()] + [(f"{root}/version", b"3\n")])
+
+
+def _v2(key, numel, off, size, stride, stype=None, rg=False, meta=None, state=None):
+    args = (_PStorage(stype or torch.FloatStorage, key, numel), off, tuple(size), tuple(stride), rg, OrderedDict())
+    if meta is not None:
+        args += (meta,)
+    return _Call(torch._utils._rebuild_tensor_v2, args, state)
+
+
+def write_red_team(same, refuse):
+    f32 = lambda *v: np.array(v, dtype="<f4").tobytes()  # noqa: E731
+    s0, s1 = f32(1, 2, 3, 4), f32(9, 8, 7, 6)
+    two = {"0": s0, "1": s1}
+    # -- state applied after the rebuild: torch changes the tensor ----------
+    _craft_zip(EXACT / "rt_build_set.pt",
+               {"x": _v2("0", 4, 0, (4,), (1,), state=(_PStorage(torch.FloatStorage, "1", 4), 0, (2,), (1,)))}, two)
+    refuse("rt_build_set.pt", "gets a BUILD state", "BUILD on a rebuilt tensor: weights_only runs set_(*state), another storage")
+    _craft_zip(EXACT / "rt_param_state_data.pt", {"x": _Call(torch._utils._rebuild_parameter_with_state, (
+        _v2("0", 4, 0, (4,), (1,)), False, OrderedDict(), {"data": _v2("1", 4, 0, (2,), (1,))}))}, two)
+    refuse("rt_param_state_data.pt", "sets attributes on the tensor",
+           "_rebuild_parameter_with_state whose state sets .data to another tensor")
+    _craft_zip(EXACT / "rt_from_type_state_imag.pt", {"x": _Call(torch._tensor._rebuild_from_type_v2, (
+        torch._utils._rebuild_tensor_v2, torch.Tensor,
+        (_PStorage(torch.ComplexFloatStorage, "0", 2), 0, (2,), (1,), False, OrderedDict()),
+        {"imag": _v2("1", 4, 0, (2,), (1,))}))}, two)
+    refuse("rt_from_type_state_imag.pt", "sets attributes on the tensor",
+           "_rebuild_from_type_v2 whose state assigns .imag (setattr writes into the tensor)")
+    _craft_zip(EXACT / "rt_from_type_state_data_slots.pt", {"x": _Call(torch._tensor._rebuild_from_type_v2, (
+        torch._utils._rebuild_tensor_v2, torch.nn.Parameter,
+        (_PStorage(torch.FloatStorage, "0", 4), 0, (4,), (1,), False, OrderedDict()),
+        (None, {"data": _v2("1", 4, 0, (2,), (1,))})))}, two)
+    refuse("rt_from_type_state_data_slots.pt", "sets attributes on the tensor",
+           "_rebuild_from_type_v2 with (None, slots) state assigning .data")
+    _craft_zip(EXACT / "rt_from_type_empty_state.pt", {"x": _Call(torch._tensor._rebuild_from_type_v2, (
+        torch._utils._rebuild_tensor_v2, torch.nn.Parameter,
+        (_PStorage(torch.FloatStorage, "0", 4), 1, (3,), (1,), False, OrderedDict()), ({}, None))),
+        "p": _Call(torch._utils._rebuild_parameter_with_state, (_v2("1", 4, 0, (2, 2), (1, 2)), True, OrderedDict(), {}))},
+        two)
+    same("rt_from_type_empty_state.pt", "_rebuild_from_type_v2 and _rebuild_parameter_with_state with empty states")
+    # -- metadata: conjugate / negative bit -----------------------------------
+    _craft_zip(EXACT / "rt_meta_neg.pt", {"x": _v2("0", 4, 0, (4,), (1,), meta={"neg": True})}, {"0": s0})
+    refuse("rt_meta_neg.pt", "conjugate or negative bit", "metadata {'neg': True}: torch returns the negated values")
+    torch.save({"c": torch.tensor([1 + 2j, 3 - 4j], dtype=torch.complex64).conj()}, EXACT / "rt_meta_conj.pt")
+    refuse("rt_meta_conj.pt", "conjugate or negative bit", "torch.save of x.conj(): conj bit in metadata")
+    _craft_zip(EXACT / "rt_meta_false.pt", {"x": _v2("0", 4, 0, (4,), (1,), meta={"neg": False, "conj": False})},
+               {"0": s0})
+    refuse("rt_meta_false.pt", "conjugate or negative bit",
+           "metadata {'neg': False, 'conj': False} on float32: torch asserts on the conj key of a real tensor")
+    # -- requires_grad on a dtype that cannot have it: torch raises ----------
+    _craft_zip(EXACT / "rt_rg_int.pt", {"x": _v2("0", 4, 0, (4,), (1,), stype=torch.IntStorage, rg=True)}, {"0": s0})
+    refuse("rt_rg_int.pt", "requires_grad=True on a I32", "requires_grad=True on an int32 tensor")
+    _craft_zip(EXACT / "rt_rg_param_bool.pt", {"x": _Call(torch._utils._rebuild_parameter, (
+        _v2("0", 4, 0, (4,), (1,), stype=torch.BoolStorage), True, OrderedDict()))}, {"0": bytes([0, 1, 1, 0])})
+    refuse("rt_rg_param_bool.pt", "requires_grad=True on a BOOL", "Parameter(bool tensor, requires_grad=True)")
 
 
 # ---------------------------------------------------------------- malicious
