@@ -524,6 +524,38 @@ def write_red_team(same, refuse):
         _v2("0", 4, 0, (4,), (1,), stype=torch.BoolStorage), True, OrderedDict()))}, {"0": bytes([0, 1, 1, 0])})
     refuse("rt_rg_param_bool.pt", "requires_grad=True on a BOOL", "Parameter(bool tensor, requires_grad=True)")
 
+    # -- zip member names ----------------------------------------------------
+    def npy_bytes(a):
+        b = io.BytesIO()
+        np.save(b, a)
+        return b.getvalue()
+
+    def npz(name, members):
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zipfile warns on duplicate names
+            with zipfile.ZipFile(EXACT / name, "w") as z:
+                for n, d in members:
+                    put(z, n, d)
+
+    a3, b2 = npy_bytes(np.arange(3, dtype="<i8")), npy_bytes(np.ones(2, dtype="<f8"))
+    npz("rt_npz_bare_twin.npz", [("a.npy", a3), ("a", b2)])
+    same("rt_npz_bare_twin.npz", "members a.npy and a: numpy's key `a` reads member `a`")
+    npz("rt_npz_bare_twin_first.npz", [("a", b2), ("a.npy", a3), ("c.npy", a3)])
+    same("rt_npz_bare_twin_first.npz", "member a before a.npy: still member `a`")
+    npz("rt_npz_no_suffix.npz", [("a.npy", a3), ("b", b2)])
+    same("rt_npz_no_suffix.npz", "member b holds a .npy without the suffix: numpy returns it as key b")
+    npz("rt_npz_dup_member.npz", [("a.npy", a3), ("a.npy", b2)])
+    refuse("rt_npz_dup_member.npz", "two members share a name", "two members named a.npy")
+    _craft_zip(EXACT / "rt_zip_dup_storage.pt", {"x": _v2("0", 4, 0, (4,), (1,))},
+               {"0": s0}, root="archive")
+    root, members = zip_members(EXACT / "rt_zip_dup_storage.pt")
+    write_zip(EXACT / "rt_zip_dup_storage.pt", [(f"{root}/{r}", d) for r, d in members] + [(f"{root}/data/0", s1)])
+    refuse("rt_zip_dup_storage.pt", "two members share a name", "data/0 twice: torch reads the first, a map keeps the last")
+    write_zip(EXACT / "rt_zip_dup_pickle.pt", [(f"{root}/{r}", d) for r, d in members]
+              + [(f"{root}/data.pkl", _craft_pickle({"y": _v2("0", 4, 2, (2,), (1,))}))])
+    refuse("rt_zip_dup_pickle.pt", "two members share a name", "data.pkl twice")
+
 
 # ---------------------------------------------------------------- malicious
 # Opcode helpers: these build bytes; nothing is ever unpickled.
