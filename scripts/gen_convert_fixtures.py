@@ -556,6 +556,29 @@ def write_red_team(same, refuse):
               + [(f"{root}/data.pkl", _craft_pickle({"y": _v2("0", 4, 2, (2,), (1,))}))])
     refuse("rt_zip_dup_pickle.pt", "two members share a name", "data.pkl twice")
 
+    # -- tensors where convert did not look: must not be dropped silently ----
+    ok = _v2("0", 4, 0, (4,), (1,))
+    _craft_zip(EXACT / "rt_hidden_parameter_call.pt",
+               {"ok": ok, "x": _Call(torch.nn.Parameter, (_v2("0", 4, 0, (4,), (1,)), False))}, {"0": s0})
+    refuse("rt_hidden_parameter_call.pt", "a tensor inside a call", "Parameter(tensor) applied by REDUCE: torch returns it")
+    _craft_zip(EXACT / "rt_hidden_counter.pt", {"ok": ok, "c": Counter_of({"w": _v2("0", 4, 0, (4,), (1,))})}, {"0": s0})
+    refuse("rt_hidden_counter.pt", "a tensor inside a call", "collections.Counter holding a tensor (a dict to torch)")
+    deep = _v2("0", 4, 0, (4,), (1,))
+    for _ in range(70):
+        deep = [deep]
+    _craft_zip(EXACT / "rt_hidden_deep_list.pt", {"ok": ok, "d": deep}, {"0": s0})
+    refuse("rt_hidden_deep_list.pt", "a tensor inside a list", "a tensor 70 lists deep")
+    deep = _v2("0", 4, 0, (4,), (1,))
+    for _ in range(110):
+        deep = {"k": deep}
+    _craft_zip(EXACT / "rt_hidden_deep_dict.pt", {"ok": ok, "d": deep}, {"0": s0})
+    refuse("rt_hidden_deep_dict.pt", "more than 100 levels deep", "a tensor 110 dicts deep")
+
+
+def Counter_of(d):
+    import collections
+    return collections.Counter(d)
+
 
 # ---------------------------------------------------------------- malicious
 # Opcode helpers: these build bytes; nothing is ever unpickled.

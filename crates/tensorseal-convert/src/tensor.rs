@@ -428,6 +428,34 @@ fn contains_tensor(v: &Value, depth: usize) -> bool {
     }
 }
 
+/// Whether a storage reference or a pickled NumPy array is anywhere under
+/// `v` (iterative: any depth).
+fn holds_storage(v: &Value) -> bool {
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        if numpy_array(v).is_some() {
+            return true;
+        }
+        match v {
+            Value::PersistentId(_) => return true,
+            Value::Tuple(x) | Value::List(x) | Value::Set(x) | Value::FrozenSet(x) => {
+                stack.extend(x)
+            }
+            Value::Dict(d) => d.iter().for_each(|(k, x)| stack.extend([k, x])),
+            Value::Call(c) => {
+                stack.push(&c.callable);
+                stack.push(&c.args);
+                stack.extend(&c.kwargs);
+                stack.extend(&c.state);
+                stack.extend(&c.list_items);
+                c.dict_items.iter().for_each(|(k, x)| stack.extend([k, x]));
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 /// What [`select`] chose.
 pub struct Selection<'v> {
     /// The subtree whose tensors are converted.
@@ -625,6 +653,13 @@ impl Walker<'_> {
 
     fn walk(&mut self, v: &Value, path: String, keys: String, depth: usize) {
         if depth > 100 {
+            if holds_storage(v) {
+                self.push(
+                    path,
+                    keys,
+                    Err("a tensor nested more than 100 levels deep".into()),
+                );
+            }
             return;
         }
         if let Some(t) = tensor_of(v, self.big_endian) {
@@ -671,6 +706,16 @@ impl Walker<'_> {
                         depth + 1,
                     );
                 }
+            }
+            other if holds_storage(other) => {
+                // torch returns tensors held here too (inside a
+                // `Parameter(...)` or `Counter(...)` call, a set, a list
+                // nested too deep to scan): never drop them silently.
+                let why = format!(
+                    "a tensor inside a {} that convert does not read",
+                    other.kind_name()
+                );
+                self.push(path, keys, Err(why));
             }
             other => {
                 if let Some(j) = to_json(other, 0) {
