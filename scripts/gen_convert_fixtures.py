@@ -426,7 +426,158 @@ def write_exact():
              u2=np.array([1, 65535], dtype=">u2"))
     same("np_mixed.npz", "npz with little- and big-endian members")
 
+    write_red_team(same, refuse)
+
     (EXACT / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+# ------------------------------------------------- red team: crafted pickles
+# Pickles written here call torch's own rebuild functions with arguments no
+# torch.save produces; torch.load(weights_only=True) accepts each of the
+# "same" ones, and each "refuse" one would load as something other than its
+# rebuild arguments say (or torch refuses it).
+
+class _PStorage:
+    """Pickled as the persistent id ('storage', type, key, 'cpu', numel)."""
+
+    def __init__(self, stype, key, numel):
+        self.pid = ("storage", stype, key, "cpu", numel)
+
+
+class _Call:
+    """Pickled as REDUCE of `func(*args)`, then BUILD `state` if given."""
+
+    def __init__(self, func, args, state=None):
+        self.func, self.args, self.state = func, args, state
+
+    def __reduce__(self):
+        return (self.func, self.args) if self.state is None else (self.func, self.args, self.state)
+
+
+class _CraftPickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        return obj.pid if isinstance(obj, _PStorage) else None
+
+
+def _craft_pickle(obj):
+    buf = io.BytesIO()
+    _CraftPickler(buf, protocol=2).dump(obj)
+    return buf.getvalue()
+
+
+def _craft_zip(path, obj, storages, root="archive"):
+    """A torch zip with a hand-made data.pkl and the given data/ records."""
+    write_zip(path, [(f"{root}/data.pkl", _craft_pickle(obj)), (f"{root}/byteorder", b"little")]
+              + [(f"{root}/data/{k}", d) for k, d in storages.items()] + [(f"{root}/version", b"3\n")])
+
+
+def _v2(key, numel, off, size, stride, stype=None, rg=False, meta=None, state=None):
+    args = (_PStorage(stype or torch.FloatStorage, key, numel), off, tuple(size), tuple(stride), rg, OrderedDict())
+    if meta is not None:
+        args += (meta,)
+    return _Call(torch._utils._rebuild_tensor_v2, args, state)
+
+
+def write_red_team(same, refuse):
+    f32 = lambda *v: np.array(v, dtype="<f4").tobytes()  # noqa: E731
+    s0, s1 = f32(1, 2, 3, 4), f32(9, 8, 7, 6)
+    two = {"0": s0, "1": s1}
+    # -- state applied after the rebuild: torch changes the tensor ----------
+    _craft_zip(EXACT / "rt_build_set.pt",
+               {"x": _v2("0", 4, 0, (4,), (1,), state=(_PStorage(torch.FloatStorage, "1", 4), 0, (2,), (1,)))}, two)
+    refuse("rt_build_set.pt", "gets a BUILD state", "BUILD on a rebuilt tensor: weights_only runs set_(*state), another storage")
+    _craft_zip(EXACT / "rt_param_state_data.pt", {"x": _Call(torch._utils._rebuild_parameter_with_state, (
+        _v2("0", 4, 0, (4,), (1,)), False, OrderedDict(), {"data": _v2("1", 4, 0, (2,), (1,))}))}, two)
+    refuse("rt_param_state_data.pt", "sets attributes on the tensor",
+           "_rebuild_parameter_with_state whose state sets .data to another tensor")
+    _craft_zip(EXACT / "rt_from_type_state_imag.pt", {"x": _Call(torch._tensor._rebuild_from_type_v2, (
+        torch._utils._rebuild_tensor_v2, torch.Tensor,
+        (_PStorage(torch.ComplexFloatStorage, "0", 2), 0, (2,), (1,), False, OrderedDict()),
+        {"imag": _v2("1", 4, 0, (2,), (1,))}))}, two)
+    refuse("rt_from_type_state_imag.pt", "sets attributes on the tensor",
+           "_rebuild_from_type_v2 whose state assigns .imag (setattr writes into the tensor)")
+    _craft_zip(EXACT / "rt_from_type_state_data_slots.pt", {"x": _Call(torch._tensor._rebuild_from_type_v2, (
+        torch._utils._rebuild_tensor_v2, torch.nn.Parameter,
+        (_PStorage(torch.FloatStorage, "0", 4), 0, (4,), (1,), False, OrderedDict()),
+        (None, {"data": _v2("1", 4, 0, (2,), (1,))})))}, two)
+    refuse("rt_from_type_state_data_slots.pt", "sets attributes on the tensor",
+           "_rebuild_from_type_v2 with (None, slots) state assigning .data")
+    _craft_zip(EXACT / "rt_from_type_empty_state.pt", {"x": _Call(torch._tensor._rebuild_from_type_v2, (
+        torch._utils._rebuild_tensor_v2, torch.nn.Parameter,
+        (_PStorage(torch.FloatStorage, "0", 4), 1, (3,), (1,), False, OrderedDict()), ({}, None))),
+        "p": _Call(torch._utils._rebuild_parameter_with_state, (_v2("1", 4, 0, (2, 2), (1, 2)), True, OrderedDict(), {}))},
+        two)
+    same("rt_from_type_empty_state.pt", "_rebuild_from_type_v2 and _rebuild_parameter_with_state with empty states")
+    # -- metadata: conjugate / negative bit -----------------------------------
+    _craft_zip(EXACT / "rt_meta_neg.pt", {"x": _v2("0", 4, 0, (4,), (1,), meta={"neg": True})}, {"0": s0})
+    refuse("rt_meta_neg.pt", "conjugate or negative bit", "metadata {'neg': True}: torch returns the negated values")
+    torch.save({"c": torch.tensor([1 + 2j, 3 - 4j], dtype=torch.complex64).conj()}, EXACT / "rt_meta_conj.pt")
+    refuse("rt_meta_conj.pt", "conjugate or negative bit", "torch.save of x.conj(): conj bit in metadata")
+    _craft_zip(EXACT / "rt_meta_false.pt", {"x": _v2("0", 4, 0, (4,), (1,), meta={"neg": False, "conj": False})},
+               {"0": s0})
+    refuse("rt_meta_false.pt", "conjugate or negative bit",
+           "metadata {'neg': False, 'conj': False} on float32: torch asserts on the conj key of a real tensor")
+    # -- requires_grad on a dtype that cannot have it: torch raises ----------
+    _craft_zip(EXACT / "rt_rg_int.pt", {"x": _v2("0", 4, 0, (4,), (1,), stype=torch.IntStorage, rg=True)}, {"0": s0})
+    refuse("rt_rg_int.pt", "requires_grad=True on a I32", "requires_grad=True on an int32 tensor")
+    _craft_zip(EXACT / "rt_rg_param_bool.pt", {"x": _Call(torch._utils._rebuild_parameter, (
+        _v2("0", 4, 0, (4,), (1,), stype=torch.BoolStorage), True, OrderedDict()))}, {"0": bytes([0, 1, 1, 0])})
+    refuse("rt_rg_param_bool.pt", "requires_grad=True on a BOOL", "Parameter(bool tensor, requires_grad=True)")
+
+    # -- zip member names ----------------------------------------------------
+    def npy_bytes(a):
+        b = io.BytesIO()
+        np.save(b, a)
+        return b.getvalue()
+
+    def npz(name, members):
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zipfile warns on duplicate names
+            with zipfile.ZipFile(EXACT / name, "w") as z:
+                for n, d in members:
+                    put(z, n, d)
+
+    a3, b2 = npy_bytes(np.arange(3, dtype="<i8")), npy_bytes(np.ones(2, dtype="<f8"))
+    npz("rt_npz_bare_twin.npz", [("a.npy", a3), ("a", b2)])
+    same("rt_npz_bare_twin.npz", "members a.npy and a: numpy's key `a` reads member `a`")
+    npz("rt_npz_bare_twin_first.npz", [("a", b2), ("a.npy", a3), ("c.npy", a3)])
+    same("rt_npz_bare_twin_first.npz", "member a before a.npy: still member `a`")
+    npz("rt_npz_no_suffix.npz", [("a.npy", a3), ("b", b2)])
+    same("rt_npz_no_suffix.npz", "member b holds a .npy without the suffix: numpy returns it as key b")
+    npz("rt_npz_dup_member.npz", [("a.npy", a3), ("a.npy", b2)])
+    refuse("rt_npz_dup_member.npz", "two members share a name", "two members named a.npy")
+    _craft_zip(EXACT / "rt_zip_dup_storage.pt", {"x": _v2("0", 4, 0, (4,), (1,))},
+               {"0": s0}, root="archive")
+    root, members = zip_members(EXACT / "rt_zip_dup_storage.pt")
+    write_zip(EXACT / "rt_zip_dup_storage.pt", [(f"{root}/{r}", d) for r, d in members] + [(f"{root}/data/0", s1)])
+    refuse("rt_zip_dup_storage.pt", "two members share a name", "data/0 twice: torch reads the first, a map keeps the last")
+    write_zip(EXACT / "rt_zip_dup_pickle.pt", [(f"{root}/{r}", d) for r, d in members]
+              + [(f"{root}/data.pkl", _craft_pickle({"y": _v2("0", 4, 2, (2,), (1,))}))])
+    refuse("rt_zip_dup_pickle.pt", "two members share a name", "data.pkl twice")
+
+    # -- tensors where convert did not look: must not be dropped silently ----
+    ok = _v2("0", 4, 0, (4,), (1,))
+    _craft_zip(EXACT / "rt_hidden_parameter_call.pt",
+               {"ok": ok, "x": _Call(torch.nn.Parameter, (_v2("0", 4, 0, (4,), (1,)), False))}, {"0": s0})
+    refuse("rt_hidden_parameter_call.pt", "a tensor inside a call", "Parameter(tensor) applied by REDUCE: torch returns it")
+    _craft_zip(EXACT / "rt_hidden_counter.pt", {"ok": ok, "c": Counter_of({"w": _v2("0", 4, 0, (4,), (1,))})}, {"0": s0})
+    refuse("rt_hidden_counter.pt", "a tensor inside a call", "collections.Counter holding a tensor (a dict to torch)")
+    deep = _v2("0", 4, 0, (4,), (1,))
+    for _ in range(70):
+        deep = [deep]
+    _craft_zip(EXACT / "rt_hidden_deep_list.pt", {"ok": ok, "d": deep}, {"0": s0})
+    refuse("rt_hidden_deep_list.pt", "a tensor inside a list", "a tensor 70 lists deep")
+    deep = _v2("0", 4, 0, (4,), (1,))
+    for _ in range(110):
+        deep = {"k": deep}
+    _craft_zip(EXACT / "rt_hidden_deep_dict.pt", {"ok": ok, "d": deep}, {"0": s0})
+    refuse("rt_hidden_deep_dict.pt", "more than 100 levels deep", "a tensor 110 dicts deep")
+
+
+def Counter_of(d):
+    import collections
+    return collections.Counter(d)
 
 
 # ---------------------------------------------------------------- malicious

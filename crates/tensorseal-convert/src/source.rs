@@ -457,10 +457,11 @@ impl Checkpoint {
     ) -> Result<Checkpoint, ConvertError> {
         let mut npy_tensors = Vec::new();
         let mut storages = HashMap::new();
-        for (name, entry) in &zip.names {
-            let Some(stem) = name.strip_suffix(".npy") else {
+        for (stem, name) in npz_keys(&zip) {
+            let Some((_, entry)) = zip.names.iter().find(|(n, _)| *n == name) else {
                 continue;
             };
+            let name = &name;
             let data = entry.data(name);
             let bytes: Cow<[u8]> = match &data {
                 StorageData::Mapped(r) => Cow::Borrowed(map.get(r.clone()).unwrap_or(&[])),
@@ -469,9 +470,13 @@ impl Checkpoint {
                 // when the tensor is written.
                 StorageData::Compressed(p) => Cow::Owned(p.prefix(path, &map, NPY_HEADER_MAX)?),
             };
+            if !name.ends_with(".npy") && !bytes.starts_with(npy::MAGIC) {
+                // numpy.load returns such a member as raw bytes, not an array.
+                continue;
+            }
             let (tref, _) = npy::parse(path, &bytes, 0, name)?;
             storages.insert(name.clone(), data);
-            npy_tensors.push((stem.to_owned(), tref));
+            npy_tensors.push((stem, tref));
         }
         Ok(Checkpoint {
             path: path.to_owned(),
@@ -656,6 +661,31 @@ impl Checkpoint {
 /// Most bytes read to parse an `.npy` header inside a compressed npz member.
 const NPY_HEADER_MAX: u64 = (1 << 20) + 16;
 
+/// The arrays of an npz as `numpy.load` names them: each member's name
+/// without its `.npy` suffix is a key, and key `k` reads member `k` if one
+/// has exactly that name, else member `k.npy`. So `a` and `a.npy` are one
+/// key (member `a`), and key `a.npy` reads member `a.npy`, not
+/// `a.npy.npy`. Members that are not `.npy` data are raw bytes to numpy,
+/// not arrays, and are skipped. (Two members with one name were refused by
+/// [`ZipIndex::read`].)
+fn npz_keys(zip: &ZipIndex) -> Vec<(String, String)> {
+    let seen: std::collections::HashSet<&str> = zip.names.iter().map(|(n, _)| n.as_str()).collect();
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for (n, _) in &zip.names {
+        let key = n.strip_suffix(".npy").unwrap_or(n);
+        if keys.iter().any(|(k, _)| k == key) {
+            continue;
+        }
+        let member = if seen.contains(key) {
+            key.to_owned()
+        } else {
+            n.clone()
+        };
+        keys.push((key.to_owned(), member));
+    }
+    keys
+}
+
 fn is_legacy_magic(v: &Value) -> bool {
     match v {
         Value::BigInt(b) => {
@@ -715,6 +745,20 @@ impl ZipIndex {
             ConvertError::format(path, format!("invalid zip archive: {e}"))
         };
         let mut z = zip::ZipArchive::new(Cursor::new(bytes)).map_err(zerr)?;
+        // The zip crate keeps one entry per name (the last); torch's reader
+        // and Python's zipfile do not agree on which of two same-named
+        // members they read. Count the central directory's records and
+        // refuse an archive where two share a name.
+        let records = central_directory_records(bytes, z.central_directory_start());
+        if records != z.len() {
+            return Err(ConvertError::format(
+                path,
+                format!(
+                    "zip archive has {records} central directory records but {} distinct member names: two members share a name, and readers disagree on which one they read",
+                    z.len()
+                ),
+            ));
+        }
         let mut names = Vec::with_capacity(z.len());
         for i in 0..z.len() {
             let f = z.by_index_raw(i).map_err(zerr)?;
@@ -877,6 +921,21 @@ impl ZipIndex {
         }
         Ok(Cow::Owned(out))
     }
+}
+
+/// Number of consecutive central directory file headers starting at `start`.
+fn central_directory_records(bytes: &[u8], start: u64) -> usize {
+    let mut pos = usize::try_from(start).unwrap_or(usize::MAX);
+    let mut n = 0usize;
+    while let Some(h) = bytes.get(pos..pos.saturating_add(46)) {
+        if !h.starts_with(b"PK\x01\x02") {
+            break;
+        }
+        let le = |i: usize| usize::from(u16::from_le_bytes([h[i], h[i + 1]]));
+        n += 1;
+        pos = pos.saturating_add(46 + le(28) + le(30) + le(32));
+    }
+    n
 }
 
 /// The safetensors dtype of a torch storage class (`FloatStorage`, ...).

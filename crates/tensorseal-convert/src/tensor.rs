@@ -121,8 +121,108 @@ fn storage_ref(v: &Value) -> Result<StorageRef, String> {
 /// Whether `v` is a tensor; if so, its view (or why it cannot be converted).
 pub(crate) fn tensor_of(v: &Value, big_endian: bool) -> Option<Result<TensorRef, String>> {
     let (module, name) = v.call_target()?;
-    let args = v.as_call()?.args.as_seq().unwrap_or(&[]);
-    tensor_call(module, name, args, big_endian)
+    let call = v.as_call()?;
+    let args = call.args.as_seq().unwrap_or(&[]);
+    let t = tensor_call(module, name, args, big_endian)?;
+    Some(t.and_then(|t| untouched(call, module, name).map(|()| t)))
+}
+
+/// A rebuild call is only the tensor it names when nothing else acts on its
+/// result: `BUILD` on a tensor runs `set_(*state)` (or `__setstate__`,
+/// which can assign `.data`), so the pickle can swap in another storage,
+/// shape or dtype after the rebuild. torch's weights-only reader applies
+/// only `REDUCE` to these functions. Anything else is refused.
+fn untouched(call: &tensorseal_pickle::Call, module: &str, name: &str) -> Result<(), String> {
+    if call.kind != tensorseal_pickle::CallKind::Reduce {
+        return Err(format!(
+            "`{module}.{name}` is applied with {:?}, not REDUCE (torch's weights-only loader refuses it)",
+            call.kind
+        ));
+    }
+    if call.state.is_some() || call.kwargs.is_some() {
+        return Err(format!(
+            "the result of `{module}.{name}` gets a BUILD state: torch would change the tensor after rebuilding it (`set_`/`.data`), so its values cannot be read from the rebuild arguments"
+        ));
+    }
+    if !call.list_items.is_empty() || !call.dict_items.is_empty() {
+        return Err(format!(
+            "items are appended or assigned to the result of `{module}.{name}`"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a Python object state (`_set_obj_state`'s argument: a dict, or a
+/// `(dict, slots)` pair, each possibly `None`) sets no attribute at all.
+/// Any attribute is refused: `setattr` on a tensor can replace its data
+/// (`data`, `real`, `imag`, ...).
+fn empty_state(v: &Value) -> bool {
+    let empty = |x: &Value| match x {
+        Value::None => true,
+        Value::Dict(d) => d.is_empty(),
+        _ => false,
+    };
+    match v {
+        Value::Tuple(t) => t.len() == 2 && t.iter().all(empty),
+        other => empty(other),
+    }
+}
+
+/// A short description of a state for messages: the attribute names.
+fn describe_state(v: Option<&Value>) -> String {
+    let keys = |x: &Value| -> Vec<String> {
+        x.as_dict()
+            .unwrap_or(&[])
+            .iter()
+            .map(|(k, _)| {
+                k.as_str()
+                    .map(|s| format!("{s:?}"))
+                    .unwrap_or_else(|| k.kind_name().to_owned())
+            })
+            .collect()
+    };
+    match v {
+        None => "missing".to_owned(),
+        Some(Value::Tuple(t)) => format!(
+            "setting [{}]",
+            t.iter().flat_map(keys).collect::<Vec<_>>().join(", ")
+        ),
+        Some(x) if x.as_dict().is_some() => format!("setting [{}]", keys(x).join(", ")),
+        Some(x) => format!("of type {}", x.kind_name()),
+    }
+}
+
+/// Whether `d` can require gradients in torch (floating point or complex).
+fn can_require_grad(d: Dtype) -> bool {
+    matches!(
+        d,
+        Dtype::F64
+            | Dtype::F32
+            | Dtype::F16
+            | Dtype::BF16
+            | Dtype::C64
+            | Dtype::F8_E4M3
+            | Dtype::F8_E5M2
+            | Dtype::F8_E4M3FNUZ
+            | Dtype::F8_E5M2FNUZ
+            | Dtype::F8_E8M0
+    )
+}
+
+/// `requires_grad` as torch takes it: a bool, and `True` only for dtypes
+/// that can require gradients (torch raises for the others).
+fn check_requires_grad(v: Option<&Value>, dtype: Dtype) -> Result<(), String> {
+    match v {
+        Some(Value::Bool(false)) => Ok(()),
+        Some(Value::Bool(true)) if can_require_grad(dtype) => Ok(()),
+        Some(Value::Bool(true)) => Err(format!(
+            "requires_grad=True on a {dtype} tensor: torch refuses (only floating point and complex tensors can require gradients)"
+        )),
+        other => Err(format!(
+            "requires_grad is {}, not a bool",
+            other.map(Value::kind_name).unwrap_or("missing")
+        )),
+    }
 }
 
 fn tensor_call(
@@ -175,6 +275,23 @@ fn tensor_call(
                         ));
                     }
                 }
+                if name != "_rebuild_tensor" {
+                    check_requires_grad(args.get(4), dtype)?;
+                }
+                // `metadata` sets the conjugate or negative bit: torch then
+                // returns the conjugated or negated values of the storage
+                // (and asserts on a `conj` key for a real dtype). torch.save
+                // writes it only when a bit is set; any entry is refused.
+                let meta_at = if name == "_rebuild_tensor_v3" { 7 } else { 6 };
+                match args.get(meta_at) {
+                    None | Some(Value::None) => {}
+                    Some(Value::Dict(d)) if d.is_empty() => {}
+                    Some(other) => {
+                        return Err(format!(
+                            "tensor metadata {other:?} (conjugate or negative bit): torch returns the storage's values conjugated or negated, which convert does not compute"
+                        ))
+                    }
+                }
                 Ok(TensorRef {
                     storage: s.key,
                     dtype,
@@ -189,16 +306,48 @@ fn tensor_call(
             })())
         }
         ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
-            match tensor_of(args.first()?, big_endian) {
-                Some(r) => Some(r),
-                None => Some(Err("parameter data is not a tensor".into())),
-            }
+            // (data, requires_grad, backward_hooks[, state]): the state's
+            // attributes are set with setattr, which can replace the data.
+            let r = match args.first().and_then(|d| tensor_of(d, big_endian)) {
+                Some(r) => r,
+                None => Err("parameter data is not a tensor".into()),
+            };
+            Some(r.and_then(|t| {
+                check_requires_grad(args.get(1), t.dtype)?;
+                if name == "_rebuild_parameter_with_state"
+                    && !args.get(3).is_some_and(empty_state)
+                {
+                    return Err(format!(
+                        "parameter state {} sets attributes on the tensor (torch's setattr can replace its data); only an empty state is converted",
+                        describe_state(args.get(3))
+                    ));
+                }
+                Ok(t)
+            }))
         }
         ("torch._tensor", "_rebuild_from_type_v2") => {
-            // (func, new_type, args, state): func(*args) is the tensor.
+            // (func, new_type, args, state): func(*args) is the tensor, then
+            // the state's attributes are set on it.
             let (m, n) = args.first()?.as_global()?;
             let inner = args.get(2)?.as_seq()?;
-            tensor_call(m, n, inner, big_endian)
+            let r = tensor_call(m, n, inner, big_endian)?;
+            Some(r.and_then(|t| {
+                match args.get(1).and_then(Value::as_global) {
+                    Some(("torch._tensor" | "torch", "Tensor") | ("torch.nn.parameter", "Parameter")) => {}
+                    other => {
+                        return Err(format!(
+                            "tensor rebuilt as type {other:?}: only torch.Tensor and torch.nn.Parameter are converted"
+                        ))
+                    }
+                }
+                if !args.get(3).is_some_and(empty_state) {
+                    return Err(format!(
+                        "state {} sets attributes on the tensor (torch's setattr can replace its data); only an empty state is converted",
+                        describe_state(args.get(3))
+                    ));
+                }
+                Ok(t)
+            }))
         }
         ("torch._utils", other) if other.starts_with("_rebuild") => Some(Err(format!(
             "`torch._utils.{other}` tensors (quantized, sparse, meta, subclass) are not supported"
@@ -277,6 +426,34 @@ fn contains_tensor(v: &Value, depth: usize) -> bool {
         Value::List(x) | Value::Tuple(x) => x.iter().any(|x| contains_tensor(x, depth + 1)),
         _ => false,
     }
+}
+
+/// Whether a storage reference or a pickled NumPy array is anywhere under
+/// `v` (iterative: any depth).
+fn holds_storage(v: &Value) -> bool {
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        if numpy_array(v).is_some() {
+            return true;
+        }
+        match v {
+            Value::PersistentId(_) => return true,
+            Value::Tuple(x) | Value::List(x) | Value::Set(x) | Value::FrozenSet(x) => {
+                stack.extend(x)
+            }
+            Value::Dict(d) => d.iter().for_each(|(k, x)| stack.extend([k, x])),
+            Value::Call(c) => {
+                stack.push(&c.callable);
+                stack.push(&c.args);
+                stack.extend(&c.kwargs);
+                stack.extend(&c.state);
+                stack.extend(&c.list_items);
+                c.dict_items.iter().for_each(|(k, x)| stack.extend([k, x]));
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// What [`select`] chose.
@@ -476,6 +653,13 @@ impl Walker<'_> {
 
     fn walk(&mut self, v: &Value, path: String, keys: String, depth: usize) {
         if depth > 100 {
+            if holds_storage(v) {
+                self.push(
+                    path,
+                    keys,
+                    Err("a tensor nested more than 100 levels deep".into()),
+                );
+            }
             return;
         }
         if let Some(t) = tensor_of(v, self.big_endian) {
@@ -522,6 +706,16 @@ impl Walker<'_> {
                         depth + 1,
                     );
                 }
+            }
+            other if holds_storage(other) => {
+                // torch returns tensors held here too (inside a
+                // `Parameter(...)` or `Counter(...)` call, a set, a list
+                // nested too deep to scan): never drop them silently.
+                let why = format!(
+                    "a tensor inside a {} that convert does not read",
+                    other.kind_name()
+                );
+                self.push(path, keys, Err(why));
             }
             other => {
                 if let Some(j) = to_json(other, 0) {
