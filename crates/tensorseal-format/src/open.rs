@@ -12,6 +12,89 @@ use std::fs::{File, FileType};
 use std::io;
 use std::path::Path;
 
+/// What a path is: the file types `open_regular` tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    /// A regular file: the only kind that is opened.
+    Regular,
+    /// A directory.
+    Directory,
+    /// A symbolic link (only seen when links are not followed).
+    Symlink,
+    /// A FIFO (named pipe): opening it for reading blocks until a writer appears.
+    Fifo,
+    /// A character device (`/dev/zero`, a terminal): reads may never end.
+    CharDevice,
+    /// A block device (a disk).
+    BlockDevice,
+    /// A Unix domain socket.
+    Socket,
+    /// Anything else the platform has.
+    Other,
+}
+
+impl FileKind {
+    /// The kind of a file type.
+    pub fn of(ft: &FileType) -> FileKind {
+        if ft.is_file() {
+            return FileKind::Regular;
+        }
+        if ft.is_dir() {
+            return FileKind::Directory;
+        }
+        if ft.is_symlink() {
+            return FileKind::Symlink;
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if ft.is_fifo() {
+                return FileKind::Fifo;
+            }
+            if ft.is_char_device() {
+                return FileKind::CharDevice;
+            }
+            if ft.is_block_device() {
+                return FileKind::BlockDevice;
+            }
+            if ft.is_socket() {
+                return FileKind::Socket;
+            }
+        }
+        FileKind::Other
+    }
+
+    /// A stable short identifier: `regular`, `directory`, `symlink`, `fifo`,
+    /// `char-device`, `block-device`, `socket`, `special`.
+    pub fn id(self) -> &'static str {
+        match self {
+            FileKind::Regular => "regular",
+            FileKind::Directory => "directory",
+            FileKind::Symlink => "symlink",
+            FileKind::Fifo => "fifo",
+            FileKind::CharDevice => "char-device",
+            FileKind::BlockDevice => "block-device",
+            FileKind::Socket => "socket",
+            FileKind::Other => "special",
+        }
+    }
+}
+
+impl std::fmt::Display for FileKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FileKind::Regular => "regular file",
+            FileKind::Directory => "directory",
+            FileKind::Symlink => "symlink",
+            FileKind::Fifo => "FIFO (named pipe)",
+            FileKind::CharDevice => "character device",
+            FileKind::BlockDevice => "block device",
+            FileKind::Socket => "socket",
+            FileKind::Other => "special file",
+        })
+    }
+}
+
 /// The error inside the [`io::Error`] returned for a path that is not a
 /// regular file (`io::ErrorKind::InvalidInput`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,44 +102,12 @@ use std::path::Path;
 pub struct NotRegularFile {
     /// The path as given.
     pub path: String,
-    /// What it is instead: see [`file_kind`].
-    pub kind: &'static str,
-}
-
-/// A short human name of a file type: `regular file`, `directory`,
-/// `symlink`, `FIFO (named pipe)`, `character device`, `block device`,
-/// `socket`, or `special file` on platforms without these distinctions.
-pub fn file_kind(ft: &FileType) -> &'static str {
-    if ft.is_file() {
-        return "regular file";
-    }
-    if ft.is_dir() {
-        return "directory";
-    }
-    if ft.is_symlink() {
-        return "symlink";
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if ft.is_fifo() {
-            return "FIFO (named pipe)";
-        }
-        if ft.is_char_device() {
-            return "character device";
-        }
-        if ft.is_block_device() {
-            return "block device";
-        }
-        if ft.is_socket() {
-            return "socket";
-        }
-    }
-    "special file"
+    /// What it is instead.
+    pub kind: FileKind,
 }
 
 /// The error for `path`, which is a `kind`.
-pub fn not_regular(path: &Path, kind: &'static str) -> io::Error {
+pub fn not_regular(path: &Path, kind: FileKind) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
         NotRegularFile {
@@ -77,14 +128,14 @@ pub fn open_regular(path: impl AsRef<Path>) -> io::Result<File> {
         Err(e) => {
             // A socket cannot be opened at all (ENXIO): name its type instead.
             return Err(match std::fs::metadata(path) {
-                Ok(m) if !m.is_file() => not_regular(path, file_kind(&m.file_type())),
+                Ok(m) if !m.is_file() => not_regular(path, FileKind::of(&m.file_type())),
                 _ => e,
             });
         }
     };
     let meta = file.metadata()?;
     if !meta.is_file() {
-        return Err(not_regular(path, file_kind(&meta.file_type())));
+        return Err(not_regular(path, FileKind::of(&meta.file_type())));
     }
     clear_nonblocking(&file)?;
     Ok(file)
@@ -113,7 +164,7 @@ fn open_nonblocking(path: &Path) -> io::Result<File> {
     // No FIFOs to block on: check the type first, then open.
     let meta = std::fs::metadata(path)?;
     if !meta.is_file() {
-        return Err(not_regular(path, file_kind(&meta.file_type())));
+        return Err(not_regular(path, FileKind::of(&meta.file_type())));
     }
     File::open(path)
 }
@@ -125,7 +176,7 @@ fn clear_nonblocking(_file: &File) -> io::Result<()> {
 
 /// Whether an I/O error is the refusal of a non-regular file by
 /// [`open_regular`], and if so which kind of file it was.
-pub fn refused_kind(e: &io::Error) -> Option<&'static str> {
+pub fn refused_kind(e: &io::Error) -> Option<FileKind> {
     e.get_ref()
         .and_then(|inner| inner.downcast_ref::<NotRegularFile>())
         .map(|n| n.kind)
@@ -157,7 +208,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = open_regular(dir.path()).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
-        assert_eq!(refused_kind(&e), Some("directory"));
+        assert_eq!(refused_kind(&e), Some(FileKind::Directory));
         assert!(e.to_string().contains("is a directory"), "{e}");
     }
 
@@ -165,7 +216,7 @@ mod tests {
     #[test]
     fn devices_and_fifos_are_refused_without_blocking() {
         let e = open_regular("/dev/zero").unwrap_err();
-        assert_eq!(refused_kind(&e), Some("character device"));
+        assert_eq!(refused_kind(&e), Some(FileKind::CharDevice));
         assert!(e.to_string().contains("/dev/zero"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("p");
@@ -177,13 +228,13 @@ mod tests {
         .unwrap();
         // Would block forever with File::open (no writer).
         let e = open_regular(&fifo).unwrap_err();
-        assert_eq!(refused_kind(&e), Some("FIFO (named pipe)"));
+        assert_eq!(refused_kind(&e), Some(FileKind::Fifo));
         // Through a symlink too.
         let link = dir.path().join("l");
         std::os::unix::fs::symlink(&fifo, &link).unwrap();
         assert_eq!(
             refused_kind(&open_regular(&link).unwrap_err()),
-            Some("FIFO (named pipe)")
+            Some(FileKind::Fifo)
         );
     }
 
