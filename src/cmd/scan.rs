@@ -192,7 +192,7 @@ fn collect(args: &Args, scanner: &Scanner) -> Result<Vec<Item>, Failure> {
     let include = globset(&args.include)?;
     let exclude = globset(&args.exclude)?;
     let keep = |rel: &Path| {
-        !include.as_ref().is_some_and(|s| !matches(s, rel))
+        include.as_ref().is_none_or(|s| matches(s, rel))
             && !exclude.as_ref().is_some_and(|s| matches(s, rel))
     };
     let mut items = Vec::new();
