@@ -566,7 +566,14 @@ mod nesting_tests {
         // Unbalanced closers never underflow into a pass for deeper nesting.
         assert!(check_nesting(b"]]]]").is_ok());
         let e = check_nesting(format!("]]{}", "[".repeat(128)).as_bytes()).unwrap_err();
-        assert!(matches!(e, FormatError::NestingTooDeep { depth: 128, offset: 129, .. }));
+        assert!(matches!(
+            e,
+            FormatError::NestingTooDeep {
+                depth: 128,
+                offset: 129,
+                ..
+            }
+        ));
     }
 
     #[test]
