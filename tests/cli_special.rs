@@ -346,6 +346,32 @@ fn scan_follows_symlinks_and_scans_each_file_once() {
     let st = file(&doc, "latest/model.safetensors");
     let canon = std::fs::canonicalize(d.join("hub/blobs/s1")).unwrap();
     assert_eq!(st["target"], canon.to_str().unwrap());
+    // A regular file under a symlinked directory (root or nested) names its target too.
+    std::fs::create_dir(d.join("real")).unwrap();
+    std::fs::copy(tiny(), d.join("real/plain.safetensors")).unwrap();
+    std::os::unix::fs::symlink("real", d.join("via")).unwrap();
+    std::fs::create_dir(d.join("top")).unwrap();
+    std::os::unix::fs::symlink("../real", d.join("top/inner")).unwrap();
+    let canon = std::fs::canonicalize(d.join("real/plain.safetensors")).unwrap();
+    let (_, doc, _) = scan_json(d, &["via"]);
+    assert_eq!(
+        file(&doc, "via/plain.safetensors")["target"],
+        canon.to_str().unwrap()
+    );
+    let (_, doc, _) = scan_json(d, &["top"]);
+    assert_eq!(
+        file(&doc, "top/inner/plain.safetensors")["target"],
+        canon.to_str().unwrap()
+    );
+    // Not through a link: no target.
+    let (_, doc, _) = scan_json(d, &["real"]);
+    assert!(file(&doc, "real/plain.safetensors").get("target").is_none());
+    // SARIF carries target and aliases in the result's properties.
+    let r = run_in(d, &["scan", "--format", "sarif", "hub/snapshots"]);
+    let sarif: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let res = &sarif["runs"][0]["results"][0];
+    assert_eq!(res["properties"]["target"], bin["target"]);
+    assert_eq!(res["properties"]["aliases"], bin["aliases"]);
     // Text output names link and target.
     let r = run_in(d, &["scan", "hub/snapshots"]);
     assert!(

@@ -259,10 +259,7 @@ fn collect(args: &Args, scanner: &Scanner) -> Result<Vec<Item>, Failure> {
                     ));
                 }
             };
-            while linked
-                .last()
-                .is_some_and(|l| !entry.path().starts_with(l) || entry.path() == l)
-            {
+            while linked.last().is_some_and(|l| !entry.path().starts_with(l)) {
                 linked.pop();
             }
             let ft = entry.file_type();
