@@ -355,11 +355,11 @@ fn plan(items: Vec<Item>) -> Vec<Work> {
             // The first named path of a file only seen without an extension so far:
             // scan it under this name, the nameless one becomes its alias.
             if let Some(i) = pending.remove(&key) {
+                // `i` is already in `groups`; only its name changes.
                 if let Work::Scan { file, aliases } = &mut work[i] {
                     let old = std::mem::replace(file, f);
                     aliases.insert(0, old.display);
                 }
-                groups.push(i);
                 continue;
             }
         }
