@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
+
 pub mod convert;
 pub mod digest;
 pub mod inspect;
@@ -53,6 +55,44 @@ pub fn format_failure(e: tensorseal_format::FormatError) -> Failure {
         // The message already quotes the cause: keep it one line, no chain.
         error: anyhow::anyhow!("{e}"),
     }
+}
+
+/// Most bytes read from a key or password file.
+pub const MAX_SECRET_BYTES: u64 = 1 << 20;
+
+/// Reads a key or password file the user names. Unlike model files these may be pipes
+/// (`--private-key <(pass show key)`, `/dev/stdin`), so a FIFO is read, but never more
+/// than [`MAX_SECRET_BYTES`]: `/dev/zero` is an error, not an endless read.
+pub fn read_secret(path: &std::path::Path, what: &str) -> Result<Vec<u8>, Failure> {
+    use std::io::Read;
+    let ctx = || format!("reading {what} {}", path.display());
+    let f = std::fs::File::open(path)
+        .with_context(ctx)
+        .map_err(|error| Failure {
+            code: EXIT_USAGE,
+            error,
+        })?;
+    if f.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(Failure {
+            code: EXIT_USAGE,
+            error: anyhow::anyhow!("{}: is a directory", ctx()),
+        });
+    }
+    let mut buf = Vec::new();
+    f.take(MAX_SECRET_BYTES + 1)
+        .read_to_end(&mut buf)
+        .with_context(ctx)
+        .map_err(|error| Failure {
+            code: EXIT_USAGE,
+            error,
+        })?;
+    if buf.len() as u64 > MAX_SECRET_BYTES {
+        return Err(Failure {
+            code: EXIT_USAGE,
+            error: anyhow::anyhow!("{}: more than {MAX_SECRET_BYTES} bytes", ctx()),
+        });
+    }
+    Ok(buf)
 }
 
 /// Writes `text` to stdout; a closed pipe (`| head`) is not an error.

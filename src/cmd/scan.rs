@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{anyhow, Context};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
+use tensorseal_format::FileKind;
 use tensorseal_scan::report::ScanRun;
 use tensorseal_scan::{Config, Policy, Scanner, Severity};
 
@@ -89,41 +90,290 @@ fn matches(set: &GlobSet, rel: &Path) -> bool {
     set.is_match(rel) || rel.file_name().is_some_and(|n| set.is_match(Path::new(n)))
 }
 
-/// Expands the arguments into the list of files to scan (sorted, deduplicated).
-fn collect(args: &Args) -> Result<Vec<PathBuf>, Failure> {
+/// A regular file found by the walk.
+struct Found {
+    /// The path to open.
+    path: PathBuf,
+    /// How it is shown.
+    display: String,
+    /// The canonical path it resolves to, when reached through a symlink.
+    target: Option<String>,
+    /// (device, inode) of the file reached, to scan each file once.
+    key: Option<(u64, u64)>,
+}
+
+/// What the walk yields, in path order.
+enum Item {
+    /// A regular file to scan.
+    File(Found),
+    /// A path reported without being opened.
+    Report(tensorseal_scan::FileReport),
+}
+
+/// One unit of work: a file scanned once, and the other paths that reach it.
+enum Work {
+    Scan { file: Found, aliases: Vec<String> },
+    Report(Box<tensorseal_scan::FileReport>),
+}
+
+#[cfg(unix)]
+fn file_key(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_key(_meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None
+}
+
+fn display(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+fn canonical(p: &Path) -> Option<String> {
+    std::fs::canonicalize(p).ok().map(|t| display(&t))
+}
+
+/// The lowercase extension of a path's name, as the scanner's name checks see it.
+fn extension(p: &str) -> String {
+    let base = p.rsplit(['/', '\\']).next().unwrap_or(p);
+    match base.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => ext.to_ascii_lowercase(),
+        _ => String::new(),
+    }
+}
+
+/// The item for a path whose (followed) type is not a regular file or directory.
+fn special(scanner: &Scanner, p: &Path, target: Option<String>, kind: FileKind) -> Item {
+    Item::Report(scanner.unscannable(
+        &display(p),
+        target,
+        kind.id(),
+        &format!("is a {kind}, not a regular file; it was not opened (a loader reading it would get whatever a writer sends)"),
+    ))
+}
+
+/// The item for a symlink whose target does not exist.
+fn dangling(scanner: &Scanner, p: &Path) -> Item {
+    let target = std::fs::read_link(p).ok().map(|t| display(&t));
+    let why = format!(
+        "is a dangling symlink (to {}): its target does not exist, so it could not be scanned",
+        target.as_deref().unwrap_or("?")
+    );
+    Item::Report(scanner.unscannable(&display(p), target, "dangling-symlink", &why))
+}
+
+/// The report for a symlink to a directory that contains it: not followed again.
+fn symlink_loop(p: &Path, ancestor: &Path) -> Item {
+    Item::Report(tensorseal_scan::FileReport {
+        path: display(p),
+        format: tensorseal_scan::Format::Unknown,
+        size: 0,
+        findings: Vec::new(),
+        members: Vec::new(),
+        error: None,
+        target: Some(display(ancestor)),
+        aliases: Vec::new(),
+        skipped: Some("symlink-loop"),
+    })
+}
+
+fn is_dangling(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink())
+        && std::fs::metadata(p).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+}
+
+/// Expands the arguments into the paths to report, in path order. Symlinks are followed
+/// (files and directories); a symlink back to an ancestor directory is reported as a loop
+/// and not followed, and a directory reached twice is walked once. Nothing is opened here:
+/// types come from `stat`, so FIFOs, devices and sockets never block.
+fn collect(args: &Args, scanner: &Scanner) -> Result<Vec<Item>, Failure> {
     let include = globset(&args.include)?;
     let exclude = globset(&args.exclude)?;
-    let mut files = Vec::new();
+    let keep = |rel: &Path| {
+        include.as_ref().is_none_or(|s| matches(s, rel))
+            && !exclude.as_ref().is_some_and(|s| matches(s, rel))
+    };
+    let mut items = Vec::new();
+    let mut walked_dirs = std::collections::HashSet::new();
     for p in &args.paths {
-        let meta = std::fs::metadata(p)
+        let lmeta = std::fs::symlink_metadata(p)
             .with_context(|| format!("cannot scan {}", p.display()))
             .map_err(usage)?;
-        if !meta.is_dir() {
-            files.push(p.clone());
+        let is_link = lmeta.file_type().is_symlink();
+        let meta = match std::fs::metadata(p) {
+            Ok(m) => m,
+            Err(e) if is_link && e.kind() == std::io::ErrorKind::NotFound => {
+                items.push(dangling(scanner, p));
+                continue;
+            }
+            Err(e) => {
+                return Err(usage(
+                    anyhow::Error::new(e).context(format!("cannot scan {}", p.display())),
+                ))
+            }
+        };
+        let target = if is_link { canonical(p) } else { None };
+        if meta.is_file() {
+            items.push(Item::File(Found {
+                path: p.clone(),
+                display: display(p),
+                target,
+                key: file_key(&meta),
+            }));
             continue;
         }
-        for entry in walkdir::WalkDir::new(p)
-            .follow_links(false)
+        if !meta.is_dir() {
+            items.push(special(scanner, p, target, FileKind::of(&meta.file_type())));
+            continue;
+        }
+        // Directories reached through a symlink, innermost last: files under them get
+        // their canonical path as `target`.
+        let mut linked: Vec<PathBuf> = if is_link { vec![p.clone()] } else { Vec::new() };
+        let mut it = walkdir::WalkDir::new(p)
+            .follow_links(true)
             .sort_by_file_name()
-        {
-            let entry = entry
-                .with_context(|| format!("walking {}", p.display()))
-                .map_err(usage)?;
-            if !entry.file_type().is_file() {
+            .into_iter();
+        while let Some(entry) = it.next() {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    let at = e.path().map(Path::to_path_buf);
+                    if let (Some(anc), Some(at)) = (e.loop_ancestor(), &at) {
+                        let rel = at.strip_prefix(p).unwrap_or(at);
+                        if keep(rel) {
+                            items.push(symlink_loop(at, anc));
+                        }
+                        continue;
+                    }
+                    if let Some(at) = at.as_deref().filter(|a| is_dangling(a)) {
+                        let rel = at.strip_prefix(p).unwrap_or(at);
+                        if keep(rel) {
+                            items.push(dangling(scanner, at));
+                        }
+                        continue;
+                    }
+                    return Err(usage(
+                        anyhow::Error::new(e).context(format!("walking {}", p.display())),
+                    ));
+                }
+            };
+            while linked.last().is_some_and(|l| !entry.path().starts_with(l)) {
+                linked.pop();
+            }
+            let ft = entry.file_type();
+            let via_link = entry.path_is_symlink() || !linked.is_empty();
+            if ft.is_dir() {
+                // A directory reached a second time (two links to it, or a link to a
+                // sibling) is not walked again: its files were or will be scanned.
+                if let Some(key) = entry.metadata().ok().as_ref().and_then(file_key) {
+                    if !walked_dirs.insert(key) {
+                        it.skip_current_dir();
+                        continue;
+                    }
+                }
+                if entry.path_is_symlink() {
+                    linked.push(entry.path().to_path_buf());
+                }
                 continue;
             }
             let rel = entry.path().strip_prefix(p).unwrap_or(entry.path());
-            if include.as_ref().is_some_and(|s| !matches(s, rel)) {
+            if !keep(rel) {
                 continue;
             }
-            if exclude.as_ref().is_some_and(|s| matches(s, rel)) {
+            let target = if via_link {
+                canonical(entry.path())
+            } else {
+                None
+            };
+            if !ft.is_file() {
+                items.push(special(scanner, entry.path(), target, FileKind::of(&ft)));
                 continue;
             }
-            files.push(entry.into_path());
+            let key = entry.metadata().ok().as_ref().and_then(file_key);
+            items.push(Item::File(Found {
+                path: entry.into_path(),
+                display: String::new(),
+                target,
+                key,
+            }));
+            if let Some(Item::File(f)) = items.last_mut() {
+                f.display = display(&f.path);
+            }
         }
     }
-    files.dedup();
-    Ok(files)
+    Ok(items)
+}
+
+/// Groups the files that are one file on disk (same device and inode): each is scanned
+/// once, the other paths become its aliases. The scanner's name checks depend on the
+/// extension, so a file reached under names with two different extensions is scanned
+/// once per extension; names without one (the blobs of the Hugging Face cache) join
+/// the first group that has one.
+fn plan(items: Vec<Item>) -> Vec<Work> {
+    use std::collections::{HashMap, HashSet};
+    let mut seen_paths = HashSet::new();
+    let mut work: Vec<Work> = Vec::new();
+    // (key) -> indices in `work` of the scans of that file, by extension.
+    let mut by_key: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
+    // Files without an extension, waiting for a group with one.
+    let mut pending: HashMap<(u64, u64), usize> = HashMap::new();
+    for item in items {
+        let f = match item {
+            Item::Report(r) => {
+                if seen_paths.insert(r.path.clone()) {
+                    work.push(Work::Report(Box::new(r)));
+                }
+                continue;
+            }
+            Item::File(f) => f,
+        };
+        if !seen_paths.insert(f.display.clone()) {
+            continue;
+        }
+        let Some(key) = f.key else {
+            work.push(Work::Scan {
+                file: f,
+                aliases: Vec::new(),
+            });
+            continue;
+        };
+        let ext = extension(&f.display);
+        let groups = by_key.entry(key).or_default();
+        let same = groups.iter().copied().find(|&i| match &work[i] {
+            Work::Scan { file, .. } => ext.is_empty() || extension(&file.display) == ext,
+            Work::Report(_) => false,
+        });
+        if let Some(i) = same {
+            if let Work::Scan { aliases, .. } = &mut work[i] {
+                aliases.push(f.display);
+            }
+            continue;
+        }
+        if !ext.is_empty() {
+            // The first named path of a file only seen without an extension so far:
+            // scan it under this name, the nameless one becomes its alias.
+            if let Some(i) = pending.remove(&key) {
+                // `i` is already in `groups`; only its name changes.
+                if let Work::Scan { file, aliases } = &mut work[i] {
+                    let old = std::mem::replace(file, f);
+                    aliases.insert(0, old.display);
+                }
+                continue;
+            }
+        }
+        work.push(Work::Scan {
+            file: f,
+            aliases: Vec::new(),
+        });
+        let i = work.len() - 1;
+        if ext.is_empty() {
+            pending.insert(key, i);
+        }
+        groups.push(i);
+    }
+    work
 }
 
 pub fn run(args: Args) -> CmdResult {
@@ -137,7 +387,6 @@ pub fn run(args: Args) -> CmdResult {
             )));
         }
     }
-    let files = collect(&args)?;
     let policy = match args.policy {
         PolicyArg::Default => Policy::Default,
         PolicyArg::SafetensorsOnly => Policy::SafetensorsOnly,
@@ -149,6 +398,7 @@ pub fn run(args: Args) -> CmdResult {
         ..Config::default()
     };
     let scanner = Scanner::new(cfg);
+    let files = plan(collect(&args, &scanner)?);
     let progress = if std::io::stderr().is_terminal() && files.len() > 1 {
         let pb = indicatif::ProgressBar::new(files.len() as u64);
         pb.set_style(
@@ -164,11 +414,18 @@ pub fn run(args: Args) -> CmdResult {
         None
     };
     let found = AtomicU64::new(0);
-    let reports: Vec<_> = files
+    let mut reports: Vec<_> = files
         .par_iter()
-        .map(|path| {
-            let display = path.to_string_lossy().into_owned();
-            let r = scanner.scan_file(path, &display);
+        .map(|w| {
+            let r = match w {
+                Work::Scan { file, aliases } => {
+                    let mut r = scanner.scan_file(&file.path, &file.display);
+                    r.target = file.target.clone();
+                    r.aliases = aliases.clone();
+                    r
+                }
+                Work::Report(r) => (**r).clone(),
+            };
             if let Some(pb) = &progress {
                 let n = found.fetch_add(r.findings.len() as u64, Ordering::Relaxed)
                     + r.findings.len() as u64;
@@ -181,6 +438,8 @@ pub fn run(args: Args) -> CmdResult {
     if let Some(pb) = progress {
         pb.finish_and_clear();
     }
+    // Path order, whichever alias a file was scanned under.
+    reports.sort_by(|a, b| a.path.cmp(&b.path));
     let run = ScanRun {
         policy,
         allow: args.allow.clone(),
@@ -233,11 +492,31 @@ pub fn run(args: Args) -> CmdResult {
                     } else {
                         sev
                     };
+                    let via = f
+                        .target
+                        .as_deref()
+                        .map(|t| format!(" (-> {})", sanitize(t)))
+                        .unwrap_or_default();
                     s.push_str(&format!(
-                        "{sev} {} {}{at}: {}\n",
+                        "{sev} {} {}{via}{at}: {}\n",
                         x.rule,
                         sanitize(&x.location()),
                         x.message
+                    ));
+                }
+                let shown = f.findings.iter().any(|x| x.severity >= min);
+                if f.skipped == Some("symlink-loop") {
+                    s.push_str(&format!(
+                        "SKIPPED  symlink-loop {} (-> {}): links to a directory that contains it; not followed again\n",
+                        sanitize(&f.path),
+                        sanitize(f.target.as_deref().unwrap_or("?"))
+                    ));
+                } else if shown && !f.aliases.is_empty() {
+                    let names: Vec<String> = f.aliases.iter().map(|a| sanitize(a)).collect();
+                    s.push_str(&format!(
+                        "         {} is also reached as: {}\n",
+                        sanitize(&f.path),
+                        names.join(", ")
                     ));
                 }
             }
@@ -251,6 +530,17 @@ pub fn run(args: Args) -> CmdResult {
             .with_context(|| format!("writing {}", path.display()))
             .map_err(usage)?,
         None => write_stdout(&text)?,
+    }
+    if run.nothing_scanned() {
+        eprintln!(
+            "error: no file was scanned: {} (exit code {})",
+            if run.files.is_empty() {
+                "the paths hold no file, or --include/--exclude excluded every file"
+            } else {
+                "every path found is a special file, dangling link or loop"
+            },
+            tensorseal_scan::report::EXIT_NOTHING_SCANNED
+        );
     }
     Ok(run.exit_code())
 }

@@ -175,7 +175,8 @@ impl Progress for Bar {
 /// Reads the password of an encrypted key, if one was given.
 fn password(args: &Args) -> Result<Option<Vec<u8>>, Failure> {
     if let Some(f) = &args.password_file {
-        let s = std::fs::read_to_string(f)
+        let bytes = super::read_secret(f, "password file")?;
+        let s = String::from_utf8(bytes)
             .with_context(|| format!("reading password file {}", f.display()))
             .map_err(|e| fail(EXIT_USAGE, e))?;
         return Ok(Some(s.lines().next().unwrap_or("").as_bytes().to_vec()));
@@ -186,9 +187,7 @@ fn password(args: &Args) -> Result<Option<Vec<u8>>, Failure> {
 }
 
 pub fn run(args: Args) -> CmdResult {
-    let key_bytes = std::fs::read(&args.private_key)
-        .with_context(|| format!("reading private key {}", args.private_key.display()))
-        .map_err(|e| fail(EXIT_USAGE, e))?;
+    let key_bytes = super::read_secret(&args.private_key, "private key")?;
     let pw = password(&args)?;
     let key = PrivateKey::from_pem(
         &key_bytes,

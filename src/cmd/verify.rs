@@ -68,9 +68,7 @@ pub fn run(args: Args) -> CmdResult {
 type Checked = Result<u8, (&'static str, Failure)>;
 
 fn check(args: &Args) -> Checked {
-    let key_bytes = std::fs::read(&args.public_key)
-        .with_context(|| format!("reading public key {}", args.public_key.display()))
-        .map_err(|e| ("io", fail(EXIT_USAGE, e)))?;
+    let key_bytes = super::read_secret(&args.public_key, "public key").map_err(|e| ("io", e))?;
     let key = PublicKey::from_pem(&key_bytes, &args.public_key.display().to_string())
         .map_err(|e| ("key", fail(EXIT_USAGE, e.into())))?;
     let bundle = read_limited(&args.signature).map_err(|e| ("io", e))?;
@@ -160,7 +158,8 @@ fn check(args: &Args) -> Checked {
 
 /// Reads the signature file, refusing one larger than [`MAX_SIGNATURE_BYTES`].
 fn read_limited(path: &std::path::Path) -> Result<Vec<u8>, Failure> {
-    let f = std::fs::File::open(path)
+    // A signature is model input: never block on a FIFO or read a device.
+    let f = tensorseal_format::open_regular(path)
         .with_context(|| format!("reading signature {}", path.display()))
         .map_err(|e| fail(EXIT_USAGE, e))?;
     let mut buf = Vec::new();

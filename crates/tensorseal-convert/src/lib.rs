@@ -252,8 +252,28 @@ pub fn resolve_inputs(src: &Path) -> Result<Vec<PathBuf>, ConvertError> {
     }
 }
 
+/// Most bytes of a `pytorch_model.bin.index.json` (as the safetensors index limit).
+const MAX_INDEX_BYTES: u64 = 100_000_000;
+
+/// Reads an index file: a regular file (never blocks on a FIFO or device), bounded in size.
+fn read_index_file(index: &Path) -> Result<Vec<u8>, ConvertError> {
+    use std::io::Read;
+    let file = tensorseal_format::open_regular(index).map_err(|e| ConvertError::io(index, e))?;
+    let mut text = Vec::new();
+    file.take(MAX_INDEX_BYTES + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| ConvertError::io(index, e))?;
+    if text.len() as u64 > MAX_INDEX_BYTES {
+        return Err(ConvertError::format(
+            index,
+            format!("index is larger than the limit of {MAX_INDEX_BYTES} bytes"),
+        ));
+    }
+    Ok(text)
+}
+
 fn shards_of_index(index: &Path) -> Result<Vec<PathBuf>, ConvertError> {
-    let text = std::fs::read(index).map_err(|e| ConvertError::io(index, e))?;
+    let text = read_index_file(index)?;
     let json: serde_json::Value = serde_json::from_slice(&text)
         .map_err(|e| ConvertError::format(index, format!("invalid index JSON: {e}")))?;
     let map = json

@@ -225,7 +225,8 @@ pub struct Checkpoint {
 }
 
 fn map_file(path: &Path) -> Result<memmap2::Mmap, ConvertError> {
-    let file = File::open(path).map_err(|e| ConvertError::io(path, e))?;
+    // Never blocks: FIFOs, devices and directories are refused by type.
+    let file = tensorseal_format::open_regular(path).map_err(|e| ConvertError::io(path, e))?;
     // SAFETY: the map is read-only and private. If another process truncates
     // or rewrites the checkpoint while it is converted, reads may fault or
     // see changed bytes; the verification pass compares the output with the
@@ -245,7 +246,8 @@ impl Checkpoint {
     pub fn open(path: impl AsRef<Path>) -> Result<Checkpoint, ConvertError> {
         let path = path.as_ref();
         let mut ck = Self::open_mapped(path, map_file(path)?)?;
-        ck.file = Some(File::open(path).map_err(|e| ConvertError::io(path, e))?);
+        ck.file =
+            Some(tensorseal_format::open_regular(path).map_err(|e| ConvertError::io(path, e))?);
         Ok(ck)
     }
 

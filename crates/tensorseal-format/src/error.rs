@@ -40,6 +40,16 @@ pub enum FormatError {
         /// What the JSON parser said.
         reason: String,
     },
+    /// Arrays and objects in the header nest deeper than [`crate::MAX_NESTING_DEPTH`].
+    #[error("header nests arrays/objects {depth} deep at byte {offset}; the limit is {limit}")]
+    NestingTooDeep {
+        /// The depth reached (the top-level object is depth 1).
+        depth: usize,
+        /// Byte offset in the header JSON of the bracket that went past the limit.
+        offset: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A key appears twice in a JSON object of the header.
     #[error("duplicate key {key:?} in header")]
     DuplicateKey {
@@ -246,6 +256,7 @@ impl FormatError {
             FormatError::HeaderPastEnd { .. } => "header_past_end",
             FormatError::InvalidUtf8 { .. } => "invalid_utf8",
             FormatError::InvalidJson { .. } => "invalid_json",
+            FormatError::NestingTooDeep { .. } => "nesting_too_deep",
             FormatError::DuplicateKey { .. } => "duplicate_key",
             FormatError::EmptyName => "empty_name",
             FormatError::NameContainsNul { .. } => "name_contains_nul",

@@ -13,6 +13,50 @@ use crate::{Dtype, FormatError};
 /// The largest header the reader accepts, as in the reference implementation.
 pub const MAX_HEADER_LEN: u64 = 100_000_000;
 
+/// The deepest nesting of JSON arrays and objects a header may have, counting the
+/// top-level object as 1. The reference (serde_json with its default recursion limit of
+/// 128) accepts 127 levels and rejects 128 (measured with pip safetensors 0.8; see
+/// `docs/header-acceptance.md`). Parsing the top level into raw values would otherwise
+/// skip over any depth, so the bound is checked on the text first.
+pub const MAX_NESTING_DEPTH: usize = 127;
+
+/// Checks that `text` nests arrays and objects at most [`MAX_NESTING_DEPTH`] deep.
+/// Brackets inside strings do not count. One pass, no allocation; the JSON parser
+/// afterwards still rejects anything that is not valid JSON.
+fn check_nesting(text: &[u8]) -> Result<(), FormatError> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (offset, &b) in text.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING_DEPTH {
+                    return Err(FormatError::NestingTooDeep {
+                        depth,
+                        offset,
+                        limit: MAX_NESTING_DEPTH,
+                    });
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Key of the free-form string→string metadata map.
 pub const METADATA_KEY: &str = "__metadata__";
 
@@ -61,6 +105,7 @@ impl Header {
         let text = std::str::from_utf8(json).map_err(|e| FormatError::InvalidUtf8 {
             valid_up_to: e.valid_up_to(),
         })?;
+        check_nesting(json)?;
         // Each entry is kept as raw JSON text, parsed below: a typed fast
         // path for well-formed tensors, and a slow path (a generic value)
         // that finds the precise fault when the fast path fails.
@@ -492,5 +537,51 @@ impl<'de> Deserialize<'de> for Entry {
             }
         }
         d.deserialize_any(EntryVisitor)
+    }
+}
+
+#[cfg(test)]
+mod nesting_tests {
+    use super::*;
+
+    fn header_with_extra(extra: &str) -> String {
+        format!(r#"{{"t":{{"dtype":"F32","shape":[1],"data_offsets":[0,4],"x":{extra}}}}}"#)
+    }
+
+    #[test]
+    fn depth_127_accepted_128_rejected_as_the_reference() {
+        // Top-level object and the tensor entry are two levels.
+        let ok = header_with_extra(&format!("{}{}", "[".repeat(125), "]".repeat(125)));
+        assert!(Header::parse(ok.as_bytes()).is_ok());
+        let deep = header_with_extra(&format!("{}{}", "[".repeat(126), "]".repeat(126)));
+        let e = Header::parse(deep.as_bytes()).unwrap_err();
+        assert_eq!(e.kind(), "nesting_too_deep");
+        assert!(e.to_string().contains("128 deep"), "{e}");
+    }
+
+    #[test]
+    fn brackets_in_strings_and_escapes_do_not_count() {
+        let s = format!(r#""\"{}\\""#, "[{".repeat(200));
+        assert!(Header::parse(header_with_extra(&s).as_bytes()).is_ok());
+        // Unbalanced closers never underflow into a pass for deeper nesting.
+        assert!(check_nesting(b"]]]]").is_ok());
+        let e = check_nesting(format!("]]{}", "[".repeat(128)).as_bytes()).unwrap_err();
+        assert!(matches!(
+            e,
+            FormatError::NestingTooDeep {
+                depth: 128,
+                offset: 129,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn very_deep_nesting_is_rejected_without_recursion() {
+        let deep = header_with_extra(&"[".repeat(1_000_000));
+        assert_eq!(
+            Header::parse(deep.as_bytes()).unwrap_err().kind(),
+            "nesting_too_deep"
+        );
     }
 }

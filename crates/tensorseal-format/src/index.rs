@@ -81,7 +81,7 @@ impl ShardedIndex {
     /// Reads and parses the index at `path` (no shard is opened).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, FormatError> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
+        let file = crate::open::open_regular(path).map_err(|e| FormatError::io(path, e))?;
         let len = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
         if len > MAX_INDEX_LEN {
             return Err(bad(

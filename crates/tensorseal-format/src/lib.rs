@@ -35,6 +35,7 @@ mod dtype;
 mod error;
 pub mod header;
 pub mod index;
+pub mod open;
 pub mod read;
 pub mod shard;
 pub mod slice;
@@ -43,7 +44,8 @@ pub mod write;
 
 pub use dtype::{Dtype, UnknownDtype};
 pub use error::FormatError;
-pub use header::{byte_size, Header, TensorInfo, MAX_HEADER_LEN, METADATA_KEY};
+pub use header::{byte_size, Header, TensorInfo, MAX_HEADER_LEN, MAX_NESTING_DEPTH, METADATA_KEY};
+pub use open::{open_regular, FileKind, NotRegularFile};
 pub use read::{read_exact_at, MmapFile, PreadFile, ReadTensors, SafeTensors};
 pub use slice::{SliceArg, SlicePlan};
 pub use view::{OwnedTensor, TensorView};

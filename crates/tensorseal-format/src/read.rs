@@ -251,14 +251,9 @@ pub fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::i
 /// without reading any tensor data. Returns the file, its length, the header
 /// and the offset of the data buffer.
 pub fn read_header_from_file(path: &Path) -> Result<(File, u64, Header, usize), FormatError> {
-    let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
+    // Never blocks: FIFOs, devices and directories are refused by type.
+    let file = crate::open::open_regular(path).map_err(|e| FormatError::io(path, e))?;
     let meta = file.metadata().map_err(|e| FormatError::io(path, e))?;
-    if !meta.is_file() {
-        return Err(FormatError::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
-        ));
-    }
     let file_len = meta.len();
     let mut prefix = [0u8; 8];
     if file_len < 8 {

@@ -131,6 +131,19 @@ pub struct FileReport {
     /// Set when the file could not be read at all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// When `path` is a symlink, or lies under a symlinked directory: the file it resolves
+    /// to (canonical path), or for a dangling link the link's text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Other paths of this scan that reach the same file (same device and inode), whose
+    /// content was therefore not read again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Set for a path that was found but is not a regular file, so its content was never
+    /// opened: `fifo`, `char-device`, `block-device`, `socket`, `directory`, `special`,
+    /// `dangling-symlink` or `symlink-loop`. Such reports do not count as scanned files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<&'static str>,
 }
 
 impl FileReport {
@@ -275,8 +288,38 @@ impl Scanner {
                     findings: ctx.findings,
                     members: Vec::new(),
                     error: Some(e.to_string()),
+                    target: None,
+                    aliases: Vec::new(),
+                    // A FIFO or device named directly (or swapped in since it was listed).
+                    skipped: tensorseal_format::open::refused_kind(&e).map(|k| k.id()),
                 }
             }
+        }
+    }
+
+    /// The report for a path that must not be opened (a FIFO, a device, a socket, a
+    /// dangling symlink): a `read-error` finding (severity high, fails every policy: an
+    /// unscannable path fails closed) and `skipped` set to `kind`.
+    pub fn unscannable(
+        &self,
+        display: &str,
+        target: Option<String>,
+        kind: &'static str,
+        why: &str,
+    ) -> FileReport {
+        let mut ctx = self.ctx(display);
+        let message = format!("not scanned: {} {why}", finding::quote(display, 200));
+        ctx.add(ids::READ_ERROR, &[], None, None, message.clone());
+        FileReport {
+            path: display.to_owned(),
+            format: Format::Unknown,
+            size: 0,
+            findings: ctx.findings,
+            members: Vec::new(),
+            error: Some(message),
+            target,
+            aliases: Vec::new(),
+            skipped: Some(kind),
         }
     }
 
@@ -312,6 +355,9 @@ impl Scanner {
             findings: ctx.findings,
             members: ctx.members,
             error,
+            target: None,
+            aliases: Vec::new(),
+            skipped: None,
         }
     }
 }

@@ -17,6 +17,9 @@ pub const EXIT_CLEAN: u8 = 0;
 pub const EXIT_FINDINGS: u8 = 1;
 /// Exit code: a file could not be read (or another error).
 pub const EXIT_ERROR: u8 = 2;
+/// Exit code: no file was scanned at all (empty directory, everything excluded, only
+/// special files): a misconfigured gate must not pass. Takes precedence over 1 and 2.
+pub const EXIT_NOTHING_SCANNED: u8 = 3;
 
 /// All file reports of one run, with the settings that produced them.
 #[derive(Debug, Clone)]
@@ -32,8 +35,12 @@ pub struct ScanRun {
 /// Totals of a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
-    /// Files scanned.
+    /// Files scanned (regular files whose content was opened or attempted).
     pub files: usize,
+    /// Paths found but not opened (FIFOs, devices, sockets, dangling links, loops).
+    pub skipped: usize,
+    /// Paths that reached a file already scanned under another path (aliases).
+    pub aliases: usize,
     /// Files that could not be read.
     pub errors: usize,
     /// Findings in total.
@@ -49,11 +56,15 @@ pub struct Summary {
 impl ScanRun {
     /// Totals.
     pub fn summary(&self) -> Summary {
-        let mut s = Summary {
-            files: self.files.len(),
-            ..Summary::default()
-        };
+        let mut s = Summary::default();
         for f in &self.files {
+            s.aliases += f.aliases.len();
+            if f.skipped.is_some() {
+                s.skipped += 1;
+            } else {
+                s.files += 1;
+                *s.formats.entry(f.format.as_str().to_owned()).or_insert(0) += 1;
+            }
             if f.error.is_some() {
                 s.errors += 1;
             }
@@ -64,7 +75,6 @@ impl ScanRun {
             for x in &f.findings {
                 *s.by_severity.entry(x.severity).or_insert(0) += 1;
             }
-            *s.formats.entry(f.format.as_str().to_owned()).or_insert(0) += 1;
         }
         s
     }
@@ -74,9 +84,17 @@ impl ScanRun {
         self.files.iter().any(FileReport::fails_policy)
     }
 
-    /// 2 when a file could not be read, else 1 when the policy is violated, else 0.
+    /// Whether no file at all was scanned.
+    pub fn nothing_scanned(&self) -> bool {
+        self.files.iter().all(|f| f.skipped.is_some())
+    }
+
+    /// 3 when no file was scanned, else 2 when a file could not be read, else 1 when the
+    /// policy is violated, else 0.
     pub fn exit_code(&self) -> u8 {
-        if self.files.iter().any(|f| f.error.is_some()) {
+        if self.nothing_scanned() {
+            EXIT_NOTHING_SCANNED
+        } else if self.files.iter().any(|f| f.error.is_some()) {
             EXIT_ERROR
         } else if self.policy_violated() {
             EXIT_FINDINGS
@@ -106,6 +124,9 @@ impl ScanRun {
             "files": self.files,
             "summary": {
                 "files": s.files,
+                "skipped": s.skipped,
+                "aliases": s.aliases,
+                "nothing_scanned": self.nothing_scanned(),
                 "errors": s.errors,
                 "findings": s.findings,
                 "by_severity": by_sev,
@@ -151,10 +172,27 @@ impl ScanRun {
                 s.failed_files,
                 self.policy.as_str()
             ),
+            EXIT_NOTHING_SCANNED => {
+                "NOTHING SCANNED (no file found to scan: check the paths and --include/--exclude)"
+                    .to_owned()
+            }
             _ => format!("ERROR ({} files could not be read)", s.errors),
         };
+        let mut extra = String::new();
+        if s.skipped > 0 {
+            extra.push_str(&format!(
+                "; {} paths not regular files, not opened",
+                s.skipped
+            ));
+        }
+        if s.aliases > 0 {
+            extra.push_str(&format!(
+                "; {} paths reach a file already scanned (aliases)",
+                s.aliases
+            ));
+        }
         format!(
-            "scanned {} files ({}); {} findings{}\nresult: {verdict}",
+            "scanned {} files ({}); {} findings{}{extra}\nresult: {verdict}",
             s.files,
             if formats.is_empty() {
                 "none".to_owned()

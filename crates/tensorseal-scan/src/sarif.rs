@@ -107,6 +107,15 @@ pub fn to_sarif(run: &ScanRun, tool_version: &str) -> Value {
             if let Some(g) = &x.global {
                 props["global"] = json!(g);
             }
+            if let Some(t) = &f.target {
+                props["target"] = json!(t);
+            }
+            if !f.aliases.is_empty() {
+                props["aliases"] = json!(f.aliases);
+            }
+            if let Some(k) = f.skipped {
+                props["skipped"] = json!(k);
+            }
             results.push(json!({
                 "ruleId": x.rule,
                 "ruleIndex": index,

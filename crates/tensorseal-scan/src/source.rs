@@ -52,9 +52,11 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    /// Opens a file for reading.
+    /// Opens a regular file for reading. FIFOs, devices, sockets and directories are
+    /// refused (an `InvalidInput` error naming the type) without blocking: see
+    /// [`tensorseal_format::open_regular`].
     pub fn open(path: &std::path::Path) -> io::Result<FileSource> {
-        let file = File::open(path)?;
+        let file = tensorseal_format::open_regular(path)?;
         let len = file.metadata()?.len();
         Ok(FileSource {
             file: Mutex::new(file),

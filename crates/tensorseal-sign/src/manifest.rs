@@ -341,7 +341,9 @@ fn push_file(path: &Path, rel: &[String], size: u64, out: &mut Vec<(Vec<String>,
 /// Hashes one file with SHA-256, reading it in [`CHUNK_SIZE`] chunks;
 /// `progress` is told the size of each chunk.
 pub fn hash_file(path: &Path, progress: &dyn Progress) -> Result<[u8; 32]> {
-    let mut f = fs::File::open(path).map_err(|e| SignError::io(path, e))?;
+    // Listed as a regular file, but it may have been replaced since: never
+    // block on a FIFO or read a device forever.
+    let mut f = tensorseal_format::open_regular(path).map_err(|e| SignError::io(path, e))?;
     let mut buf = vec![0u8; CHUNK_SIZE];
     let mut h = Sha256::new();
     loop {

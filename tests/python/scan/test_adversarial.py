@@ -33,6 +33,15 @@ LOADERS = {
     "joblib": "import joblib,sys\njoblib.load(sys.argv[1])",
     "pandas": "import pandas,sys\npandas.read_pickle(sys.argv[1])",
     "torch_jit": "import torch,sys\ntorch.jit.load(sys.argv[1])",
+    # A directory: every regular file under it (symlinks followed, as loaders opening a
+    # Hugging Face snapshot by file name do) is given to pickle.load.
+    "pickle_tree": (
+        "import os,pickle,sys\n"
+        "for d,_,fs in os.walk(sys.argv[1], followlinks=True):\n"
+        "    for f in fs:\n"
+        "        try: pickle.load(open(os.path.join(d,f),'rb'))\n"
+        "        except Exception: pass\n"
+    ),
 }
 
 

@@ -51,7 +51,9 @@ def test_json_schema(run_cli):
     assert doc["policy"] == "default" and doc["allow"] == []
     assert doc["exit_code"] == code
     s = doc["summary"]
-    assert set(s) == {"files", "errors", "findings", "by_severity", "failed_files", "formats", "policy_violated"}
+    assert set(s) == {"files", "errors", "findings", "by_severity", "failed_files", "formats", "policy_violated",
+                      "skipped", "aliases", "nothing_scanned"}
+    assert s["skipped"] == 0 and s["aliases"] == 0 and s["nothing_scanned"] is False
     assert set(s["by_severity"]) == SEVERITIES
     assert s["files"] == len(doc["files"]) and s["policy_violated"] is True and s["failed_files"] == 1
     assert s["findings"] == sum(len(f["findings"]) for f in doc["files"])
