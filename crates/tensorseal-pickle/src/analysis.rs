@@ -181,6 +181,39 @@ pub fn analyze(data: &[u8], limits: &Limits) -> Analysis {
 }
 
 pub(crate) fn analyze_level(data: &[u8], limits: &Limits, level: usize) -> Analysis {
+    let mut out = analyze_pass(data, limits, level, false);
+    if out.pickles.len() > 1 {
+        // Each pickle of a stack is read with a fresh memo by `pickle.load` in a loop and by
+        // torch's legacy reader; a reader that keeps one `Unpickler` shares the memo across
+        // them. `MEMOIZE` numbers entries by the memo's size, so the same `GET` names
+        // different objects under the two readings: globals only the shared reading
+        // resolves are added.
+        let shared = analyze_pass(data, limits, level, true);
+        let mut known: std::collections::HashSet<(usize, String, String)> = out
+            .globals
+            .iter()
+            .map(|g| (g.offset, g.module.clone(), g.name.clone()))
+            .collect();
+        for g in shared.globals {
+            if known.insert((g.offset, g.module.clone(), g.name.clone())) {
+                out.globals.push(g);
+            }
+        }
+        let nested_at: std::collections::HashSet<usize> =
+            out.nested.iter().map(|n| n.offset).collect();
+        out.nested.extend(
+            shared
+                .nested
+                .into_iter()
+                .filter(|n| !nested_at.contains(&n.offset)),
+        );
+    }
+    out
+}
+
+/// One reading of a stream: each pickle with a fresh memo, or (`shared_memo`) one memo for
+/// all of them.
+fn analyze_pass(data: &[u8], limits: &Limits, level: usize, shared_memo: bool) -> Analysis {
     let mut m = Machine::new(data, limits, Mode::Analyze, level);
     let mut out = Analysis::default();
     let mut pos = 0;
@@ -195,6 +228,9 @@ pub(crate) fn analyze_level(data: &[u8], limits: &Limits, level: usize) -> Analy
             break;
         }
         m.reset_stack();
+        if !shared_memo {
+            m.reset_memo();
+        }
         m.pickle_index = out.pickles.len();
         let globals_before = m.globals.len();
         let first = out.pickles.is_empty();
@@ -211,7 +247,19 @@ pub(crate) fn analyze_level(data: &[u8], limits: &Limits, level: usize) -> Analy
             Err(e) => {
                 let starts_like_pickle =
                     matches!(data.get(pos..pos + 2), Some([0x80, p]) if *p <= 5);
-                if !first && !starts_like_pickle && m.globals.len() == globals_before {
+                // Whether the rest still names a global when walked as opcodes: the machine
+                // may refuse an operand CPython accepts, and a loader reading pickles in a
+                // loop then runs what follows. Such bytes are analysed, never skipped.
+                let names_globals = || {
+                    let mut probe = Vec::new();
+                    tail_scan(data, pos, 0, &mut probe);
+                    !probe.is_empty()
+                };
+                if !first
+                    && !starts_like_pickle
+                    && m.globals.len() == globals_before
+                    && !names_globals()
+                {
                     // Data after the last pickle (e.g. raw tensor bytes).
                     out.trailing = Some(pos);
                     break;

@@ -287,32 +287,50 @@ impl<'a> Machine<'a> {
 
     // ------------------------------------------------------------- decoding
 
+    /// A memo key of `PUT`/`GET`: CPython reads it with `int(line, 10)` semantics
+    /// (surrounding whitespace, a sign, leading zeros and `_` between digits), and refuses
+    /// negative keys (`-0` is 0).
     fn decimal_line(&mut self, op: Opcode) -> R<u64> {
         let line = self.readline(op.name())?;
         std::str::from_utf8(line)
             .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
+            .and_then(|s| py_int_literal(s, IntSyntax::Base10))
+            .and_then(|(neg, digits, radix)| {
+                let v = digits_to_u64(&digits, radix)?;
+                (!neg || v == 0).then_some(v)
+            })
             .ok_or_else(|| self.err_invalid(op, format!("bad decimal operand {:?}", latin1(line))))
     }
 
+    /// `INT` and `LONG` operands with CPython's semantics: `int(text, 0)` (hex, octal and
+    /// binary prefixes, `_` between digits, surrounding whitespace), C's legacy leading-zero
+    /// octal for `INT`, and `00`/`01` (or any two-character 0/1) as booleans.
     fn int_line(&mut self, op: Opcode) -> R<Node> {
         let line = self.readline(op.name())?;
         let text = std::str::from_utf8(line)
-            .map_err(|_| self.err_invalid(op, format!("bad integer {:?}", latin1(line))))?
-            .trim();
-        if op == Opcode::INT {
-            if text == "00" {
-                return Ok(Node::Bool(false));
-            }
-            if text == "01" {
-                return Ok(Node::Bool(true));
+            .map_err(|_| self.err_invalid(op, format!("bad integer {:?}", latin1(line))))?;
+        let (text, syntax) = if op == Opcode::INT {
+            (text, IntSyntax::CInt)
+        } else {
+            let t = text.strip_suffix('\r').unwrap_or(text);
+            (t.strip_suffix('L').unwrap_or(t), IntSyntax::Base0)
+        };
+        let Some((neg, digits, radix)) = py_int_literal(text, syntax) else {
+            return Err(self.err_invalid(op, format!("bad integer {:?}", truncate(text))));
+        };
+        let small = digits_to_u64(&digits, radix);
+        if op == Opcode::INT && line.len() == 2 {
+            if let Some(v @ (0 | 1)) = small {
+                return Ok(Node::Bool(v == 1));
             }
         }
-        let text = text.strip_suffix('L').unwrap_or(text);
-        if let Ok(i) = text.parse::<i64>() {
+        if let Some(i) = small
+            .and_then(|v| i64::try_from(v).ok())
+            .map(|v| if neg { -v } else { v })
+        {
             return Ok(Node::Int(i));
         }
-        match decimal_to_twos(text) {
+        match digits_to_twos(neg, &digits, radix) {
             Some(b) => Ok(Node::BigInt(b)),
             None => Err(self.err_invalid(op, format!("bad integer {:?}", truncate(text)))),
         }
@@ -600,6 +618,12 @@ impl<'a> Machine<'a> {
     }
 
     // ------------------------------------------------------------ execution
+
+    /// Empties the memo: the next pickle is read by a fresh unpickler, as consecutive
+    /// `pickle.load` calls (and torch's legacy reader) do.
+    pub(crate) fn reset_memo(&mut self) {
+        self.memo.clear();
+    }
 
     /// Resets the stack and marks (not the memo) for the next pickle.
     pub(crate) fn reset_stack(&mut self) {
@@ -1281,23 +1305,95 @@ fn le_signed(b: &[u8]) -> i64 {
     i64::from_le_bytes(a)
 }
 
-/// Converts a decimal integer (at most 4300 digits, like CPython's limit) to
-/// little-endian two's complement bytes.
-fn decimal_to_twos(text: &str) -> Option<Vec<u8>> {
-    let (neg, digits) = match text.as_bytes() {
+/// Which integer text syntax an opcode operand follows in CPython's unpickler.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum IntSyntax {
+    /// `int(text, 10)`: `PUT`/`GET` memo keys.
+    Base10,
+    /// `int(text, 0)`: `LONG`.
+    Base0,
+    /// `INT`: C's `strtol(text, 0)` first (a leading zero means octal), then `int(text, 0)`.
+    CInt,
+}
+
+/// Whitespace as Python's `int()` strips it.
+fn is_py_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c')
+}
+
+/// Parses integer text as CPython's unpickler does for `syntax`: returns the sign, the
+/// digit values (most significant first) and the radix. At most 4300 digits (CPython's
+/// limit for decimal text; also a bound on the work done here).
+fn py_int_literal(text: &str, syntax: IntSyntax) -> Option<(bool, Vec<u8>, u32)> {
+    let t = text.trim_matches(is_py_space);
+    let (neg, body) = match t.as_bytes() {
         [b'-', rest @ ..] => (true, rest),
         [b'+', rest @ ..] => (false, rest),
         rest => (false, rest),
     };
-    if digits.is_empty() || digits.len() > 4300 || !digits.iter().all(u8::is_ascii_digit) {
+    let lower = |i: usize| body.get(i).map(u8::to_ascii_lowercase);
+    let (radix, mut digits) = if syntax != IntSyntax::Base10 && lower(0) == Some(b'0') {
+        match lower(1) {
+            Some(b'x') => (16, body.get(2..)?),
+            Some(b'o') => (8, body.get(2..)?),
+            Some(b'b') => (2, body.get(2..)?),
+            _ => (10, body),
+        }
+    } else {
+        (10, body)
+    };
+    if radix != 10 {
+        // `0x_1f`: one underscore may follow the prefix.
+        digits = digits.strip_prefix(b"_").unwrap_or(digits);
+    }
+    if digits.is_empty()
+        || digits.len() > 4300
+        || digits.first() == Some(&b'_')
+        || digits.last() == Some(&b'_')
+        || digits.windows(2).any(|w| w == b"__")
+    {
+        return None;
+    }
+    let mut radix = radix;
+    let significant = digits.iter().filter(|&&c| c != b'_' && c != b'0').count();
+    if radix == 10 && digits.first() == Some(&b'0') && significant > 0 {
+        match syntax {
+            IntSyntax::Base10 => {}
+            // strtol reads a leading zero as octal.
+            IntSyntax::CInt => radix = 8,
+            IntSyntax::Base0 => return None,
+        }
+    }
+    let mut out = Vec::with_capacity(digits.len());
+    for &c in digits {
+        if c == b'_' {
+            continue;
+        }
+        let v = char::from(c).to_digit(radix)?;
+        out.push(v as u8);
+    }
+    Some((neg, out, radix))
+}
+
+/// The magnitude of `digits` in `radix`, if it fits a u64.
+fn digits_to_u64(digits: &[u8], radix: u32) -> Option<u64> {
+    digits.iter().try_fold(0u64, |acc, &d| {
+        acc.checked_mul(u64::from(radix))?.checked_add(u64::from(d))
+    })
+}
+
+/// Converts digit values in `radix` (at most 4300 of them) to little-endian two's
+/// complement bytes.
+fn digits_to_twos(neg: bool, digits: &[u8], radix: u32) -> Option<Vec<u8>> {
+    if digits.is_empty() || digits.len() > 4300 {
         return None;
     }
     // Magnitude in base 256, little-endian.
     let mut mag: Vec<u8> = vec![0];
     for &d in digits {
-        let mut carry = u32::from(d - b'0');
+        let mut carry = u32::from(d);
         for limb in mag.iter_mut() {
-            let v = u32::from(*limb) * 10 + carry;
+            let v = u32::from(*limb) * radix + carry;
             *limb = (v & 0xff) as u8;
             carry = v >> 8;
         }
@@ -1316,6 +1412,13 @@ fn decimal_to_twos(text: &str) -> Option<Vec<u8>> {
         }
     }
     Some(mag)
+}
+
+/// Converts a decimal integer to little-endian two's complement bytes.
+#[cfg(test)]
+fn decimal_to_twos(text: &str) -> Option<Vec<u8>> {
+    let (neg, digits, radix) = py_int_literal(text, IntSyntax::Base10)?;
+    digits_to_twos(neg, &digits, radix)
 }
 
 /// Decodes a protocol-0 `STRING` operand: a quoted Python literal with escapes.
@@ -1418,6 +1521,34 @@ mod tests {
         assert_eq!(decimal_to_twos("x"), None);
         assert_eq!(le_signed(&[0xff]), -1);
         assert_eq!(le_signed(&[0x00, 0x80]), -32768);
+    }
+
+    /// Operands CPython's unpickler accepts (checked against CPython 3.11): the machine
+    /// must accept them with the same value, or a loader runs what the machine never saw.
+    #[test]
+    fn integer_operands_follow_cpython() {
+        let int =
+            |t: &str| py_int_literal(t, IntSyntax::CInt).map(|(n, d, r)| (n, digits_to_u64(&d, r)));
+        assert_eq!(int("0x10"), Some((false, Some(16))));
+        assert_eq!(int(" -0X1f\r"), Some((true, Some(31))));
+        assert_eq!(int("0o17"), Some((false, Some(15))));
+        assert_eq!(int("0b1_0"), Some((false, Some(2))));
+        assert_eq!(int("1_000"), Some((false, Some(1000))));
+        assert_eq!(int("0x_1f"), Some((false, Some(31))));
+        assert_eq!(int("010"), Some((false, Some(8))));
+        assert_eq!(int("0_0"), Some((false, Some(0))));
+        for bad in ["1__0", "_1", "1_", "0x", "+-1", "1e3", "", "12L"] {
+            assert_eq!(int(bad), None, "{bad}");
+        }
+        let key = |t: &str| {
+            py_int_literal(t, IntSyntax::Base10).map(|(n, d, r)| (n, digits_to_u64(&d, r)))
+        };
+        assert_eq!(key("1_0"), Some((false, Some(10))));
+        assert_eq!(key("010"), Some((false, Some(10))));
+        assert_eq!(key("-0"), Some((true, Some(0))));
+        assert_eq!(key("0x10"), None);
+        assert_eq!(py_int_literal("010", IntSyntax::Base0), None);
+        assert_eq!(digits_to_twos(false, &[1, 0, 0], 16), Some(vec![0, 1, 0]));
     }
 
     #[test]

@@ -30,7 +30,8 @@ pub enum Format {
     Tar,
     /// gzip-compressed data.
     Gzip,
-    /// bzip2, xz, lzma-alone, zlib, zstd or lz4 compressed data (unpacked and scanned).
+    /// bzip2, xz, lzma-alone, zlib, zstd or lz4 compressed data, or joblib's old `ZF`
+    /// compressed pickle (unpacked and scanned).
     Compressed,
     /// A 7-Zip archive (identified, not unpacked).
     SevenZip,
@@ -128,6 +129,8 @@ pub const LEGACY_MAGIC_DECIMAL: &[u8] = b"119547037146038801333356";
 
 /// zip local file header signature.
 pub const ZIP_LOCAL_SIG: &[u8; 4] = b"PK\x03\x04";
+/// joblib's pre-0.9.3 compressed pickle prefix (`ZF`, a hex length, a zlib stream).
+pub const JOBLIB_ZFILE_PREFIX: &[u8; 2] = b"ZF";
 /// zip end of central directory signature.
 pub const ZIP_EOCD_SIG: &[u8; 4] = b"PK\x05\x06";
 
@@ -168,6 +171,10 @@ pub fn identify(prefix: &[u8], total: u64, saved_model_name: bool) -> Format {
     ) {
         return Format::Compressed;
     }
+    if is_joblib_zfile(prefix) {
+        // joblib.load decompresses such a file (its pre-0.9.3 format) and unpickles it.
+        return Format::Compressed;
+    }
     if looks_like_safetensors(prefix, total) {
         return Format::Safetensors;
     }
@@ -201,6 +208,33 @@ pub fn identify(prefix: &[u8], total: u64, saved_model_name: bool) -> Format {
         return Format::Onnx;
     }
     Format::Unknown
+}
+
+/// joblib's pre-0.9.3 header: `ZF` and 19 bytes that Python's `int(text, 16)` reads
+/// (surrounding whitespace, a sign, an optional `0x`, hex digits and single underscores).
+/// Text that merely starts with "ZF" makes joblib raise before it unpickles anything.
+pub fn is_joblib_zfile(prefix: &[u8]) -> bool {
+    let Some(field) = prefix
+        .strip_prefix(JOBLIB_ZFILE_PREFIX)
+        .and_then(|rest| rest.get(..19))
+    else {
+        return false;
+    };
+    let t = field.trim_ascii();
+    let t = t
+        .strip_prefix(b"+")
+        .or_else(|| t.strip_prefix(b"-"))
+        .unwrap_or(t);
+    let t = t
+        .strip_prefix(b"0x")
+        .or_else(|| t.strip_prefix(b"0X"))
+        .map(|r| r.strip_prefix(b"_").unwrap_or(r))
+        .unwrap_or(t);
+    !t.is_empty()
+        && t.first() != Some(&b'_')
+        && t.last() != Some(&b'_')
+        && !t.windows(2).any(|w| w == b"__")
+        && t.iter().all(|c| c.is_ascii_hexdigit() || *c == b'_')
 }
 
 fn looks_like_safetensors(prefix: &[u8], total: u64) -> bool {
@@ -389,6 +423,14 @@ mod tests {
             identify(legacy, legacy.len() as u64, false),
             Format::TorchLegacy
         );
+    }
+
+    #[test]
+    fn joblib_zfile_header() {
+        assert!(is_joblib_zfile(b"ZF0x55               x\x9c"));
+        assert!(is_joblib_zfile(b"ZF  0x1_f            x"));
+        assert!(!is_joblib_zfile(b"ZF is a text file that says so"));
+        assert!(!is_joblib_zfile(b"ZF0x55"));
     }
 
     #[test]

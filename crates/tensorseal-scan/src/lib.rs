@@ -462,6 +462,9 @@ pub(crate) fn scan_content(
         Format::Npy => formats::scan_npy(ctx, src, loc, depth),
         Format::Zip => fmt = zipscan::scan_zip(ctx, src, loc, depth),
         Format::Tar => zipscan::scan_tar(ctx, src, loc, depth),
+        Format::Compressed if identify::is_joblib_zfile(&prefix) => {
+            zipscan::scan_joblib_zfile(ctx, src, loc, depth)
+        }
         Format::Gzip | Format::Compressed => match tensorseal_codec::sniff(&prefix) {
             Some(codec) => zipscan::scan_compressed(ctx, src, loc, depth, base, codec),
             None => ctx.add(

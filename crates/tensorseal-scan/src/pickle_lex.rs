@@ -90,6 +90,27 @@ pub fn first_persid(data: &[u8], start: usize) -> Option<usize> {
     found
 }
 
+/// Whether the pickle at `start` frames (every byte an opcode with its argument) up to
+/// `STOP` and calls something named by a global on the way: a `GLOBAL`/`INST`/
+/// `STACK_GLOBAL` (or extension) opcode, then a calling opcode (`REDUCE`, `INST`, `OBJ`,
+/// `NEWOBJ`, `NEWOBJ_EX`, `BUILD`). This judges by layout alone, without the values the
+/// analysis machine builds: where the machine refuses an operand, this still says whether a
+/// loader that accepts it would make a call.
+pub fn frames_call(data: &[u8], start: usize) -> bool {
+    let mut named = false;
+    let mut calls = false;
+    let f = frame_with(data, start, &mut |op, _| {
+        if matches!(op, b'c' | b'i' | 0x93 | 0x82 | 0x83 | 0x84) {
+            named = true;
+        }
+        if named && matches!(op, b'R' | b'i' | b'o' | 0x81 | 0x92 | b'b') {
+            calls = true;
+        }
+        true
+    });
+    calls && matches!(f, Frame::Complete { .. })
+}
+
 /// [`frame`], calling `visit(opcode, offset)` before each opcode; framing stops (reported as
 /// truncated) when it returns false.
 fn frame_with(data: &[u8], start: usize, visit: &mut dyn FnMut(u8, usize) -> bool) -> Frame {

@@ -60,10 +60,25 @@ impl Probe {
             .is_some_and(|p| matches!(p.error, Some(PickleError::Limit { .. })))
     }
 
+    /// The machine refused the first pickle, yet its bytes frame as opcodes up to `STOP`
+    /// with a call of a global on the way (and no `PERSID` before it). The refusal may be
+    /// the machine's, not CPython's (an operand spelling it does not know): a loader could
+    /// make that call, so the content counts as a pickle (fail closed).
+    pub fn framed_call(&self) -> bool {
+        !self.complete()
+            && self.barrier.is_none()
+            && self.analysis.pickles.first().is_some_and(|p| {
+                // An unsupported PROTO is CPython's own refusal, before anything runs.
+                p.error.is_some() && !matches!(p.error, Some(PickleError::Protocol { .. }))
+            })
+            && pickle_lex::frames_call(&self.data, 0)
+    }
+
     /// Whether a loader would run anything here: a complete pickle, a call before an error,
-    /// or opcodes the machine stopped following at a limit.
+    /// opcodes the machine stopped following at a limit, or a refused pickle whose layout
+    /// still calls a global.
     pub fn is_pickle(&self) -> bool {
-        self.complete() || self.calls() || self.limited()
+        self.complete() || self.calls() || self.limited() || self.framed_call()
     }
 }
 
@@ -152,6 +167,19 @@ pub(crate) fn scan_pickle_prefix(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[Str
             None,
             format!(
                 "this {fmt} content runs as a pickle from its first byte until the analysis stopped at a limit ({}); a loader would carry on",
+                e.map(|e| e.to_string()).unwrap_or_default()
+            ),
+        );
+    }
+    if p.framed_call() && !p.calls() {
+        let e = p.analysis.pickles.first().and_then(|x| x.error.clone());
+        ctx.add(
+            ids::PICKLE_INVALID,
+            loc,
+            Some(0),
+            None,
+            format!(
+                "this {fmt} content frames as a pickle from its first byte that calls a global before STOP, but the analysis refused it ({}); a loader that accepts it runs the call",
                 e.map(|e| e.to_string()).unwrap_or_default()
             ),
         );

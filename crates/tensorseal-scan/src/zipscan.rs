@@ -6,7 +6,7 @@ use std::io::Read;
 
 use crate::finding::{ids, quote, quote_bytes, Severity};
 use crate::identify::Format;
-use crate::source::{read_range, Source};
+use crate::source::{read_range, read_upto, Source};
 use crate::zipread::{self, CentralEntry, LocalHeader, RangeReader};
 use crate::{formats, pickles, scan_content, Ctx};
 
@@ -953,11 +953,50 @@ pub(crate) fn scan_compressed(
     name: &str,
     codec: tensorseal_codec::Codec,
 ) {
+    scan_compressed_at(ctx, src, 0, loc, depth, inner_name(name, codec), codec);
+}
+
+/// Length of joblib's pre-0.9.3 `ZF` header: the prefix and an 18-character hex length.
+const JOBLIB_ZFILE_HEADER: u64 = 2 + 19;
+
+/// joblib's pre-0.9.3 compressed pickle (`ZF`, a hex length, then a zlib stream; a space
+/// may pad the header by one byte). `joblib.load` still reads it: it decompresses the zlib
+/// stream and unpickles it.
+pub(crate) fn scan_joblib_zfile(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], depth: u32) {
+    let pad = read_upto(src, JOBLIB_ZFILE_HEADER, 1).ok();
+    let start = if pad.as_deref() == Some(b" ") {
+        JOBLIB_ZFILE_HEADER + 1
+    } else {
+        JOBLIB_ZFILE_HEADER
+    };
+    let codec = tensorseal_codec::Codec::Zlib;
+    scan_compressed_at(
+        ctx,
+        src,
+        start,
+        loc,
+        depth,
+        "[joblib ZF pickle]".to_owned(),
+        codec,
+    );
+}
+
+fn scan_compressed_at(
+    ctx: &mut Ctx<'_>,
+    src: &dyn Source,
+    start: u64,
+    loc: &[String],
+    depth: u32,
+    inner: String,
+    codec: tensorseal_codec::Codec,
+) {
     let limit = ctx.cfg.max_member_bytes.min(ctx.budget);
-    let input = std::io::BufReader::with_capacity(64 << 10, RangeReader::new(src, 0, src.len()));
+    let input = std::io::BufReader::with_capacity(
+        64 << 10,
+        RangeReader::new(src, start.min(src.len()), src.len()),
+    );
     let decoder = tensorseal_codec::Decoder::new(codec, input, zipread::DICT_LIMIT);
     let d = tensorseal_codec::read_bounded(decoder, limit, codec.name());
-    let inner = inner_name(name, codec);
     let mloc = child(loc, inner.clone());
     match &d.error {
         None => {}
