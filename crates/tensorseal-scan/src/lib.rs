@@ -494,6 +494,19 @@ pub(crate) fn scan_content(
         }
         _ => {}
     }
+    if fmt == Format::Compressed
+        && tensorseal_codec::sniff(&prefix) == Some(tensorseal_codec::Codec::LzmaAlone)
+        && matches!(
+            pickle_lex::frame(&prefix, 0),
+            pickle_lex::Frame::Complete { .. }
+        )
+    {
+        // lzma-alone has no magic: bytes can be a plausible lzma header and a complete
+        // pickle at once. pickle.load runs the pickle and `lzma.open` (pandas' `.xz`)
+        // decodes the stream, so both were analysed; the pickle names the format.
+        pickles::scan_pickle_file(ctx, src, loc, depth);
+        fmt = Format::Pickle;
+    }
     if !matches!(
         fmt,
         Format::Pickle | Format::TorchLegacy | Format::Empty | Format::Unknown

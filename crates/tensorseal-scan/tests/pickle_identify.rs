@@ -175,3 +175,13 @@ fn a_stream_longer_than_the_machine_follows_fails_closed() {
     assert_eq!(r.format, Format::Pickle);
     assert!(r.fails_policy(), "{:?}", r.findings);
 }
+
+/// Found by the CPython property test: these bytes are a complete pickle and also pass
+/// liblzma's plausibility checks for an lzma-alone header. pickle.load runs them, so the
+/// scanner names them a pickle (and still tries the lzma view).
+#[test]
+fn lzma_alone_lookalike_that_is_a_complete_pickle_is_a_pickle() {
+    let bytes = b"B\x02\x00\x00\x00J\xb4).\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+    let report = tensorseal_scan::Scanner::default().scan_bytes("x", "x", bytes);
+    assert_eq!(report.format, tensorseal_scan::Format::Pickle, "{report:?}");
+}
