@@ -428,6 +428,7 @@ def write_exact():
 
     write_red_team(same, refuse)
     write_red_team_sizes(same, refuse)
+    write_red_team_args(same, refuse)
 
     (EXACT / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
@@ -675,6 +676,65 @@ def write_red_team_sizes(same, refuse):
         _LStorage(torch.UntypedStorage, "0", 16), 0, (4,), (1,), False, OrderedDict(), torch.float32))},
         [("0", 16, s0)])
     refuse("rt_legacy_untyped.pt", "UntypedStorage", "legacy UntypedStorage: torch reads its dtype attribute and fails")
+
+
+def write_red_team_args(same, refuse):
+    """Rebuild-call arguments torch's functions reject (wrong arity: a
+    TypeError; bools where set_ wants ints) or accept (0-d, zero elements
+    with huge dimensions, size as a list), trailing pickles in data.pkl, and
+    dtypes or tensor kinds safetensors cannot hold."""
+    f32 = lambda *v: np.array(v, dtype="<f4").tobytes()  # noqa: E731
+    s0 = {"0": f32(1, 2, 3, 4)}
+    U = torch._utils
+    fs = lambda n=4: _PStorage(torch.FloatStorage, "0", n)  # noqa: E731
+    us = lambda: _PStorage(torch.UntypedStorage, "0", 16)  # noqa: E731
+    z = lambda name, obj: _craft_zip(EXACT / name, obj, s0)  # noqa: E731
+    z("rt_args_v1_extra.pt", {"x": _Call(U._rebuild_tensor, (fs(), 0, (4,), (1,), False))})
+    refuse("rt_args_v1_extra.pt", "takes 4 arguments", "_rebuild_tensor with 5 arguments: TypeError in torch")
+    z("rt_args_v2_extra.pt", {"x": _Call(U._rebuild_tensor_v2, (fs(), 0, (4,), (1,), False, OrderedDict(), None, 5))})
+    refuse("rt_args_v2_extra.pt", "takes 6 to 7 arguments", "_rebuild_tensor_v2 with 8 arguments")
+    z("rt_args_v3_extra.pt", {"x": _Call(U._rebuild_tensor_v3, (
+        us(), 0, (4,), (1,), False, OrderedDict(), torch.float32, None, 1))})
+    refuse("rt_args_v3_extra.pt", "takes 7 to 8 arguments", "_rebuild_tensor_v3 with 9 arguments")
+    z("rt_args_v1_ok.pt", {"x": _Call(U._rebuild_tensor, (fs(), 1, (3,), (1,)))})
+    same("rt_args_v1_ok.pt", "_rebuild_tensor (v1) with an offset")
+    z("rt_args_size_bool.pt", {"x": _v2("0", 4, 0, (True,), (1,))})
+    refuse("rt_args_size_bool.pt", "not an int", "size (True,): set_ raises TypeError")
+    z("rt_args_stride_bool.pt", {"x": _v2("0", 4, 0, (2,), (True,))})
+    refuse("rt_args_stride_bool.pt", "not an int", "stride (True,)")
+    z("rt_args_offset_bool.pt", {"x": _v2("0", 4, True, (2,), (1,))})
+    refuse("rt_args_offset_bool.pt", "not an int", "storage offset True")
+    z("rt_args_size_list.pt", {"x": _v2("0", 4, 0, [2], [1])})
+    same("rt_args_size_list.pt", "size and stride as lists")
+    z("rt_args_zero_d.pt", {"x": _v2("0", 4, 2, (), ())})
+    same("rt_args_zero_d.pt", "0-d tensor at offset 2")
+    z("rt_args_huge_zero.pt", {"x": _v2("0", 4, 0, (0, 2 ** 40), (1, 1)), "y": _v2("0", 4, 99, (0, 5), (5, 1))})
+    same("rt_args_huge_zero.pt", "zero elements: a 2**40 dimension, an offset past the storage")
+    z("rt_args_huge_zero_overflow.pt", {"x": _v2("0", 4, 0, (2 ** 40, 2 ** 40, 0), (1, 1, 1))})
+    refuse("rt_args_huge_zero_overflow.pt", "overflows", "2**40 x 2**40 x 0: torch's numel overflows too")
+    z("rt_args_view_past.pt", {"x": _v2("0", 4, 1, (4,), (1,))})
+    refuse("rt_args_view_past.pt", "needs 20 bytes", "offset 1 + 4 elements of a 4-element storage")
+    z("rt_dtype_c128.pt", {"x": _Call(U._rebuild_tensor_v3, (
+        us(), 0, (1,), (1,), False, OrderedDict(), torch.complex128))})
+    refuse("rt_dtype_c128.pt", "torch.complex128", "complex128: no safetensors dtype, refused by name")
+    z("rt_dtype_c32.pt", {"x": _Call(U._rebuild_tensor_v3, (
+        us(), 0, (1,), (1,), False, OrderedDict(), torch.complex32))})
+    refuse("rt_dtype_c32.pt", "torch.complex32", "complex32 (ComplexHalf)")
+    z("rt_dtype_storage_c128.pt", {"x": _v2("0", 1, 0, (1,), (1,), stype=torch.ComplexDoubleStorage)})
+    refuse("rt_dtype_storage_c128.pt", "ComplexDoubleStorage", "ComplexDoubleStorage (v2)")
+    z("rt_kind_qtensor.pt", {"x": _Call(U._rebuild_qtensor, (
+        _PStorage(torch.QInt8Storage, "0", 16), 0, (4,), (1,), (torch.per_tensor_affine, 1.0, 0), False, OrderedDict()))})
+    refuse("rt_kind_qtensor.pt", "_rebuild_qtensor", "quantized tensor")
+    z("rt_kind_sparse.pt", {"x": _Call(U._rebuild_sparse_tensor, (
+        torch.sparse_coo, (_v2("0", 4, 0, (1, 2), (2, 1)), _v2("0", 4, 0, (2,), (1,)), (3,))))})
+    refuse("rt_kind_sparse.pt", "_rebuild_sparse_tensor", "sparse COO tensor")
+    one = _craft_pickle({"x": _v2("0", 4, 0, (4,), (1,))})
+    two = _craft_pickle({"y": _v2("0", 4, 0, (2,), (1,))})
+    for name, pkl, note in [("rt_pkl_stacked.pt", one + two, "data.pkl holds two pickles: torch reads the first"),
+                            ("rt_pkl_trailing.pt", one + b"\xff\xfe junk", "bytes after STOP: ignored by torch")]:
+        write_zip(EXACT / name, [("archive/data.pkl", pkl), ("archive/byteorder", b"little"),
+                                 ("archive/data/0", s0["0"]), ("archive/version", b"3\n")])
+        same(name, note)
 
 
 def Counter_of(d):
