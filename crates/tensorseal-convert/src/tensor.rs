@@ -55,8 +55,13 @@ impl TensorRef {
     }
 }
 
+/// A non-negative Python int. Bools are refused: torch's `set_` takes
+/// `True` for an int nowhere in a size, stride or offset (TypeError).
 fn int(v: &Value) -> Option<usize> {
-    v.as_int().and_then(|i| usize::try_from(i).ok())
+    match v {
+        Value::Int(i) => usize::try_from(*i).ok(),
+        _ => None,
+    }
 }
 
 fn ints(v: &Value) -> Option<Vec<usize>> {
@@ -229,10 +234,34 @@ fn tensor_call(
     match (module, name) {
         ("torch._utils", "_rebuild_tensor" | "_rebuild_tensor_v2" | "_rebuild_tensor_v3") => {
             Some((|| {
+                // Python's arity: more or fewer positional arguments than
+                // the function takes is a TypeError in torch.
+                let (least, most) = match name {
+                    "_rebuild_tensor" => (4, 4),
+                    "_rebuild_tensor_v2" => (6, 7),
+                    _ => (7, 8),
+                };
+                if args.len() < least || args.len() > most {
+                    let takes = if least == most {
+                        format!("{least}")
+                    } else {
+                        format!("{least} to {most}")
+                    };
+                    return Err(format!(
+                        "`torch._utils.{name}` takes {takes} arguments, the pickle passes {} (torch raises TypeError)",
+                        args.len()
+                    ));
+                }
                 let s = storage_ref(args.first().ok_or("no storage argument")?)?;
-                let offset = args.get(1).and_then(int).ok_or("bad storage offset")?;
-                let shape = args.get(2).and_then(ints).ok_or("bad size")?;
-                let stride = args.get(3).and_then(ints).ok_or("bad stride")?;
+                let offset = args.get(1).and_then(int).ok_or_else(|| {
+                    format!("storage offset {:?} is not an int >= 0", args.get(1))
+                })?;
+                let shape = args.get(2).and_then(ints).ok_or_else(|| {
+                    format!("size {:?} is not an int tuple (each >= 0)", args.get(2))
+                })?;
+                let stride = args.get(3).and_then(ints).ok_or_else(|| {
+                    format!("stride {:?} is not an int tuple (each >= 0)", args.get(3))
+                })?;
                 if shape.len() != stride.len() {
                     return Err(format!(
                         "size {shape:?} and stride {stride:?} differ in length"
