@@ -427,6 +427,8 @@ def write_exact():
     same("np_mixed.npz", "npz with little- and big-endian members")
 
     write_red_team(same, refuse)
+    write_red_team_sizes(same, refuse)
+    write_red_team_args(same, refuse)
 
     (EXACT / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
@@ -573,6 +575,166 @@ def write_red_team(same, refuse):
         deep = {"k": deep}
     _craft_zip(EXACT / "rt_hidden_deep_dict.pt", {"ok": ok, "d": deep}, {"0": s0})
     refuse("rt_hidden_deep_dict.pt", "more than 100 levels deep", "a tensor 110 dicts deep")
+
+
+class _LStorage(_PStorage):
+    """Pickled as the legacy persistent id ('storage', type, key, 'cpu', numel, view)."""
+
+    def __init__(self, stype, key, numel, view=None):
+        self.pid = ("storage", stype, key, "cpu", numel, view)
+
+
+def _craft_legacy(path, obj, storages, keys=None):
+    """A legacy (pre-1.6) torch file: magic, protocol, sys_info, the object
+    pickle, the storage key list (`keys`, default the storages' keys) and
+    each storage as an 8-byte little-endian element count and its bytes."""
+    dump = lambda v: pickle.dumps(v, protocol=2)  # noqa: E731
+    sys_info = {"protocol_version": 1001, "little_endian": True,
+                "type_sizes": {"short": 2, "int": 4, "long": 4}}
+    out = [dump(0x1950A86A20F9469CFC6C), dump(1001), dump(sys_info), _craft_pickle(obj),
+           dump(list(keys if keys is not None else [k for k, _, _ in storages]))]
+    for _, count, data in storages:
+        out.append(struct.pack("<q", count) + data)
+    path.write_bytes(b"".join(out))
+
+
+def _deflate_zip(path):
+    """`path` rewritten with every member deflated."""
+    root, members = zip_members(path)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for r, d in members:
+            put(z, f"{root}/{r}", d, zipfile.ZIP_DEFLATED)
+    path.write_bytes(out.getvalue())
+
+
+def write_red_team_sizes(same, refuse):
+    """Storage sizes: torch checks every storage reference's numel x element
+    size against its `data/<key>` record (zip) or the element count written
+    before its bytes (legacy), whatever tensor uses it, and refuses the file
+    when they differ or the record is missing."""
+    f32 = lambda *v: np.array(v, dtype="<f4").tobytes()  # noqa: E731
+    s0 = f32(1, 2, 3, 4)
+    ok = _v2("0", 4, 0, (4,), (1,))
+    _craft_zip(EXACT / "rt_size_larger.pt", {"x": _v2("0", 5, 0, (4,), (1,))}, {"0": s0})
+    refuse("rt_size_larger.pt", "record size", "numel 5 (20 bytes) over a 16-byte record: torch refuses")
+    _craft_zip(EXACT / "rt_size_smaller.pt", {"x": _v2("0", 3, 0, (2,), (1,))}, {"0": s0})
+    refuse("rt_size_smaller.pt", "record size", "numel 3 (12 bytes) over a 16-byte record, tensor within it")
+    _craft_zip(EXACT / "rt_size_unselected.pt",
+               {"state_dict": {"x": ok}, "optimizer": {"m": _v2("1", 9, 0, (1,), (1,))}}, {"0": s0, "1": s0})
+    refuse("rt_size_unselected.pt", "record size", "the bad reference is outside the selected state_dict")
+    _craft_zip(EXACT / "rt_size_second_ref.pt", {"x": ok, "y": _v2("0", 99, 0, (2,), (1,))}, {"0": s0})
+    refuse("rt_size_second_ref.pt", "record size",
+           "second reference to data/0 says 99 elements (torch only checks the first of one dtype)")
+    _craft_zip(EXACT / "rt_size_untyped.pt", {"x": _Call(torch._utils._rebuild_tensor_v3, (
+        _PStorage(torch.UntypedStorage, "0", 15), 0, (3,), (1,), False, OrderedDict(), torch.float32))}, {"0": s0})
+    refuse("rt_size_untyped.pt", "record size", "UntypedStorage of 15 bytes over a 16-byte record")
+    _craft_zip(EXACT / "rt_size_typedstorage.pt", {"x": _Call(torch._utils._rebuild_tensor_v3, (
+        _PStorage(torch.storage.TypedStorage, "0", 16), 0, (4,), (1,), False, OrderedDict(), torch.float32))},
+        {"0": s0})
+    refuse("rt_size_typedstorage.pt", "TypedStorage",
+           "storage type torch.storage.TypedStorage: torch has no element size for it and fails")
+    _craft_zip(EXACT / "rt_size_missing_empty.pt", {"x": ok, "e": _v2("1", 0, 0, (0,), (1,))}, {"0": s0})
+    refuse("rt_size_missing_empty.pt", "not in the file", "empty tensor whose data/1 record is missing")
+    _craft_zip(EXACT / "rt_size_missing_zero_shape.pt", {"x": ok, "e": _v2("1", 4, 0, (0, 4), (4, 1))}, {"0": s0})
+    refuse("rt_size_missing_zero_shape.pt", "not in the file", "zero-element view of a missing 16-byte record")
+    _craft_zip(EXACT / "rt_size_deflated.pt", {"x": _v2("0", 3, 0, (3,), (1,))}, {"0": s0})
+    _deflate_zip(EXACT / "rt_size_deflated.pt")
+    refuse("rt_size_deflated.pt", "record size", "deflated record: its uncompressed size is what counts")
+    _craft_zip(EXACT / "rt_size_two_dtypes.pt",
+               {"x": ok, "y": _v2("0", 2, 0, (2,), (1,), stype=torch.DoubleStorage)}, {"0": s0})
+    same("rt_size_two_dtypes.pt", "data/0 as 4 floats and as 2 doubles: both 16 bytes, torch reinterprets")
+    _craft_zip(EXACT / "rt_size_empty_ok.pt", {"x": ok, "e": _v2("1", 0, 0, (0,), (1,))}, {"0": s0, "1": b""})
+    same("rt_size_empty_ok.pt", "an empty storage with its empty record")
+    _craft_zip(EXACT / "rt_size_key_case.pt", {"x": _v2("AbC", 4, 0, (4,), (1,))}, {"abc": s0})
+    same("rt_size_key_case.pt", "key AbC finds record data/abc (torch ignores case)")
+
+    # Legacy: the element count before each storage's bytes must be the
+    # reference's numel (torch: "storage has wrong byte size").
+    L = lambda key, numel, size, stype=torch.FloatStorage, view=None: _Call(  # noqa: E731
+        torch._utils._rebuild_tensor_v2,
+        (_LStorage(stype, key, numel, view), 0, tuple(size), tuple(1 for _ in size), False, OrderedDict()))
+    _craft_legacy(EXACT / "rt_legacy_ok.pt", {"x": L("0", 4, (4,)), "y": L("1", 2, (2,))},
+                  [("0", 4, s0), ("1", 2, f32(5, 6))])
+    same("rt_legacy_ok.pt", "crafted legacy file, sizes consistent")
+    _craft_legacy(EXACT / "rt_legacy_count_smaller.pt", {"x": L("0", 4, (2,))}, [("0", 3, f32(1, 2, 3))])
+    refuse("rt_legacy_count_smaller.pt", "wrong byte size", "reference numel 4, file count 3")
+    _craft_legacy(EXACT / "rt_legacy_count_larger.pt", {"x": L("0", 2, (2,))}, [("0", 4, s0)])
+    refuse("rt_legacy_count_larger.pt", "wrong byte size", "reference numel 2, file count 4")
+    _craft_legacy(EXACT / "rt_legacy_unselected.pt", {"state_dict": {"x": L("0", 4, (4,))}, "o": L("1", 3, (1,))},
+                  [("0", 4, s0), ("1", 4, s0)])
+    refuse("rt_legacy_unselected.pt", "wrong byte size", "the bad reference is outside the selected state_dict")
+    _craft_legacy(EXACT / "rt_legacy_mixed_types.pt",
+                  {"x": L("0", 4, (4,)), "y": L("0", 2, (2,), stype=torch.DoubleStorage)}, [("0", 4, s0)])
+    refuse("rt_legacy_mixed_types.pt", "element sizes",
+           "one storage as FloatStorage and DoubleStorage: torch reads the count in the first one's units")
+    _craft_legacy(EXACT / "rt_legacy_view.pt", {"x": L("0", 4, (2,), view=("99", 1, 2))}, [("0", 4, s0)])
+    refuse("rt_legacy_view.pt", "storage view", "legacy view_metadata (a storage view): refused")
+    _craft_legacy(EXACT / "rt_legacy_unlisted.pt", {"x": L("0", 4, (4,)), "e": L("1", 0, (0,))}, [("0", 4, s0)])
+    refuse("rt_legacy_unlisted.pt", "not in the storage key list", "storage 1 referenced but not written")
+    _craft_legacy(EXACT / "rt_legacy_untyped.pt", {"x": _Call(torch._utils._rebuild_tensor_v3, (
+        _LStorage(torch.UntypedStorage, "0", 16), 0, (4,), (1,), False, OrderedDict(), torch.float32))},
+        [("0", 16, s0)])
+    refuse("rt_legacy_untyped.pt", "UntypedStorage", "legacy UntypedStorage: torch reads its dtype attribute and fails")
+
+
+def write_red_team_args(same, refuse):
+    """Rebuild-call arguments torch's functions reject (wrong arity: a
+    TypeError; bools where set_ wants ints) or accept (0-d, zero elements
+    with huge dimensions, size as a list), trailing pickles in data.pkl, and
+    dtypes or tensor kinds safetensors cannot hold."""
+    f32 = lambda *v: np.array(v, dtype="<f4").tobytes()  # noqa: E731
+    s0 = {"0": f32(1, 2, 3, 4)}
+    U = torch._utils
+    fs = lambda n=4: _PStorage(torch.FloatStorage, "0", n)  # noqa: E731
+    us = lambda: _PStorage(torch.UntypedStorage, "0", 16)  # noqa: E731
+    z = lambda name, obj: _craft_zip(EXACT / name, obj, s0)  # noqa: E731
+    z("rt_args_v1_extra.pt", {"x": _Call(U._rebuild_tensor, (fs(), 0, (4,), (1,), False))})
+    refuse("rt_args_v1_extra.pt", "takes 4 arguments", "_rebuild_tensor with 5 arguments: TypeError in torch")
+    z("rt_args_v2_extra.pt", {"x": _Call(U._rebuild_tensor_v2, (fs(), 0, (4,), (1,), False, OrderedDict(), None, 5))})
+    refuse("rt_args_v2_extra.pt", "takes 6 to 7 arguments", "_rebuild_tensor_v2 with 8 arguments")
+    z("rt_args_v3_extra.pt", {"x": _Call(U._rebuild_tensor_v3, (
+        us(), 0, (4,), (1,), False, OrderedDict(), torch.float32, None, 1))})
+    refuse("rt_args_v3_extra.pt", "takes 7 to 8 arguments", "_rebuild_tensor_v3 with 9 arguments")
+    z("rt_args_v1_ok.pt", {"x": _Call(U._rebuild_tensor, (fs(), 1, (3,), (1,)))})
+    same("rt_args_v1_ok.pt", "_rebuild_tensor (v1) with an offset")
+    z("rt_args_size_bool.pt", {"x": _v2("0", 4, 0, (True,), (1,))})
+    refuse("rt_args_size_bool.pt", "not an int", "size (True,): set_ raises TypeError")
+    z("rt_args_stride_bool.pt", {"x": _v2("0", 4, 0, (2,), (True,))})
+    refuse("rt_args_stride_bool.pt", "not an int", "stride (True,)")
+    z("rt_args_offset_bool.pt", {"x": _v2("0", 4, True, (2,), (1,))})
+    refuse("rt_args_offset_bool.pt", "not an int", "storage offset True")
+    z("rt_args_size_list.pt", {"x": _v2("0", 4, 0, [2], [1])})
+    same("rt_args_size_list.pt", "size and stride as lists")
+    z("rt_args_zero_d.pt", {"x": _v2("0", 4, 2, (), ())})
+    same("rt_args_zero_d.pt", "0-d tensor at offset 2")
+    z("rt_args_huge_zero.pt", {"x": _v2("0", 4, 0, (0, 2 ** 40), (1, 1)), "y": _v2("0", 4, 99, (0, 5), (5, 1))})
+    same("rt_args_huge_zero.pt", "zero elements: a 2**40 dimension, an offset past the storage")
+    z("rt_args_huge_zero_overflow.pt", {"x": _v2("0", 4, 0, (2 ** 40, 2 ** 40, 0), (1, 1, 1))})
+    refuse("rt_args_huge_zero_overflow.pt", "overflows", "2**40 x 2**40 x 0: torch's numel overflows too")
+    z("rt_args_view_past.pt", {"x": _v2("0", 4, 1, (4,), (1,))})
+    refuse("rt_args_view_past.pt", "needs 20 bytes", "offset 1 + 4 elements of a 4-element storage")
+    z("rt_dtype_c128.pt", {"x": _Call(U._rebuild_tensor_v3, (
+        us(), 0, (1,), (1,), False, OrderedDict(), torch.complex128))})
+    refuse("rt_dtype_c128.pt", "torch.complex128", "complex128: no safetensors dtype, refused by name")
+    z("rt_dtype_c32.pt", {"x": _Call(U._rebuild_tensor_v3, (
+        us(), 0, (1,), (1,), False, OrderedDict(), torch.complex32))})
+    refuse("rt_dtype_c32.pt", "torch.complex32", "complex32 (ComplexHalf)")
+    z("rt_dtype_storage_c128.pt", {"x": _v2("0", 1, 0, (1,), (1,), stype=torch.ComplexDoubleStorage)})
+    refuse("rt_dtype_storage_c128.pt", "ComplexDoubleStorage", "ComplexDoubleStorage (v2)")
+    z("rt_kind_qtensor.pt", {"x": _Call(U._rebuild_qtensor, (
+        _PStorage(torch.QInt8Storage, "0", 16), 0, (4,), (1,), (torch.per_tensor_affine, 1.0, 0), False, OrderedDict()))})
+    refuse("rt_kind_qtensor.pt", "_rebuild_qtensor", "quantized tensor")
+    z("rt_kind_sparse.pt", {"x": _Call(U._rebuild_sparse_tensor, (
+        torch.sparse_coo, (_v2("0", 4, 0, (1, 2), (2, 1)), _v2("0", 4, 0, (2,), (1,)), (3,))))})
+    refuse("rt_kind_sparse.pt", "_rebuild_sparse_tensor", "sparse COO tensor")
+    one = _craft_pickle({"x": _v2("0", 4, 0, (4,), (1,))})
+    two = _craft_pickle({"y": _v2("0", 4, 0, (2,), (1,))})
+    for name, pkl, note in [("rt_pkl_stacked.pt", one + two, "data.pkl holds two pickles: torch reads the first"),
+                            ("rt_pkl_trailing.pt", one + b"\xff\xfe junk", "bytes after STOP: ignored by torch")]:
+        write_zip(EXACT / name, [("archive/data.pkl", pkl), ("archive/byteorder", b"little"),
+                                 ("archive/data/0", s0["0"]), ("archive/version", b"3\n")])
+        same(name, note)
 
 
 def Counter_of(d):

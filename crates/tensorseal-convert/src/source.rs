@@ -352,6 +352,7 @@ impl Checkpoint {
                 }
             }
         }
+        check_zip_storage_sizes(path, &root, &storages)?;
         Ok(Checkpoint {
             path: path.to_owned(),
             map,
@@ -404,17 +405,46 @@ impl Checkpoint {
             .ok_or_else(|| {
                 ConvertError::format(path, "legacy storage key list holds a non-string")
             })?;
-        // Element sizes come from the storage types named in the object pickle.
-        let mut elem: HashMap<String, usize> = HashMap::new();
-        tensor::storage_element_sizes(&root, &mut elem);
+        // Every reference in the object pickle, selected or not, as torch
+        // resolves them all: one element size per storage (torch reads the
+        // count in the units of whichever reference comes first), and each
+        // reference's element count equal to the one written before the
+        // storage's bytes (torch: "storage has wrong byte size").
+        let uses = tensor::storage_uses(&root, true).map_err(|w| ConvertError::format(path, w))?;
+        let mut elem: HashMap<&str, &tensor::StorageUse> = HashMap::new();
+        for u in &uses {
+            if let Some(first) = elem.insert(&u.key, u) {
+                if first.elem != u.elem {
+                    return Err(ConvertError::format(
+                        path,
+                        format!(
+                            "legacy storage `{}` is referenced as `{}` and `{}`, whose element sizes differ ({} and {} bytes): torch reads its element count in the units of whichever comes first, so convert refuses it",
+                            u.key, first.type_name, u.type_name, first.elem, u.elem
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(u) = uses.iter().find(|u| !keys.contains(&u.key)) {
+            return Err(ConvertError::format(
+                path,
+                format!(
+                    "storage `{}` is referenced but not in the storage key list (its bytes are not in the file)",
+                    u.key
+                ),
+            ));
+        }
         let mut storages = HashMap::new();
         for key in keys {
-            let es = *elem.get(&key).ok_or_else(|| {
-                ConvertError::format(
-                    path,
-                    format!("storage `{key}` is listed but no tensor names its type"),
-                )
-            })?;
+            let es = elem
+                .get(key.as_str())
+                .map(|u| u.elem as usize)
+                .ok_or_else(|| {
+                    ConvertError::format(
+                        path,
+                        format!("storage `{key}` is listed but no tensor names its type"),
+                    )
+                })?;
             let hdr = bytes.get(pos..pos + 8).ok_or_else(|| {
                 ConvertError::format(path, format!("storage `{key}` truncated at byte {pos}"))
             })?;
@@ -427,6 +457,15 @@ impl Checkpoint {
                 .ok_or_else(|| {
                     ConvertError::format(path, format!("storage `{key}` size {numel} overflows"))
                 })?;
+            if let Some(u) = uses.iter().find(|u| u.key == key && u.numel != numel) {
+                return Err(ConvertError::format(
+                    path,
+                    format!(
+                        "legacy storage `{key}` holds {numel} elements but is referenced as {} elements of `{}`: torch refuses the file (storage has wrong byte size)",
+                        u.numel, u.type_name
+                    ),
+                ));
+            }
             let start = pos + 8;
             let end = start
                 .checked_add(len)
@@ -658,6 +697,46 @@ impl Checkpoint {
             _ => self.storage(key),
         }
     }
+}
+
+/// torch's zip reader loads each storage from its `data/<key>` record
+/// (found ignoring case) and refuses the file when the record is missing or
+/// its size (uncompressed) is not the reference's numel × element size.
+/// Checked for every reference of the pickle, selected or not, since torch
+/// resolves them all; torch checks only the first reference of each dtype,
+/// so this refuses a few files torch loads, never the reverse.
+fn check_zip_storage_sizes(
+    path: &Path,
+    root: &Value,
+    storages: &HashMap<String, StorageData>,
+) -> Result<(), ConvertError> {
+    for u in tensor::storage_uses(root, false).map_err(|w| ConvertError::format(path, w))? {
+        let data = storages.get(&u.key.to_ascii_lowercase()).ok_or_else(|| {
+            ConvertError::format(
+                path,
+                format!(
+                    "storage `{}` is referenced but not in the file (no `data/{}` record): torch refuses the file",
+                    u.key, u.key
+                ),
+            )
+        })?;
+        let size = match data {
+            StorageData::Mapped(r) => r.len() as u64,
+            StorageData::Compressed(p) => p.size,
+            StorageData::Inline(b) => b.len() as u64,
+        };
+        let nbytes = u.numel.checked_mul(u.elem);
+        if nbytes != Some(size) {
+            return Err(ConvertError::format(
+                path,
+                format!(
+                    "storage `{}` is referenced as {} elements of `{}` ({} bytes each), but its record holds {size} bytes: torch refuses the file (record size does not match)",
+                    u.key, u.numel, u.type_name, u.elem
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Most bytes read to parse an `.npy` header inside a compressed npz member.

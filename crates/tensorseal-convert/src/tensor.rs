@@ -55,8 +55,13 @@ impl TensorRef {
     }
 }
 
+/// A non-negative Python int. Bools are refused: torch's `set_` takes
+/// `True` for an int nowhere in a size, stride or offset (TypeError).
 fn int(v: &Value) -> Option<usize> {
-    v.as_int().and_then(|i| usize::try_from(i).ok())
+    match v {
+        Value::Int(i) => usize::try_from(*i).ok(),
+        _ => None,
+    }
 }
 
 fn ints(v: &Value) -> Option<Vec<usize>> {
@@ -74,7 +79,6 @@ struct StorageRef {
     key: String,
     dtype: Option<Dtype>,
     untyped: bool,
-    view_offset: usize,
 }
 
 fn storage_ref(v: &Value) -> Result<StorageRef, String> {
@@ -105,16 +109,12 @@ fn storage_ref(v: &Value) -> Result<StorageRef, String> {
                 format!("storage type `torch.{ty}` has no safetensors equivalent")
             })?)
         };
-    // Legacy: (..., root numel, (view_key, offset, size)) for storage views.
-    let view_offset = match t.get(5) {
-        Some(Value::Tuple(vm)) => vm.get(1).and_then(int).ok_or("bad legacy view metadata")?,
-        _ => 0,
-    };
+    // Sizes, legacy storage views and the tuple's length were checked for
+    // every persistent id of the file when it was opened (`storage_uses`).
     Ok(StorageRef {
         key: key.to_owned(),
         dtype,
         untyped,
-        view_offset,
     })
 }
 
@@ -234,10 +234,34 @@ fn tensor_call(
     match (module, name) {
         ("torch._utils", "_rebuild_tensor" | "_rebuild_tensor_v2" | "_rebuild_tensor_v3") => {
             Some((|| {
+                // Python's arity: more or fewer positional arguments than
+                // the function takes is a TypeError in torch.
+                let (least, most) = match name {
+                    "_rebuild_tensor" => (4, 4),
+                    "_rebuild_tensor_v2" => (6, 7),
+                    _ => (7, 8),
+                };
+                if args.len() < least || args.len() > most {
+                    let takes = if least == most {
+                        format!("{least}")
+                    } else {
+                        format!("{least} to {most}")
+                    };
+                    return Err(format!(
+                        "`torch._utils.{name}` takes {takes} arguments, the pickle passes {} (torch raises TypeError)",
+                        args.len()
+                    ));
+                }
                 let s = storage_ref(args.first().ok_or("no storage argument")?)?;
-                let offset = args.get(1).and_then(int).ok_or("bad storage offset")?;
-                let shape = args.get(2).and_then(ints).ok_or("bad size")?;
-                let stride = args.get(3).and_then(ints).ok_or("bad stride")?;
+                let offset = args.get(1).and_then(int).ok_or_else(|| {
+                    format!("storage offset {:?} is not an int >= 0", args.get(1))
+                })?;
+                let shape = args.get(2).and_then(ints).ok_or_else(|| {
+                    format!("size {:?} is not an int tuple (each >= 0)", args.get(2))
+                })?;
+                let stride = args.get(3).and_then(ints).ok_or_else(|| {
+                    format!("stride {:?} is not an int tuple (each >= 0)", args.get(3))
+                })?;
                 if shape.len() != stride.len() {
                     return Err(format!(
                         "size {shape:?} and stride {stride:?} differ in length"
@@ -297,9 +321,7 @@ fn tensor_call(
                     dtype,
                     shape,
                     stride,
-                    offset: offset
-                        .checked_add(s.view_offset)
-                        .ok_or("offset overflows")?,
+                    offset,
                     byte_offset: 0,
                     big_endian,
                 })
@@ -363,21 +385,48 @@ pub(crate) fn swap_unit(d: Dtype) -> Option<usize> {
     Some(if d == Dtype::C64 { es / 2 } else { es })
 }
 
-/// Element sizes of every storage named in `root` (for legacy files, whose
-/// storage records count elements).
-pub(crate) fn storage_element_sizes(root: &Value, out: &mut HashMap<String, usize>) {
+/// One persistent id of a torch pickle, read as torch's `persistent_load` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StorageUse {
+    /// Storage key (`data/<key>` in a zip, the legacy key).
+    pub key: String,
+    /// The storage type's name, for messages.
+    pub type_name: String,
+    /// Bytes per element of the storage type (torch's `_element_size`).
+    pub elem: u64,
+    /// Elements the reference says the storage holds.
+    pub numel: u64,
+}
+
+/// Bytes per element of a torch storage class, as torch computes them from
+/// the class's dtype (`torch._utils._element_size`). `UntypedStorage` and
+/// `TypedStorage` have no `dtype` attribute: `None` (torch's zip reader
+/// special-cases `UntypedStorage` as bytes, its legacy reader does not).
+fn storage_class_size(name: &str) -> Option<u64> {
+    Some(match name {
+        "DoubleStorage" | "LongStorage" | "ComplexFloatStorage" => 8,
+        "FloatStorage" | "IntStorage" | "QInt32Storage" => 4,
+        "HalfStorage" | "BFloat16Storage" | "ShortStorage" => 2,
+        "CharStorage" | "ByteStorage" | "BoolStorage" | "QUInt8Storage" | "QInt8Storage"
+        | "QUInt4x2Storage" | "QUInt2x4Storage" => 1,
+        "ComplexDoubleStorage" => 16,
+        _ => return None,
+    })
+}
+
+/// Every persistent id anywhere in `root` (not only under the selected
+/// subtree: torch resolves them all while unpickling, and refuses the file
+/// when one is wrong), parsed as torch's loader parses it: the tuple
+/// `('storage', type, key, location, numel)` in a zip (`legacy`: one more
+/// item, `view_metadata`, which must be `None` here: storage views are
+/// refused). Errors name the bad reference.
+pub(crate) fn storage_uses(root: &Value, legacy: bool) -> Result<Vec<StorageUse>, String> {
+    let mut out = Vec::new();
     let mut stack = vec![root];
     while let Some(v) = stack.pop() {
         match v {
             Value::PersistentId(p) => {
-                if let Ok(s) = storage_ref(v) {
-                    let es = if s.untyped {
-                        1
-                    } else {
-                        s.dtype.and_then(Dtype::byte_size).unwrap_or(1)
-                    };
-                    out.insert(s.key, es);
-                }
+                out.push(storage_use(p, legacy)?);
                 stack.push(p);
             }
             Value::Tuple(x) | Value::List(x) | Value::Set(x) | Value::FrozenSet(x) => {
@@ -403,6 +452,66 @@ pub(crate) fn storage_element_sizes(root: &Value, out: &mut HashMap<String, usiz
             _ => {}
         }
     }
+    Ok(out)
+}
+
+fn storage_use(pid: &Value, legacy: bool) -> Result<StorageUse, String> {
+    let t = pid
+        .as_seq()
+        .filter(|_| matches!(pid, Value::Tuple(_)))
+        .ok_or_else(|| format!("persistent id {pid:?} is not a tuple"))?;
+    if t.first().and_then(Value::as_str) != Some("storage") {
+        return Err(format!(
+            "persistent id {:?} is not a storage reference",
+            t.first()
+        ));
+    }
+    let want = if legacy { 6 } else { 5 };
+    if t.len() != want {
+        return Err(format!(
+            "storage reference has {} items, torch unpacks exactly {want}",
+            t.len()
+        ));
+    }
+    let (module, ty) = t
+        .get(1)
+        .and_then(Value::as_global)
+        .ok_or("storage reference without a storage type")?;
+    let type_name = format!("{module}.{ty}");
+    let elem = match (ty, legacy) {
+        ("UntypedStorage", false) => Some(1),
+        _ => storage_class_size(ty),
+    }
+    .ok_or_else(|| {
+        format!("storage type `{type_name}` has no element size torch can read (torch fails on it)")
+    })?;
+    let key = t
+        .get(2)
+        .and_then(Value::as_str)
+        .ok_or("storage reference whose key is not a string")?
+        .to_owned();
+    let numel = t
+        .get(4)
+        .and_then(Value::as_int)
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(|| {
+            format!(
+                "storage `{key}`: element count {:?} is not a count",
+                t.get(4)
+            )
+        })?;
+    if legacy && !matches!(t.get(5), Some(Value::None)) {
+        return Err(format!(
+            "storage view (view_metadata {:?}) of legacy storage `{key}`: torch shares one view per view key whatever its offset, so convert refuses storage views",
+            t.get(5)
+        ));
+    }
+    Ok(StorageUse {
+        key,
+        type_name,
+        elem,
+        numel,
+    })
 }
 
 /// Keys tried, in order, to find the model weights in a nested checkpoint.
