@@ -10,10 +10,10 @@ requirements-test.txt), downloaded with pip and cached under
 the reference's bindings/python (the tests write files into ./ and
 ./tests/data).
 
-A framework comparison module (tensorflow, flax, paddle, mlx) runs only when
-its framework is importable; otherwise it is listed as not run, which is
-also what the reference's own suite does without it (the module fails to
-import). Tests the reference skips by itself (no GPU, no s3 access) stay
+The tensorflow and flax comparison modules run only when their framework is
+importable; otherwise they are listed as not run (the reference's own suite
+fails to import them then). The paddle and mlx modules always run, and skip
+their tests without the framework (mlx exists only on macOS). Tests the reference skips by itself (no GPU, no s3 access) stay
 skipped. Any failure or error fails the script.
 
     scripts/run_reference_suite.py [--python PY] [--reference] [-- PYTEST_ARGS...]
@@ -39,15 +39,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "target" / "reference-suite"
 
-#: Test modules that need a framework beyond numpy/torch: module -> import name.
+#: Test modules that import a framework unconditionally (and so fail to
+#: import without it): module -> imports needed. test_paddle_comparison and
+#: test_mlx_comparison import theirs only where available and skip otherwise
+#: (mlx exists only on macOS), so they always run.
 FRAMEWORK_MODULES = {
-    "test_flax_comparison.py": "flax",
-    "test_tf_comparison.py": "tensorflow",
-    "test_paddle_comparison.py": "paddle",
-    "test_mlx_comparison.py": "mlx",
+    "test_flax_comparison.py": ["jax", "flax"],
+    "test_tf_comparison.py": ["tensorflow", "h5py"],
 }
-#: Extra imports a framework module needs (test_tf_comparison reads HDF5).
-EXTRA_IMPORTS = {"test_tf_comparison.py": ["h5py"], "test_flax_comparison.py": ["jax"]}
 
 
 def pinned_version() -> str:
@@ -119,8 +118,7 @@ def main() -> int:
 
     modules, not_run = [], []
     for path in sorted(tests.glob("test_*.py")):
-        need = [FRAMEWORK_MODULES[path.name]] if path.name in FRAMEWORK_MODULES else []
-        need += EXTRA_IMPORTS.get(path.name, [])
+        need = FRAMEWORK_MODULES.get(path.name, [])
         if need and not importable(args.python, need):
             not_run.append(f"{path.name} (needs {', '.join(need)})")
         else:

@@ -23,6 +23,16 @@ from ._raw import TensorSpec, deserialize, serialize, serialize_file
 
 
 
+def __getattr__(name: str):
+    # Imported on first use, to keep ``import tensorseal`` light.
+    if name == "_safe_open_handle":
+        from ._handle import _safe_open_handle
+
+        globals()[name] = _safe_open_handle
+        return _safe_open_handle
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def install_as_safetensors() -> None:
     """Makes every later ``import safetensors`` / ``safetensors.torch`` / …
     in this process give tensorseal's modules (see ``tensorseal._alias``)."""
