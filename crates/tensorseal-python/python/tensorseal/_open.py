@@ -140,7 +140,9 @@ def torch_view(buf, code: str, shape: List[int], start: int, end: int, name: str
         shape = shape[:-1] + [shape[-1] // 2]
     n = end - start
     if n == 0:
-        return torch.empty(shape, dtype=dt)
+        # reshape, not torch.empty(shape): a zero-size shape such as
+        # [0, 2**62, 2**62] overflows torch's stride computation in empty().
+        return torch.empty(0, dtype=dt).reshape(shape)
     size = dt.itemsize
     if start % size:
         t = torch.frombuffer(buf, dtype=torch.uint8, count=n, offset=start).clone().view(dt)
@@ -275,7 +277,11 @@ class SafeSlice:
         else:
             import torch
 
-            out = full[index].clone(memory_format=torch.contiguous_format)
+            sel = full[index]
+            if sel.numel():
+                out = sel.clone(memory_format=torch.contiguous_format)
+            else:  # as in torch_view: huge zero-size shapes overflow clone()
+                out = torch.empty(0, dtype=sel.dtype).reshape(sel.shape)
             if self._dev is not None:
                 out = out.to(self._dev)
         return out
