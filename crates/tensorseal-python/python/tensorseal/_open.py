@@ -170,10 +170,14 @@ def _view(f: SafeFile, fw: str, backend: str, name: str, dtype: str, shape: List
 class SafeSlice:
     """A tensor of an open file that can be indexed without reading it whole.
 
-    ``get_shape()`` and ``get_dtype()`` describe it; indexing with ints,
-    slices (steps and negative bounds included), ``...``, ``None`` and tuples
-    of them follows numpy semantics (framework ``"np"``) or torch semantics
-    (``"pt"``) exactly, and returns a new array or tensor: only the bytes the
+    ``get_shape()`` and ``get_dtype()`` describe it. As in the reference,
+    torch tensors from the ``mmap`` backend are indexed with torch's own
+    semantics and errors; every other framework and the ``pread`` backend
+    follow the reference's rules (see ``_index``: ints, bools as 0/1, slices
+    with a positive step, one ``...``, ``[]``; an index or slice bound past
+    the end raises SafetensorError), with numpy's semantics where the
+    reference has none (negative bounds, ``None``, negative steps with
+    numpy). Returns a new array or tensor: with ``pread``, only the rows the
     index selects are read from the file.
 
     Like the reference's, a slice keeps the file open: it can be indexed
@@ -255,9 +259,12 @@ class SafeSlice:
         return None
 
     def __getitem__(self, index):
-        # The reference's rules and messages (SafetensorError), numpy's
-        # semantics where the reference has none; see _index.
-        index = check_index(index, self._shape, self._fw)
+        if self._fw != "pt" or self._backend == "pread":
+            # The reference's rules and messages (SafetensorError), numpy's
+            # semantics where the reference has none; see _index. torch
+            # tensors from the mmap backend are indexed by torch itself, as
+            # the reference does (torch's semantics and errors).
+            index = check_index(index, self._shape, self._fw)
         rows = self._rows(index) if self._backend == "pread" else None
         if rows is None:
             start, end, shape = self._start, self._end, self._shape
