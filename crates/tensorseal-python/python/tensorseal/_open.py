@@ -70,6 +70,9 @@ def _converter(fw: str, device: Any):
         def to_paddle(arr):
             import paddle
 
+            if arr.dtype.name == "bfloat16":
+                # paddle takes bfloat16 as its uint16 bits (ml_dtypes arrays are refused).
+                return paddle.to_tensor(arr.view("uint16"), place=place)
             return paddle.to_tensor(arr, place=place)
 
         return to_paddle
@@ -103,7 +106,12 @@ def _device(fw: str, device: Any):
     if fw == "paddle":
         if device is None or str(device) == "cpu":
             return None
-        return f"gpu:{device}" if isinstance(device, int) and not isinstance(device, bool) else str(device)
+        if isinstance(device, int) and not isinstance(device, bool):
+            return f"gpu:{device}"
+        text = str(device)
+        if text == "cuda" or text.startswith("cuda:"):  # paddle calls CUDA devices "gpu"
+            return "gpu:" + (text.split(":", 1)[1] if ":" in text else "0")
+        return text
     if fw != "pt":
         if device is not None and str(device) != "cpu":
             # The reference's message.
