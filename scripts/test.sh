@@ -2,7 +2,8 @@
 # Runs every test of tensorseal on a fresh machine: installs what the tests
 # need (a Python virtual environment with the reference packages), checks
 # formatting, lints and docs, runs the Rust tests, builds the fuzz targets and
-# runs the Python tests (interop with safetensors, torch, numpy, model-signing).
+# runs the Python tests (interop with safetensors, torch, numpy, model-signing)
+# and the reference safetensors' own Python tests against tensorseal.
 #
 #   scripts/test.sh            everything
 #   QUICK=1 scripts/test.sh    skip fmt/clippy/doc/fuzz build
@@ -49,3 +50,8 @@ fi
 
 step "pytest"
 "$venv/bin/python" -m pytest -q tests/python
+
+step "the reference safetensors' own Python tests, through tensorseal.install_as_safetensors()"
+# Downloads the reference's sdist from PyPI (cached in target/reference-suite);
+# says SKIPPED and goes on if it cannot be downloaded.
+"$venv/bin/python" scripts/run_reference_suite.py --python "$venv/bin/python"

@@ -160,11 +160,12 @@ impl SafeFile {
         py: Python<'_>,
         name: &str,
     ) -> PyResult<(&'static str, Vec<usize>, usize, usize)> {
-        let info = self
-            .opened
-            .header()
-            .tensor(name)
-            .map_err(|e| to_py(py, e))?;
+        let info = self.opened.header().tensor(name).map_err(|e| {
+            // The reference's message, which scripts look for.
+            let err = SafetensorError::new_err(format!("File does not contain tensor {name}"));
+            let _ = err.value(py).setattr("kind", e.kind());
+            err
+        })?;
         let base = self.data_start();
         Ok((
             info.dtype.as_str(),
@@ -257,6 +258,29 @@ fn deserialize<'py>(
     })?;
     drop(view);
     Ok((entries(py, &header, 0)?, metadata(py, &header)?, buf))
+}
+
+/// Reads and bounds the header length from a file's first 8 bytes
+/// (`prefix`), for a file of `file_len` bytes. Used when reading a file
+/// through a Python file object rather than a path.
+#[pyfunction]
+fn header_len(py: Python<'_>, prefix: &[u8], file_len: u64) -> PyResult<usize> {
+    tensorseal_format::header::read_header_len(prefix, file_len).map_err(|e| to_py(py, e))
+}
+
+/// Parses and validates header JSON bytes and checks that the data section
+/// has `data_len` bytes. Returns `(entries, metadata)`, entry offsets
+/// relative to the start of the data section.
+#[pyfunction]
+fn parse_header<'py>(
+    py: Python<'py>,
+    json: &[u8],
+    data_len: u64,
+) -> PyResult<(Bound<'py, PyList>, Option<Bound<'py, PyDict>>)> {
+    let header = Header::parse(json)
+        .and_then(|h| h.check_data_len(data_len).map(|()| h))
+        .map_err(|e| to_py(py, e))?;
+    Ok((entries(py, &header, 0)?, metadata(py, &header)?))
 }
 
 /// Where one tensor's bytes come from.
@@ -499,5 +523,7 @@ fn _tensorseal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(deserialize, m)?)?;
     m.add_function(wrap_pyfunction!(serialize, m)?)?;
     m.add_function(wrap_pyfunction!(serialize_file, m)?)?;
+    m.add_function(wrap_pyfunction!(header_len, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_header, m)?)?;
     Ok(())
 }

@@ -110,7 +110,7 @@ def test_bad_devices_raise_safetensor_error_like_the_reference(sample, framework
     if device != "cuda:x":  # the reference lets torch's ValueError through here
         with pytest.raises(safetensors.SafetensorError):
             safetensors.safe_open(str(p), framework, device=device)
-    with pytest.raises(SafetensorError, match="device") as e:
+    with pytest.raises(SafetensorError, match="(?i)device") as e:
         safe_open(p, framework, device=device)
     assert isinstance(e.value, ValueError)  # and what a Python user expects
     assert e.value.kind == "invalid_argument"

@@ -153,9 +153,9 @@ def test_lazy_open_reads_only_header(tmp_path):
 
 def test_framework_and_device_validation(sample):
     p, _ = sample
-    with pytest.raises(ValueError, match="framework"):
-        safe_open(p, "jax")
-    with pytest.raises(ValueError, match="device"):
+    with pytest.raises(ValueError, match="^framework caffe is invalid$"):
+        safe_open(p, "caffe")
+    with pytest.raises(ValueError, match="^Device cuda:0 is not supported for framework numpy$"):
         safe_open(p, "np", device="cuda:0")
     with pytest.raises(ValueError, match="backend"):
         safe_open(p, "np", backend="fast")

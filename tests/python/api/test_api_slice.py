@@ -1,4 +1,9 @@
-"""get_slice: indexing matches numpy (framework "np") and torch ("pt")."""
+"""get_slice: indexing matches numpy (framework "np") and torch ("pt"), except
+where the reference refuses an index (numpy, and the pread backend): a
+non-negative slice bound or int past the end of its dimension raises
+SafetensorError (an IndexError too), as in the reference, where numpy would
+clamp the slice. torch with the mmap backend is torch's semantics exactly,
+as in the reference."""
 
 import itertools
 
@@ -64,10 +69,47 @@ def test_negative_step_torch_raises_like_torch(path):
     with safe_open(path, "pt") as f:
         with pytest.raises(ValueError, match="step must be greater than zero"):
             f.get_slice("v")[::-1]
+    # With pread, the reference's own rule and message.
+    with safe_open(path, "pt", backend="pread") as f:
+        with pytest.raises(ValueError, match="^Slice step must be a positive integer, got -1$") as e:
+            f.get_slice("v")[::-1]
+        assert isinstance(e.value, SafetensorError)
 
 
-def same(get, expected, eq):
-    """Asserts `get()` equals `expected()`, or both raise IndexError."""
+def past_the_end(idx, shape):
+    """Whether the reference refuses ``idx`` as out of bounds: a
+    non-negative int or slice start at or past its dimension's size (a start
+    of 0 on an empty dimension aside), or a stop past it."""
+    parts = idx if isinstance(idx, tuple) else (idx,)
+    explicit = [p for p in parts if p is not None and p is not Ellipsis]
+    dims = []
+    for p in parts:
+        if p is Ellipsis:
+            dims += [slice(None)] * max(len(shape) - len(explicit), 0)
+        elif p is not None:
+            dims.append(p)
+    for p, n in zip(dims, shape):
+        if isinstance(p, slice):
+            if p.start is not None and p.start >= n and not (p.start == 0 and n == 0):
+                return True
+            if p.stop is not None and p.stop > n:
+                return True
+        elif p >= n:
+            return True
+    return False
+
+
+def same(get, expected, eq, idx=None, shape=SHAPE):
+    """Asserts `get()` equals `expected()`, or both raise IndexError; an
+    index the reference refuses as past the end raises SafetensorError."""
+    if idx is not None and past_the_end(idx, shape):
+        try:
+            expected()
+        except IndexError:
+            pass  # too many indices, or an int past the end: both raise
+        with pytest.raises(SafetensorError, match="out of bounds|more slicing indexes|Invalid index"):
+            get()
+        return
     try:
         exp = expected()
     except IndexError:
@@ -91,7 +133,7 @@ def test_3d_tuples_numpy(path):
         for idx in itertools.product(INDICES_2D, repeat=2):
             if idx.count(Ellipsis) > 1:
                 continue
-            same(lambda: s[idx], lambda: ARR[idx], np_eq)
+            same(lambda: s[idx], lambda: ARR[idx], np_eq, idx)
         # Single ints, Ellipsis, None (new axis), full tuples.
         np.testing.assert_array_equal(s[1], ARR[1])
         np.testing.assert_array_equal(s[..., 2], ARR[..., 2])
@@ -154,7 +196,7 @@ index_part = st.one_of(
 def test_random_index_tuples_match_numpy_and_torch(path, parts):
     idx = tuple(parts)
     with safe_open(path, "np") as f:
-        same(lambda: f.get_slice("a")[idx], lambda: ARR[idx], np_eq)
+        same(lambda: f.get_slice("a")[idx], lambda: ARR[idx], np_eq, idx)
     if any(isinstance(i, slice) and i.step is not None and i.step < 0 for i in idx):
         return
     with safe_open(path, "pt") as f:
@@ -197,7 +239,7 @@ def test_pread_backend_slices_match_and_read_only_the_selected_rows(path, fw):
             if fw == "pt" and any(isinstance(i, slice) and (i.step or 1) < 0 for i in idx):
                 continue
             rec.reads.clear()
-            same(lambda: s[idx], lambda: full[idx], eq)
+            same(lambda: s[idx], lambda: full[idx], eq, idx)
             first = idx[0]
             if isinstance(first, (int, slice)) and len(np.atleast_1d(rows[first])):
                 sel = np.atleast_1d(rows[first])

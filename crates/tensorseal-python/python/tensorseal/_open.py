@@ -6,7 +6,8 @@ import os
 from typing import Any, Dict, List, Optional, Union
 
 from . import _dtypes
-from ._errors import InvalidArgumentError
+from ._errors import InvalidArgumentError, io_error, open_file, os_error_text
+from ._index import check_index
 from ._tensorseal import SafeFile, SafetensorError
 
 _FRAMEWORKS = {
@@ -15,18 +16,67 @@ _FRAMEWORKS = {
     "pytorch": "pt",
     "np": "np",
     "numpy": "np",
+    "tf": "tf",
+    "tensorflow": "tf",
+    "jax": "flax",
+    "flax": "flax",
+    "mlx": "mlx",
+    "paddle": "paddle",
 }
 
 
 def _framework(framework: str) -> str:
+    """The canonical framework name: "pt", "np", "tf", "flax", "mlx" or
+    "paddle" (the names the reference accepts, in any case)."""
     if not isinstance(framework, str):  # the reference's TypeError
         raise TypeError(f"framework must be a str, not {type(framework).__name__}: {framework!r}")
     fw = _FRAMEWORKS.get(framework.lower())
     if fw is None:
-        raise InvalidArgumentError(
-            f"framework {framework!r} is not supported; use 'pt' (torch) or 'np' (numpy)"
-        )
+        raise InvalidArgumentError(f"framework {framework} is invalid")  # the reference's message
     return fw
+
+
+def _to_jax(arr):
+    import jax.numpy as jnp
+
+    return jnp.array(arr)
+
+
+def _to_tf(arr):
+    import tensorflow as tf
+
+    return tf.convert_to_tensor(arr)
+
+
+def _to_mlx(arr):
+    import mlx.core as mx
+
+    return mx.array(arr)
+
+
+def _converter(fw: str, device: Any):
+    """For frameworks other than numpy and torch, the function turning a
+    numpy array into that framework's array (on ``device`` for paddle);
+    None for numpy and torch."""
+    if fw == "flax":
+        return _to_jax
+    if fw == "tf":
+        return _to_tf
+    if fw == "mlx":
+        return _to_mlx
+    if fw == "paddle":
+        place = "cpu" if device is None else device
+
+        def to_paddle(arr):
+            import paddle
+
+            if arr.dtype.name == "bfloat16":
+                # paddle takes bfloat16 as its uint16 bits (ml_dtypes arrays are refused).
+                return paddle.to_tensor(arr.view("uint16"), place=place)
+            return paddle.to_tensor(arr, place=place)
+
+        return to_paddle
+    return None
 
 
 def torch_device(device: Any):
@@ -47,13 +97,25 @@ def torch_device(device: Any):
         raise InvalidArgumentError(f"device {device!r} is invalid: {e}") from None
 
 
+_FRAMEWORK_NAMES = {"np": "numpy", "tf": "tensorflow", "flax": "flax", "mlx": "mlx", "paddle": "paddle"}
+
+
 def _device(fw: str, device: Any):
-    """Where tensors go: None for the cpu, else the ``torch.device``."""
-    if fw == "np":
+    """Where tensors go: None for the cpu, else the ``torch.device`` (torch)
+    or the device string (paddle, e.g. ``"gpu:0"``)."""
+    if fw == "paddle":
+        if device is None or str(device) == "cpu":
+            return None
+        if isinstance(device, int) and not isinstance(device, bool):
+            return f"gpu:{device}"
+        text = str(device)
+        if text == "cuda" or text.startswith("cuda:"):  # paddle calls CUDA devices "gpu"
+            return "gpu:" + (text.split(":", 1)[1] if ":" in text else "0")
+        return text
+    if fw != "pt":
         if device is not None and str(device) != "cpu":
-            raise InvalidArgumentError(
-                f"numpy arrays live on the cpu; device {device!r} is not supported"
-            )
+            # The reference's message.
+            raise InvalidArgumentError(f"Device {device} is not supported for framework {_FRAMEWORK_NAMES[fw]}")
         return None
     dev = torch_device(device)
     return None if dev.type == "cpu" else dev
@@ -86,7 +148,9 @@ def torch_view(buf, code: str, shape: List[int], start: int, end: int, name: str
         shape = shape[:-1] + [shape[-1] // 2]
     n = end - start
     if n == 0:
-        return torch.empty(shape, dtype=dt)
+        # reshape, not torch.empty(shape): a zero-size shape such as
+        # [0, 2**62, 2**62] overflows torch's stride computation in empty().
+        return torch.empty(0, dtype=dt).reshape(shape)
     size = dt.itemsize
     if start % size:
         t = torch.frombuffer(buf, dtype=torch.uint8, count=n, offset=start).clone().view(dt)
@@ -99,11 +163,14 @@ def _view(f: SafeFile, fw: str, backend: str, name: str, dtype: str, shape: List
     """Bytes ``start..end`` of file ``f`` as an array or tensor (a view of
     the private map with ``mmap``, memory of its own with ``pread``)."""
     if backend == "pread":
-        buf = f.read_range(start, end)
+        try:
+            buf = f.read_range(start, end)
+        except OSError as e:  # the file shrank under us: the reference's error
+            raise io_error(e, f"Could not read tensor {name} from file: {os_error_text(e)}") from None
         start, end = 0, end - start
     else:
         buf = f.buffer
-    if fw == "np":
+    if fw != "pt":
         return numpy_view(buf, dtype, shape, start, end, name)
     return torch_view(buf, dtype, shape, start, end, name)
 
@@ -111,17 +178,21 @@ def _view(f: SafeFile, fw: str, backend: str, name: str, dtype: str, shape: List
 class SafeSlice:
     """A tensor of an open file that can be indexed without reading it whole.
 
-    ``get_shape()`` and ``get_dtype()`` describe it; indexing with ints,
-    slices (steps and negative bounds included), ``...``, ``None`` and tuples
-    of them follows numpy semantics (framework ``"np"``) or torch semantics
-    (``"pt"``) exactly, and returns a new array or tensor: only the bytes the
+    ``get_shape()`` and ``get_dtype()`` describe it. As in the reference,
+    torch tensors from the ``mmap`` backend are indexed with torch's own
+    semantics and errors; every other framework and the ``pread`` backend
+    follow the reference's rules (see ``_index``: ints, bools as 0/1, slices
+    with a positive step, one ``...``, ``[]``; an index or slice bound past
+    the end raises SafetensorError), with numpy's semantics where the
+    reference has none (negative bounds, ``None``, negative steps with
+    numpy). Returns a new array or tensor: with ``pread``, only the rows the
     index selects are read from the file.
 
     Like the reference's, a slice keeps the file open: it can be indexed
     after the ``safe_open`` that made it is closed.
     """
 
-    __slots__ = ("_file", "_fw", "_dev", "_backend", "_name", "_dtype", "_shape", "_start", "_end")
+    __slots__ = ("_file", "_fw", "_dev", "_convert", "_backend", "_name", "_dtype", "_shape", "_start", "_end")
 
     def __init__(
         self, owner: "safe_open", f: SafeFile, name: str, dtype: str, shape: List[int], start: int, end: int
@@ -129,6 +200,7 @@ class SafeSlice:
         self._file = f
         self._fw = owner._fw
         self._dev = owner._dev
+        self._convert = owner._convert
         self._backend = owner._backend
         self._name = name
         self._dtype = dtype
@@ -195,6 +267,12 @@ class SafeSlice:
         return None
 
     def __getitem__(self, index):
+        if self._fw != "pt" or self._backend == "pread":
+            # The reference's rules and messages (SafetensorError), numpy's
+            # semantics where the reference has none; see _index. torch
+            # tensors from the mmap backend are indexed by torch itself, as
+            # the reference does (torch's semantics and errors).
+            index = check_index(index, self._shape, self._fw)
         rows = self._rows(index) if self._backend == "pread" else None
         if rows is None:
             start, end, shape = self._start, self._end, self._shape
@@ -205,14 +283,20 @@ class SafeSlice:
             start, end = self._start + lo * row, self._start + (hi + 1) * row
             shape = [hi - lo + 1, *self._shape[1:]]
         full = _view(self._file, self._fw, self._backend, self._name, self._dtype, shape, start, end)
-        if self._fw == "np":
+        if self._fw != "pt":
             import numpy as np
 
             out = np.array(full[index])
+            if self._convert is not None:
+                out = self._convert(out)
         else:
             import torch
 
-            out = full[index].clone(memory_format=torch.contiguous_format)
+            sel = full[index]
+            if sel.numel():
+                out = sel.clone(memory_format=torch.contiguous_format)
+            else:  # as in torch_view: huge zero-size shapes overflow clone()
+                out = torch.empty(0, dtype=sel.dtype).reshape(sel.shape)
             if self._dev is not None:
                 out = out.to(self._dev)
         return out
@@ -247,12 +331,18 @@ class safe_open:
         *,
         backend: str = "mmap",
     ):
-        self._fw = _framework(framework)
-        self._dev = _device(self._fw, device)
+        target = _framework(framework)
+        # Arrays are made with numpy for every framework but torch, then
+        # converted (jax, tensorflow, mlx, paddle), as in the reference.
+        self._fw = "pt" if target == "pt" else "np"
+        self._dev = _device(target, device)
+        self._convert = _converter(target, self._dev)
+        if target == "paddle":
+            self._dev = None
         if backend not in ("mmap", "pread"):
             raise InvalidArgumentError(f"backend must be 'mmap' or 'pread', not {backend!r}")
         self._backend = backend
-        self._file: Optional[SafeFile] = SafeFile(filename)
+        self._file: Optional[SafeFile] = open_file(filename)
 
     def __enter__(self) -> "safe_open":
         return self
@@ -289,6 +379,8 @@ class safe_open:
         """The whole tensor ``name`` (a view of the file's memory on the cpu)."""
         dtype, shape, start, end = self._handle().info(name)
         t = self._view(name, dtype, shape, start, end)
+        if self._convert is not None:
+            return self._convert(t)
         if self._dev is not None:
             t = t.to(self._dev)
         return t
@@ -298,7 +390,9 @@ class safe_open:
         out = {}
         for name, dtype, shape, start, end in self._handle().entries():
             t = self._view(name, dtype, shape, start, end)
-            if self._dev is not None:
+            if self._convert is not None:
+                t = self._convert(t)
+            elif self._dev is not None:
                 t = t.to(self._dev)
             out[name] = t
         return out

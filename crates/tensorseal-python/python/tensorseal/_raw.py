@@ -20,7 +20,7 @@ from . import _dtypes
 from ._tensorseal import SafetensorError
 from ._tensorseal import deserialize as _deserialize
 from ._tensorseal import serialize as _serialize
-from ._tensorseal import serialize_file as _serialize_file
+from ._errors import serialize_file as _serialize_file
 
 #: framework-style dtype name (``"float32"``) -> safetensors code (``"F32"``).
 _CODES = {name: code for code, name in _dtypes._TORCH_NAMES.items()}

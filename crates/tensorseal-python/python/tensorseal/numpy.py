@@ -18,9 +18,9 @@ from . import _dtypes
 from ._open import numpy_view, safe_open
 from ._tensorseal import SafetensorError
 from ._tensorseal import deserialize as _deserialize
-from ._tensorseal import read_file as _read_file
+from ._errors import read_file as _read_file
 from ._tensorseal import serialize as _serialize
-from ._tensorseal import serialize_file as _serialize_file
+from ._errors import serialize_file as _serialize_file
 
 __all__ = ["load", "load_file", "save", "save_file"]
 

@@ -21,9 +21,9 @@ from ._open import safe_open, torch_device, torch_view
 from ._raw import memory_at
 from ._tensorseal import SafetensorError
 from ._tensorseal import deserialize as _deserialize
-from ._tensorseal import read_file as _read_file
+from ._errors import read_file as _read_file
 from ._tensorseal import serialize as _serialize
-from ._tensorseal import serialize_file as _serialize_file
+from ._errors import serialize_file as _serialize_file
 
 __all__ = ["load", "load_file", "load_model", "save", "save_file", "save_model"]
 
@@ -59,6 +59,12 @@ def _byte_range(tensor: torch.Tensor) -> Tuple[int, int]:
     return start, start + (last + 1) * tensor.element_size()
 
 
+def _end_ptr(tensor: torch.Tensor) -> int:
+    """Address just past the tensor's last element (its ``data_ptr()`` when
+    it has no elements)."""
+    return _byte_range(tensor)[1]
+
+
 def _split_disjoint(groups: List[Set[str]], tensors: Dict[str, torch.Tensor]) -> List[Set[str]]:
     """Splits groups of names sharing a storage into groups whose byte ranges
     actually overlap (two halves of one buffer are not shared)."""
@@ -81,9 +87,13 @@ def _split_disjoint(groups: List[Set[str]], tensors: Dict[str, torch.Tensor]) ->
     return out
 
 
+#: The reference's name for the same function.
+_filter_shared_not_shared = _split_disjoint
+
+
 def _find_shared_tensors(state_dict: Dict[str, torch.Tensor]) -> List[Set[str]]:
     """Groups of names whose tensors overlap in memory (one group per name
-    that shares nothing), in a deterministic order."""
+    that shares nothing), in state-dict order as the reference gives them."""
     by_storage: Dict[Tuple[Any, int, int], Set[str]] = defaultdict(set)
     for name, t in state_dict.items():
         if t.device.type == "meta":
@@ -91,7 +101,9 @@ def _find_shared_tensors(state_dict: Dict[str, torch.Tensor]) -> List[Set[str]]:
         ptr, size = storage_ptr(t), storage_size(t)
         if ptr != 0 and size != 0:
             by_storage[(t.device, ptr, size)].add(name)
-    groups = sorted(by_storage.values(), key=lambda g: sorted(g))
+    # Sorting sets compares them by inclusion, so disjoint groups keep the
+    # order of their first name in the state dict: the reference's order.
+    groups = sorted(by_storage.values())
     return _split_disjoint(groups, state_dict)
 
 
@@ -124,10 +136,12 @@ def _remove_duplicate_names(
         # storage is refused too (it is not "complete").
         complete = {n for n in group if _is_complete(state_dict[n])}
         if not complete:
+            # The reference's message, word for word (scripts grep for it).
             raise RuntimeError(
-                f"Cannot save tensors that share memory without one of them covering it all: {sorted(group)}. "
-                "None of these tensors spans the entire shared storage, so saving any subset could store "
-                f"much more (or less) memory than intended. Refusing to save/load the model; see {_DOCS}."
+                "Error while trying to find names to remove to save state dict, but found no suitable name to keep"
+                f" for saving amongst: {group}. None is covering the entire storage.Refusing to save/load the model"
+                f" since you could be storing much more memory than needed. Please refer to {_DOCS} for more"
+                " information. Or open an issue."
             )
         keep = min(complete)
         kept_not_discarded = complete - discard
@@ -155,15 +169,25 @@ def _check_for_save(tensors: Dict[str, torch.Tensor]) -> None:
             sparse.append(name)
     if sparse:
         raise ValueError(
-            f"You are trying to save sparse tensors: `{sparse}`, which safetensors cannot store. "
-            "Convert them with `.to_dense()` first (the file may be much larger)."
+            f"You are trying to save a sparse tensors: `{sparse}` which this library does not support."
+            " You can make it a dense tensor before saving with `.to_dense()` but be aware this might"
+            " make a much larger file than needed."
         )
     shared = [g for g in _find_shared_tensors(tensors) if len(g) > 1]
     if shared:
         raise RuntimeError(
-            f"Some tensors share memory, which would duplicate it on disk and break the sharing on load: {shared}. "
-            f"Use `save_model` to save a model with tied weights; see {_DOCS}."
+            f"""
+            Some tensors share memory, this will lead to duplicate memory on disk and potential differences when loading them again: {shared}.
+            A potential way to correctly save your model is to use `save_model`.
+            More information at {_DOCS}
+            """
         )
+
+
+def _evaluate_tensors_for_save(tensors: Dict[str, torch.Tensor]) -> None:
+    """Raises the reference's errors for what ``save_file`` refuses: a
+    non-dict, non-tensor values, sparse tensors, tensors sharing memory."""
+    _check_for_save(tensors)
 
 
 def _plain_bytes(t: torch.Tensor, n: int) -> bool:
@@ -218,9 +242,10 @@ def _specs(tensors: Dict[str, torch.Tensor]):
             raise TypeError(f"tensor names must be str, not {type(name).__name__}: {name!r}")
         if not t.is_contiguous():
             raise ValueError(
-                f"You are trying to save a non contiguous tensor: `{name}`, which is not allowed. "
-                "If it is a view of another tensor, save the full tensor and slice it after loading; "
-                "otherwise call `.contiguous()` on it before saving."
+                f"You are trying to save a non contiguous tensor: `{name}` which is not allowed. It either means you"
+                " are trying to save tensors which are reference of each other in which case it's recommended to save"
+                " only the full tensors, and reslice at load time, or simply call `.contiguous()` on your tensor to"
+                " pack it before saving."
             )
         code = _dtypes.torch_code(t.dtype, name)
         shape = list(t.shape)
@@ -275,7 +300,7 @@ def save_model(
     try:
         save_file(state_dict, filename, metadata=metadata)
     except ValueError as e:
-        raise ValueError(f"{e} Or use save_model(..., force_contiguous=True); read the docs for caveats.") from e
+        raise ValueError(f"{e} Or use save_model(..., force_contiguous=True), read the docs for potential caveats.") from e
 
 
 def load_model(
