@@ -429,6 +429,7 @@ def write_exact():
     write_red_team(same, refuse)
     write_red_team_sizes(same, refuse)
     write_red_team_args(same, refuse)
+    write_red_team_index(same, refuse)
 
     (EXACT / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
@@ -821,6 +822,49 @@ def global_of(pkl):
         if op.name == "STACK_GLOBAL":
             return f"{strings[0]}.{strings[-1]}"
     raise ValueError("no global")
+
+
+# ------------------------------------------- red team: HF index vs. shards
+def write_red_team_index(same, refuse):
+    """Sharded checkpoints (torch.save shards + pytorch_model.bin.index.json).
+    transformers loads every tensor of every shard the index names and treats
+    the weight_map's keys as the checkpoint's keys; convert must refuse where
+    the index and the shards disagree instead of dropping or adding tensors."""
+    def t(*v):
+        return torch.tensor(v, dtype=torch.float32)
+
+    def sharded(name, shards, wm):
+        d = EXACT / name
+        d.mkdir()
+        for f, sd in shards.items():
+            torch.save(sd, d / f)
+        (d / "pytorch_model.bin.index.json").write_text(
+            json.dumps({"metadata": {"total_size": 0}, "weight_map": wm}, indent=1))
+        return d
+
+    s1, s2 = "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin"
+    sharded("idx_ok", {s1: {"a": t(1), "b": t(2)}, s2: {"c": t(3)}}, {"a": s1, "b": s1, "c": s2})
+    same("idx_ok", "index and shards agree: every tensor of every shard")
+    sharded("idx_ok_file", {s1: {"a": t(1)}, s2: {"c": t(3)}}, {"a": s1, "c": s2})
+    same("idx_ok_file/pytorch_model.bin.index.json", "the index file itself as the source")
+    sharded("idx_missing", {s1: {"a": t(1), "b": t(2)}, s2: {"c": t(3)}},
+            {"a": s1, "b": s1, "c": s2, "d": s2})
+    refuse("idx_missing", "no shard provides it", "weight_map lists `d` in shard 2, which lacks it: was dropped")
+    refuse("idx_missing/pytorch_model.bin.index.json", "no shard provides it", "the same, index file as source")
+    sharded("idx_missing_other", {s1: {"a": t(1)}, s2: {"c": t(3)}}, {"a": s1, "c": s2, "lm_head.weight": s1})
+    refuse("idx_missing_other", "no shard provides it", "a tied-looking key listed in shard 1 that no shard holds")
+    sharded("idx_unlisted", {s1: {"a": t(1), "extra": t(9)}, s2: {"c": t(3)}}, {"a": s1, "c": s2})
+    refuse("idx_unlisted", "the index does not list it", "shard 1 holds `extra`, absent from weight_map")
+    sharded("idx_wrong_shard", {s1: {"a": t(1), "b": t(2)}, s2: {"c": t(3)}}, {"a": s2, "b": s1, "c": s2})
+    refuse("idx_wrong_shard", "no shard provides it", "`a` listed under shard 2 but held by shard 1")
+    sharded("idx_alias", {s1: {"a": t(1)}, s2: {"c": t(3)}}, {"a": s1, "c": s2})
+    # an alias (two names, one storage) in one shard, both listed: converts
+    d = EXACT / "idx_alias"
+    w = t(5, 6)
+    torch.save({"a": w, "a2": w}, d / s1)
+    (d / "pytorch_model.bin.index.json").write_text(
+        json.dumps({"metadata": {"total_size": 0}, "weight_map": {"a": s1, "a2": s1, "c": s2}}, indent=1))
+    same("idx_alias", "two names of one storage, both listed: the alias counts as provided")
 
 
 if __name__ == "__main__":
