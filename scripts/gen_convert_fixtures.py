@@ -430,6 +430,7 @@ def write_exact():
     write_red_team_sizes(same, refuse)
     write_red_team_args(same, refuse)
     write_red_team_index(same, refuse)
+    write_red_team_zip_views(same, refuse)
 
     (EXACT / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
@@ -865,6 +866,78 @@ def write_red_team_index(same, refuse):
     (d / "pytorch_model.bin.index.json").write_text(
         json.dumps({"metadata": {"total_size": 0}, "weight_map": {"a": s1, "a2": s1, "c": s2}}, indent=1))
     same("idx_alias", "two names of one storage, both listed: the alias counts as provided")
+
+
+# ------------------------------- red team: central directory vs. local views
+def write_red_team_zip_views(same, refuse):
+    """Zips whose central directory, local headers and end records tell
+    different stories. torch's reader (miniz) looks names up in the central
+    directory named by the *last* end-of-central-directory signature, with
+    offsets taken as absolute (no shift for prepended bytes); numpy's zipfile
+    refuses a local header whose name differs from the central one."""
+    import io
+    import zlib
+
+    def local(name, data, lname=None):
+        ln = (lname or name).encode()
+        return struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 0, 0, 0, zlib.crc32(data), len(data), len(data),
+                           len(ln), 0) + ln + data
+
+    def central(name, data, off):
+        n = name.encode()
+        return struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 0, 0, 0, zlib.crc32(data), len(data),
+                           len(data), len(n), 0, 0, 0, 0, 0, off) + n
+
+    def eocd(n, size, off, comment=b""):
+        return struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, n, n, size, off, len(comment)) + comment
+
+    def build(members, lnames=None):
+        body, cd = bytearray(), bytearray()
+        for name, data in members:
+            off = len(body)
+            body += local(name, data, (lnames or {}).get(name))
+            cd += central(name, data, off)
+        return bytes(body) + bytes(cd) + eocd(len(members), len(cd), len(body))
+
+    def torch_members(obj):
+        b = io.BytesIO()
+        torch.save(obj, b)
+        z = zipfile.ZipFile(io.BytesIO(b.getvalue()))
+        return [(i.filename, z.read(i.filename)) for i in z.infolist()]
+
+    a = torch_members({"w": torch.tensor([1.0, 2.0])})
+    b = torch_members({"w": torch.tensor([7.0, 8.0])})
+    (EXACT / "zv_plain.pt").write_bytes(build(a))
+    same("zv_plain.pt", "the hand-built zip writer itself: torch loads it, convert must too")
+    # A second end record inside the archive comment, naming a second central
+    # directory: miniz takes the last signature (tensor b), other readers the first.
+    body, cd, hcd = bytearray(), bytearray(), bytearray()
+    for n, d in a:
+        off = len(body)
+        body += local(n, d)
+        cd += central(n, d, off)
+    for n, d in b:
+        off = len(body)
+        body += local(n, d)
+        hcd += central(n, d, off)
+    cd_off = len(body)
+    fake = bytes(hcd) + eocd(len(b), len(hcd), cd_off + len(cd) + 22)
+    (EXACT / "zv_eocd_in_comment.pt").write_bytes(bytes(body) + bytes(cd) + eocd(len(a), len(cd), cd_off, fake))
+    refuse("zv_eocd_in_comment.pt", "end of central directory",
+           "an EOCD record in the comment of another: readers disagree on which archive this is")
+    # Prepended bytes after a first local header: offsets are relative to the
+    # inner zip, which miniz refuses and the zip crate silently shifted.
+    (EXACT / "zv_prepended.pt").write_bytes(local("archive/junk", b"x" * 10) + build(b))
+    refuse("zv_prepended.pt", "end of central directory", "a zip with prepended bytes: torch refuses it")
+    # Local header names differing from the central directory's.
+    (EXACT / "zv_local_name.pt").write_bytes(build(a, {a[0][0]: a[0][0][:-3] + "zzz"}))
+    refuse("zv_local_name.pt", "local header", "data.pkl's local header says data.zzz")
+    bz = io.BytesIO()
+    np.savez(bz, a=np.arange(3))
+    zn = zipfile.ZipFile(io.BytesIO(bz.getvalue()))
+    (EXACT / "zv_local_name.npz").write_bytes(
+        build([(i.filename, zn.read(i.filename)) for i in zn.infolist()], {"a.npy": "b.npy"}))
+    refuse("zv_local_name.npz", "local header", "numpy.load raises 'File name in directory and header differ'")
 
 
 if __name__ == "__main__":
