@@ -923,8 +923,13 @@ def write_red_team_zip_views(same, refuse):
     cd_off = len(body)
     fake = bytes(hcd) + eocd(len(b), len(hcd), cd_off + len(cd) + 22)
     (EXACT / "zv_eocd_in_comment.pt").write_bytes(bytes(body) + bytes(cd) + eocd(len(a), len(cd), cd_off, fake))
-    refuse("zv_eocd_in_comment.pt", "end of central directory",
-           "an EOCD record in the comment of another: readers disagree on which archive this is")
+    same("zv_eocd_in_comment.pt", "an EOCD record in the comment of another: torch reads the last one (w = 7, 8)")
+    # The same with the last record broken (its central directory offset past
+    # the file): miniz refuses, a reader falling back to the earlier record reads a.
+    bad = bytearray(bytes(body) + bytes(cd) + eocd(len(a), len(cd), cd_off, fake))
+    struct.pack_into("<I", bad, len(bad) - 6, 0x7FFFFFF0)
+    (EXACT / "zv_eocd_broken_last.pt").write_bytes(bytes(bad))
+    refuse("zv_eocd_broken_last.pt", "end of central directory", "the last EOCD is broken: torch refuses the file")
     # Prepended bytes after a first local header: offsets are relative to the
     # inner zip, which miniz refuses and the zip crate silently shifted.
     (EXACT / "zv_prepended.pt").write_bytes(local("archive/junk", b"x" * 10) + build(b))
