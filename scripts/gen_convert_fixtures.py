@@ -429,6 +429,8 @@ def write_exact():
     write_red_team(same, refuse)
     write_red_team_sizes(same, refuse)
     write_red_team_args(same, refuse)
+    write_red_team_index(same, refuse)
+    write_red_team_zip_views(same, refuse)
 
     (EXACT / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
@@ -821,6 +823,126 @@ def global_of(pkl):
         if op.name == "STACK_GLOBAL":
             return f"{strings[0]}.{strings[-1]}"
     raise ValueError("no global")
+
+
+# ------------------------------------------- red team: HF index vs. shards
+def write_red_team_index(same, refuse):
+    """Sharded checkpoints (torch.save shards + pytorch_model.bin.index.json).
+    transformers loads every tensor of every shard the index names and treats
+    the weight_map's keys as the checkpoint's keys; convert must refuse where
+    the index and the shards disagree instead of dropping or adding tensors."""
+    def t(*v):
+        return torch.tensor(v, dtype=torch.float32)
+
+    def sharded(name, shards, wm):
+        d = EXACT / name
+        d.mkdir()
+        for f, sd in shards.items():
+            torch.save(sd, d / f)
+        (d / "pytorch_model.bin.index.json").write_text(
+            json.dumps({"metadata": {"total_size": 0}, "weight_map": wm}, indent=1))
+        return d
+
+    s1, s2 = "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin"
+    sharded("idx_ok", {s1: {"a": t(1), "b": t(2)}, s2: {"c": t(3)}}, {"a": s1, "b": s1, "c": s2})
+    same("idx_ok", "index and shards agree: every tensor of every shard")
+    sharded("idx_ok_file", {s1: {"a": t(1)}, s2: {"c": t(3)}}, {"a": s1, "c": s2})
+    same("idx_ok_file/pytorch_model.bin.index.json", "the index file itself as the source")
+    sharded("idx_missing", {s1: {"a": t(1), "b": t(2)}, s2: {"c": t(3)}},
+            {"a": s1, "b": s1, "c": s2, "d": s2})
+    refuse("idx_missing", "no shard provides it", "weight_map lists `d` in shard 2, which lacks it: was dropped")
+    refuse("idx_missing/pytorch_model.bin.index.json", "no shard provides it", "the same, index file as source")
+    sharded("idx_missing_other", {s1: {"a": t(1)}, s2: {"c": t(3)}}, {"a": s1, "c": s2, "lm_head.weight": s1})
+    refuse("idx_missing_other", "no shard provides it", "a tied-looking key listed in shard 1 that no shard holds")
+    sharded("idx_unlisted", {s1: {"a": t(1), "extra": t(9)}, s2: {"c": t(3)}}, {"a": s1, "c": s2})
+    refuse("idx_unlisted", "the index does not list it", "shard 1 holds `extra`, absent from weight_map")
+    sharded("idx_wrong_shard", {s1: {"a": t(1), "b": t(2)}, s2: {"c": t(3)}}, {"a": s2, "b": s1, "c": s2})
+    refuse("idx_wrong_shard", "no shard provides it", "`a` listed under shard 2 but held by shard 1")
+    sharded("idx_alias", {s1: {"a": t(1)}, s2: {"c": t(3)}}, {"a": s1, "c": s2})
+    # an alias (two names, one storage) in one shard, both listed: converts
+    d = EXACT / "idx_alias"
+    w = t(5, 6)
+    torch.save({"a": w, "a2": w}, d / s1)
+    (d / "pytorch_model.bin.index.json").write_text(
+        json.dumps({"metadata": {"total_size": 0}, "weight_map": {"a": s1, "a2": s1, "c": s2}}, indent=1))
+    same("idx_alias", "two names of one storage, both listed: the alias counts as provided")
+
+
+# ------------------------------- red team: central directory vs. local views
+def write_red_team_zip_views(same, refuse):
+    """Zips whose central directory, local headers and end records tell
+    different stories. torch's reader (miniz) looks names up in the central
+    directory named by the *last* end-of-central-directory signature, with
+    offsets taken as absolute (no shift for prepended bytes); numpy's zipfile
+    refuses a local header whose name differs from the central one."""
+    import io
+    import zlib
+
+    def local(name, data, lname=None):
+        ln = (lname or name).encode()
+        return struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 0, 0, 0, zlib.crc32(data), len(data), len(data),
+                           len(ln), 0) + ln + data
+
+    def central(name, data, off):
+        n = name.encode()
+        return struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 0, 0, 0, zlib.crc32(data), len(data),
+                           len(data), len(n), 0, 0, 0, 0, 0, off) + n
+
+    def eocd(n, size, off, comment=b""):
+        return struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, n, n, size, off, len(comment)) + comment
+
+    def build(members, lnames=None):
+        body, cd = bytearray(), bytearray()
+        for name, data in members:
+            off = len(body)
+            body += local(name, data, (lnames or {}).get(name))
+            cd += central(name, data, off)
+        return bytes(body) + bytes(cd) + eocd(len(members), len(cd), len(body))
+
+    def torch_members(obj):
+        b = io.BytesIO()
+        torch.save(obj, b)
+        z = zipfile.ZipFile(io.BytesIO(b.getvalue()))
+        return [(i.filename, z.read(i.filename)) for i in z.infolist()]
+
+    a = torch_members({"w": torch.tensor([1.0, 2.0])})
+    b = torch_members({"w": torch.tensor([7.0, 8.0])})
+    (EXACT / "zv_plain.pt").write_bytes(build(a))
+    same("zv_plain.pt", "the hand-built zip writer itself: torch loads it, convert must too")
+    # A second end record inside the archive comment, naming a second central
+    # directory: miniz takes the last signature (tensor b), other readers the first.
+    body, cd, hcd = bytearray(), bytearray(), bytearray()
+    for n, d in a:
+        off = len(body)
+        body += local(n, d)
+        cd += central(n, d, off)
+    for n, d in b:
+        off = len(body)
+        body += local(n, d)
+        hcd += central(n, d, off)
+    cd_off = len(body)
+    fake = bytes(hcd) + eocd(len(b), len(hcd), cd_off + len(cd) + 22)
+    (EXACT / "zv_eocd_in_comment.pt").write_bytes(bytes(body) + bytes(cd) + eocd(len(a), len(cd), cd_off, fake))
+    same("zv_eocd_in_comment.pt", "an EOCD record in the comment of another: torch reads the last one (w = 7, 8)")
+    # The same with the last record broken (its central directory offset past
+    # the file): miniz refuses, a reader falling back to the earlier record reads a.
+    bad = bytearray(bytes(body) + bytes(cd) + eocd(len(a), len(cd), cd_off, fake))
+    struct.pack_into("<I", bad, len(bad) - 6, 0x7FFFFFF0)
+    (EXACT / "zv_eocd_broken_last.pt").write_bytes(bytes(bad))
+    refuse("zv_eocd_broken_last.pt", "end of central directory", "the last EOCD is broken: torch refuses the file")
+    # Prepended bytes after a first local header: offsets are relative to the
+    # inner zip, which miniz refuses and the zip crate silently shifted.
+    (EXACT / "zv_prepended.pt").write_bytes(local("archive/junk", b"x" * 10) + build(b))
+    refuse("zv_prepended.pt", "end of central directory", "a zip with prepended bytes: torch refuses it")
+    # Local header names differing from the central directory's.
+    (EXACT / "zv_local_name.pt").write_bytes(build(a, {a[0][0]: a[0][0][:-3] + "zzz"}))
+    refuse("zv_local_name.pt", "local header", "data.pkl's local header says data.zzz")
+    bz = io.BytesIO()
+    np.savez(bz, a=np.arange(3))
+    zn = zipfile.ZipFile(io.BytesIO(bz.getvalue()))
+    (EXACT / "zv_local_name.npz").write_bytes(
+        build([(i.filename, zn.read(i.filename)) for i in zn.infolist()], {"a.npy": "b.npy"}))
+    refuse("zv_local_name.npz", "local header", "numpy.load raises 'File name in directory and header differ'")
 
 
 if __name__ == "__main__":

@@ -272,7 +272,9 @@ fn read_index_file(index: &Path) -> Result<Vec<u8>, ConvertError> {
     Ok(text)
 }
 
-fn shards_of_index(index: &Path) -> Result<Vec<PathBuf>, ConvertError> {
+/// The `weight_map` of a `pytorch_model.bin.index.json`: (tensor name,
+/// shard file relative to the index), in the index's order.
+fn weight_map(index: &Path) -> Result<Vec<(String, String)>, ConvertError> {
     let text = read_index_file(index)?;
     let json: serde_json::Value = serde_json::from_slice(&text)
         .map_err(|e| ConvertError::format(index, format!("invalid index JSON: {e}")))?;
@@ -280,27 +282,114 @@ fn shards_of_index(index: &Path) -> Result<Vec<PathBuf>, ConvertError> {
         .get("weight_map")
         .and_then(|m| m.as_object())
         .ok_or_else(|| ConvertError::format(index, "index has no `weight_map` object"))?;
-    let dir = index.parent().unwrap_or(Path::new("."));
-    let mut files: Vec<String> = Vec::new();
-    for v in map.values() {
-        let f = v
-            .as_str()
-            .ok_or_else(|| ConvertError::format(index, "weight_map value is not a string"))?;
+    let mut out = Vec::with_capacity(map.len());
+    for (k, v) in map {
+        let f = v.as_str().ok_or_else(|| {
+            ConvertError::format(index, format!("weight_map value of `{k}` is not a string"))
+        })?;
         if !tensorseal_format::index::is_safe_relative(f) {
             return Err(ConvertError::format(
                 index,
                 format!("shard path `{f}` escapes the directory"),
             ));
         }
-        if !files.iter().any(|x| x == f) {
-            files.push(f.to_owned());
-        }
+        out.push((k.clone(), f.to_owned()));
     }
+    Ok(out)
+}
+
+fn shards_of_index(index: &Path) -> Result<Vec<PathBuf>, ConvertError> {
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut files: Vec<String> = weight_map(index)?.into_iter().map(|(_, f)| f).collect();
     files.sort();
+    files.dedup();
     if files.is_empty() {
         return Err(ConvertError::format(index, "index names no shards"));
     }
     Ok(files.into_iter().map(|f| dir.join(f)).collect())
+}
+
+/// The `pytorch_model.bin.index.json` that [`resolve_inputs`] takes the
+/// shards of, if it does.
+fn index_of(src: &Path) -> Option<PathBuf> {
+    if src.is_dir() {
+        let ix = src.join("pytorch_model.bin.index.json");
+        return ix.is_file().then_some(ix);
+    }
+    src.to_string_lossy()
+        .ends_with(".index.json")
+        .then(|| src.to_owned())
+}
+
+/// The index and the shards must agree exactly. transformers loads every
+/// tensor of every shard the index names, and takes the weight_map's keys as
+/// the checkpoint's keys: a listed tensor that its shard does not hold would
+/// silently be left out (transformers leaves that weight as initialised), and
+/// a tensor a shard holds that the index does not list (or lists under
+/// another shard) makes the index a false description of the checkpoint.
+/// Both are refused, naming the tensor and the shards. Names are the ones
+/// convert writes (aliases of one storage included), so `--select` or
+/// `--flatten` that rename tensors make the index disagree too.
+fn check_index(
+    index: &Path,
+    inputs: &[PathBuf],
+    planned: &[PlannedTensor],
+    aliases: &[(String, String)],
+) -> Result<(), ConvertError> {
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut provided: HashMap<&str, usize> = HashMap::new();
+    for p in planned {
+        provided.insert(p.name.as_str(), p.input);
+    }
+    for (alias, kept) in aliases {
+        if let Some(&i) = provided.get(kept.as_str()) {
+            provided.insert(alias.as_str(), i);
+        }
+    }
+    let shard_name = |i: usize| {
+        inputs
+            .get(i)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    };
+    let wm = weight_map(index)?;
+    let mut listed: HashMap<&str, &str> = HashMap::new();
+    for (name, file) in &wm {
+        listed.insert(name.as_str(), file.as_str());
+        let want = dir.join(file);
+        let at = inputs.iter().position(|p| *p == want);
+        match provided.get(name.as_str()) {
+            Some(&i) if Some(i) == at => {}
+            held => {
+                let also = held
+                    .map(|&i| format!(" (`{}` holds it)", shard_name(i)))
+                    .unwrap_or_default();
+                return Err(ConvertError::format(
+                    index,
+                    format!(
+                        "weight_map lists `{name}` in `{file}`, but no shard provides it there{also}: refusing to drop or move a tensor"
+                    ),
+                ));
+            }
+        }
+    }
+    let mut extra: Vec<(&str, usize)> = provided
+        .iter()
+        .filter(|(n, _)| !listed.contains_key(*n))
+        .map(|(n, i)| (*n, *i))
+        .collect();
+    extra.sort();
+    if let Some((name, i)) = extra.first() {
+        return Err(ConvertError::format(
+            index,
+            format!(
+                "shard `{}` holds `{name}`, but the index does not list it ({} such tensors): refusing a checkpoint its index does not describe",
+                shard_name(*i),
+                extra.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// What [`plan`] returns: the opened inputs, the output tensors, the report
@@ -507,6 +596,9 @@ pub fn to_safetensors(
 ) -> Result<Report, ConvertError> {
     let inputs = resolve_inputs(src)?;
     let (cks, planned, mut report, meta) = plan(&inputs, opts)?;
+    if let Some(ix) = index_of(src) {
+        check_index(&ix, &inputs, &planned, &report.aliases)?;
+    }
     // The output size, bounded before any byte (or directory) is written.
     let mut total: u64 = 0;
     for p in &planned {

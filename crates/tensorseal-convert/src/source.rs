@@ -826,6 +826,7 @@ impl ZipIndex {
             ConvertError::format(path, format!("invalid zip archive: {e}"))
         };
         let mut z = zip::ZipArchive::new(Cursor::new(bytes)).map_err(zerr)?;
+        check_end_record(path, bytes, z.central_directory_start())?;
         // The zip crate keeps one entry per name (the last); torch's reader
         // and Python's zipfile do not agree on which of two same-named
         // members they read. Count the central directory's records and
@@ -844,6 +845,7 @@ impl ZipIndex {
         for i in 0..z.len() {
             let f = z.by_index_raw(i).map_err(zerr)?;
             let name = f.name().to_owned();
+            check_local_name(path, bytes, f.header_start(), f.name_raw())?;
             let data_start = f.data_start();
             let e = ZipEntry {
                 data_start,
@@ -1001,6 +1003,72 @@ impl ZipIndex {
             ));
         }
         Ok(Cow::Owned(out))
+    }
+}
+
+/// Where torch's reader (miniz) finds the central directory: the *last*
+/// end-of-central-directory signature of the file's tail, its offset taken as
+/// absolute (miniz does not shift offsets for bytes prepended to the
+/// archive). The zip crate may pick another end record (when the last one,
+/// in an archive comment say, is not valid) or shift offsets, so the two
+/// must name the same central directory.
+fn check_end_record(path: &Path, bytes: &[u8], cd_start: u64) -> Result<(), ConvertError> {
+    const SIG: &[u8; 4] = b"PK\x05\x06";
+    let last = bytes.len().saturating_sub(22);
+    let first = last.saturating_sub(65535);
+    let bad =
+        |why: String| ConvertError::format(path, format!("zip end of central directory: {why}"));
+    let at = (first..=last)
+        .rev()
+        .find(|&i| bytes.get(i..i + 4) == Some(&SIG[..]))
+        .ok_or_else(|| bad("no record found".into()))?;
+    let off = bytes
+        .get(at + 16..at + 20)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .unwrap_or(0);
+    // 0xFFFFFFFF: the offset is in the zip64 record, which both read alike.
+    if off != u32::MAX && u64::from(off) != cd_start {
+        return Err(bad(format!(
+            "the record at offset {at} puts the central directory at {off}, but it is at {cd_start} (bytes prepended to the archive: torch's reader refuses the file)"
+        )));
+    }
+    Ok(())
+}
+
+/// A member's local header must carry the central directory's name: torch
+/// looks names up in the central directory, Python's `zipfile` (numpy)
+/// refuses a mismatch, and streaming readers go by the local header.
+fn check_local_name(
+    path: &Path,
+    bytes: &[u8],
+    header: u64,
+    central: &[u8],
+) -> Result<(), ConvertError> {
+    let h = usize::try_from(header).unwrap_or(usize::MAX);
+    let local = bytes
+        .get(h..h.saturating_add(30))
+        .filter(|l| l.starts_with(b"PK\x03\x04"))
+        .and_then(|l| {
+            let n = usize::from(u16::from_le_bytes([l[26], l[27]]));
+            bytes.get(h + 30..h + 30 + n)
+        });
+    match local {
+        Some(l) if l == central => Ok(()),
+        Some(l) => Err(ConvertError::format(
+            path,
+            format!(
+                "zip member `{}`: its local header names it `{}`; readers disagree on its name",
+                String::from_utf8_lossy(central),
+                String::from_utf8_lossy(l)
+            ),
+        )),
+        None => Err(ConvertError::format(
+            path,
+            format!(
+                "zip member `{}`: no local header at offset {header}",
+                String::from_utf8_lossy(central)
+            ),
+        )),
     }
 }
 
