@@ -457,3 +457,76 @@ fn structural_errors_are_specific() {
         "{r:?}"
     );
 }
+
+/// `builtins.exec("x")` behind `pad` bytes of a BINBYTES argument that is popped: the
+/// payload runs under pickle.load wherever it lies.
+fn payload_after(pad: usize) -> Vec<u8> {
+    let mut p = b"\x80\x04B".to_vec();
+    p.extend_from_slice(&(pad as u32).to_le_bytes());
+    p.extend(std::iter::repeat_n(b'x', pad));
+    p.extend_from_slice(b"0\x8c\x08builtins\x8c\x04exec\x93\x8c\x01x\x85R.");
+    p
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// Each limit, once exceeded, is a finding that fails the default policy: nothing past a
+/// limit is ever taken as clean.
+#[test]
+fn every_limit_fails_closed() {
+    let fails = |cfg: Config, name: &str, bytes: &[u8]| {
+        let r = Scanner::new(cfg).scan_bytes(name, name, bytes);
+        assert!(r.fails_policy(), "{name}: {:?}", r.findings);
+        r
+    };
+    // Sanity: with default limits the payload itself is found.
+    let r = fails(Config::default(), "p.pkl", &payload_after(5000));
+    assert!(r
+        .findings
+        .iter()
+        .any(|f| f.global.as_deref() == Some("builtins.exec")));
+    // The pickle byte limit: the payload lies past it.
+    let cfg = Config {
+        max_pickle_bytes: 1000,
+        ..Config::default()
+    };
+    fails(cfg, "p.pkl", &payload_after(5000));
+    // The member count.
+    let members: Vec<(String, Vec<u8>)> = (0..5)
+        .map(|i| (format!("m{i}.txt"), b"hi".to_vec()))
+        .collect();
+    let spec: Vec<(&str, &[u8], bool, Option<u32>)> = members
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice(), false, None))
+        .collect();
+    let cfg = Config {
+        max_members: 3,
+        ..Config::default()
+    };
+    fails(cfg, "many.zip", &zip_of(&spec));
+    // A compressed wrapper larger than the member limit once decoded.
+    let big = gzip(&vec![0u8; 4 << 20]);
+    let cfg = Config {
+        max_member_bytes: 1 << 20,
+        ..Config::default()
+    };
+    fails(cfg, "big.gz", &big);
+    // The per-file budget across nested wrappers.
+    let cfg = Config {
+        max_total_bytes: 1 << 20,
+        ..Config::default()
+    };
+    fails(cfg, "big2.gz", &gzip(&big));
+    // Nesting deeper than --max-depth.
+    let deep = gzip(&gzip(&gzip(&payload_after(10))));
+    let cfg = Config {
+        max_depth: 1,
+        ..Config::default()
+    };
+    fails(cfg, "deep.gz", &deep);
+}
