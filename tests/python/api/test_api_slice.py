@@ -168,17 +168,18 @@ class _ReadRecorder:
         self.inner = inner
         self.reads = []
 
-    def read_range(self, start, end):
+    def read_range(self, start, end, name=None):
         self.reads.append(end - start)
-        return self.inner.read_range(start, end)
+        return self.inner.read_range(start, end, name)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
 
+@pytest.mark.parametrize("backend", ["mmap", "pread"])
 @pytest.mark.parametrize("fw", ["np", "pt"])
-def test_pread_backend_slices_match_and_read_only_the_selected_rows(path, fw):
-    """backend="pread": same results as indexing the whole tensor, and only
+def test_slices_match_and_read_only_the_selected_rows(path, fw, backend):
+    """Either backend: same results as indexing the whole tensor, and only
     the rows between the first and last row the first index selects are
     read (a whole-tensor read only for indices that do not start with an
     int or a slice)."""
@@ -186,7 +187,7 @@ def test_pread_backend_slices_match_and_read_only_the_selected_rows(path, fw):
     rows = np.arange(SHAPE[0])
     full = ARR if fw == "np" else torch.from_numpy(ARR)
     eq = np_eq if fw == "np" else (lambda a, b: torch.equal(a, b) and a.is_contiguous())
-    with safe_open(path, fw, backend="pread") as f:
+    with safe_open(path, fw, backend=backend) as f:
         rec = _ReadRecorder(f._file)
         f._file = rec
         s = f.get_slice("a")

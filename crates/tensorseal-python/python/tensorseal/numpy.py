@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from . import _dtypes
-from ._open import numpy_view, safe_open
+from ._open import copy_mode, numpy_view, safe_open
 from ._tensorseal import SafetensorError
 from ._tensorseal import deserialize as _deserialize
 from ._tensorseal import read_file as _read_file
@@ -98,18 +98,25 @@ def load(data: bytes) -> Dict[str, np.ndarray]:
 
 
 def load_file(
-    filename: Union[str, "os.PathLike[str]"], *, backend: Optional[str] = None
+    filename: Union[str, "os.PathLike[str]"],
+    *,
+    backend: Optional[str] = "mmap",
+    copy: Optional[bool] = None,
 ) -> Dict[str, np.ndarray]:
     """Loads every tensor of ``filename`` into memory, as numpy arrays.
 
-    By default the file is read with large positioned reads on several
-    threads into one buffer (huge pages where the OS allows) that all arrays
-    view. ``backend="mmap"`` returns views of a private memory map instead
-    (lazy: pages are read when touched); ``backend="pread"`` reads tensor by
-    tensor.
+    The arrays are copies, as the reference's are (nothing done to the file
+    afterwards affects them): the file is read with large positioned reads
+    on several threads into one buffer of the process's own (huge pages
+    where the OS allows) that the arrays view. ``backend`` (``"mmap"`` or
+    ``"pread"``) is accepted for compatibility and gives the same arrays.
+    ``copy=False`` (with ``"mmap"``) asks for zero-copy, read-only views of
+    a read-only mapping of the file instead: lazy, but a file truncated
+    while they live makes touching them crash the process (SIGBUS).
     """
-    if backend is not None:
-        with safe_open(filename, framework="np", backend=backend) as f:
+    backend = "mmap" if backend is None else backend
+    if not copy_mode("np", backend, copy):
+        with safe_open(filename, framework="np", backend=backend, copy=False) as f:
             return f.get_tensors()
     entries, _metadata, buf = _read_file(filename)
     return {
