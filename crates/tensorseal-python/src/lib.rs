@@ -239,8 +239,9 @@ impl SafeFile {
         // Map without holding the lock (the GIL is released meanwhile).
         let file_len = self.file_len();
         let file = self.opened.file();
-        let mapped = py
-            .detach(|| Buffer::map_cow(file, 0, file_len, populate.then(|| (start..end, threads))));
+        let mapped = py.detach(|| {
+            Buffer::map_cow(file, 0, file_len, populate.then_some((start..end, threads)))
+        });
         match mapped {
             Ok(buf) => {
                 let map = Py::new(py, buf)?;
@@ -257,7 +258,7 @@ impl SafeFile {
                         file,
                         start as u64,
                         end - start,
-                        populate.then(|| (0..end - start, threads)),
+                        populate.then_some((0..end - start, threads)),
                     )
                     .map_err(|e| FormatError::io(&self.path, e))
                 })?;
