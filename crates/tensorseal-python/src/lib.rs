@@ -308,7 +308,7 @@ impl SafeFile {
         })
         .map_err(|e| {
             let what = match name {
-                Some(n) => format!("tensor {n:?}"),
+                Some(n) => format!("tensor {n}"),
                 None => format!("bytes {start}..{end}"),
             };
             let err = SafetensorError::new_err(format!(
