@@ -241,11 +241,14 @@ fn populate_read(map: &MmapMut, range: std::ops::Range<usize>, threads: usize) {
     #[cfg(target_os = "linux")]
     {
         let range = range.start.min(map.len())..range.end.min(map.len());
-        if range.is_empty() {
+        if range.is_empty() || cached(map, &range) {
+            // Nothing to read: faulting cached pages in on first touch
+            // (several at a time) costs no more than populating them here.
             return;
         }
         let chunks = range.len().div_ceil(POPULATE_CHUNK);
-        let threads = threads.clamp(1, chunks);
+        // Waiting on the disk, not the CPU: at least 4 streams in flight.
+        let threads = threads.max(4).clamp(1, chunks);
         let next = std::sync::atomic::AtomicUsize::new(0);
         let work = || {
             loop {
@@ -275,6 +278,30 @@ fn populate_read(map: &MmapMut, range: std::ops::Range<usize>, threads: usize) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (map, range, threads);
+}
+
+/// Pages sampled by [`cached`].
+const CACHE_SAMPLES: usize = 64;
+
+/// Whether `range` of `map` looks fully in the page cache: mincore(2) on
+/// up to [`CACHE_SAMPLES`] pages spread evenly over it.
+#[cfg(target_os = "linux")]
+fn cached(map: &MmapMut, range: &std::ops::Range<usize>) -> bool {
+    const PAGE: usize = 4096;
+    let base = map.as_ptr() as usize;
+    let first = (base + range.start) / PAGE;
+    let last = (base + range.end - 1) / PAGE;
+    let pages = last - first + 1;
+    let step = pages.div_ceil(CACHE_SAMPLES).max(1);
+    (0..pages).step_by(step).all(|i| {
+        let mut vec = 0u8;
+        // SAFETY: the page at `(first + i) * PAGE` lies inside `map`'s
+        // mapping (page-aligned addresses of bytes of `range`, which lies
+        // inside the mapping); mincore writes one byte into `vec`.
+        let rc =
+            unsafe { libc::mincore(((first + i) * PAGE) as *mut libc::c_void, PAGE, &mut vec) };
+        rc == 0 && vec & 1 == 1
+    })
 }
 
 /// Huge pages are advised unless `TENSORSEAL_HUGEPAGES=0`.

@@ -112,6 +112,9 @@ fn metadata<'py>(py: Python<'py>, header: &Header) -> PyResult<Option<Bound<'py,
 /// threads, when handed out as views of a mapping (see `Buffer::populate`).
 const POPULATE_MIN: usize = 4 << 20;
 
+/// Reads smaller than this are made without releasing the GIL.
+const SMALL_READ: usize = 64 << 10;
+
 /// The copy-on-write mapping that `cow_tensor` currently hands tensors out
 /// of, and the tensors already handed out of it.
 #[derive(Default)]
@@ -301,12 +304,18 @@ impl SafeFile {
         }
         let file = self.opened.file();
         let threads = read::default_threads();
-        py.detach(|| {
+        let read = || {
             Buffer::owned_with(end - start, |dst| {
                 read::read_parallel(file, start as u64, dst, threads)
             })
-        })
-        .map_err(|e| {
+        };
+        // Small reads keep the GIL: releasing and retaking it costs more.
+        let result = if end - start < SMALL_READ {
+            read()
+        } else {
+            py.detach(read)
+        };
+        result.map_err(|e| {
             let what = match name {
                 Some(n) => format!("tensor {n}"),
                 None => format!("bytes {start}..{end}"),

@@ -59,8 +59,13 @@ pub fn read_parallel(file: &File, offset: u64, dst: &mut [u8], threads: usize) -
 }
 
 /// Number of reader threads: `TENSORSEAL_THREADS` if set, else the number of
-/// CPUs the process may use (at most 8).
+/// CPUs the process may use (at most 8). Read once: `available_parallelism` reads cgroup files on every call.
 pub fn default_threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(threads_from_env)
+}
+
+fn threads_from_env() -> usize {
     std::env::var("TENSORSEAL_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())

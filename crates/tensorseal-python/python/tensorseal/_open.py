@@ -142,11 +142,14 @@ class SafeSlice:
     (``"pt"``) exactly, and returns a new array or tensor: only the bytes the
     index selects are read from the file.
 
-    Like the reference's, a slice keeps the file open: it can be indexed
+    numpy results are copies of the selected bytes; torch results are views
+    of a copy-on-write mapping as in the reference (copies with
+    ``copy=True`` or ``backend="pread"``). Like the reference's, a slice
+    keeps the file open: it can be indexed
     after the ``safe_open`` that made it is closed.
     """
 
-    __slots__ = ("_file", "_fw", "_dev", "_name", "_dtype", "_shape", "_start", "_end")
+    __slots__ = ("_file", "_fw", "_dev", "_copy", "_name", "_dtype", "_shape", "_start", "_end")
 
     def __init__(
         self, owner: "safe_open", f: SafeFile, name: str, dtype: str, shape: List[int], start: int, end: int
@@ -154,6 +157,7 @@ class SafeSlice:
         self._file = f
         self._fw = owner._fw
         self._dev = owner._dev
+        self._copy = owner._copy
         self._name = name
         self._dtype = dtype
         self._shape = shape
@@ -219,7 +223,13 @@ class SafeSlice:
         return None
 
     def __getitem__(self, index):
-        # Only the selected rows are read, with positioned reads into memory
+        if not self._copy and self._fw == "pt":
+            # As the reference: a view of a copy-on-write mapping (one that
+            # has not handed this tensor out before).
+            buf, start, end = self._file.cow_tensor(self._name)
+            out = torch_view(buf, self._dtype, self._shape, start, end, self._name)[index]
+            return out if self._dev is None else out.to(self._dev)
+        # Otherwise only the selected rows are read, with positioned reads into memory
         # of this result's own: never a view of a mapping, so nothing done
         # to an earlier result shows here, and a file truncated meanwhile is
         # an error, not a crash.
