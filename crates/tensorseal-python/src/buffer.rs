@@ -281,7 +281,7 @@ fn populate_read(map: &MmapMut, range: std::ops::Range<usize>, threads: usize) {
 }
 
 /// Pages sampled by [`cached`].
-const CACHE_SAMPLES: usize = 64;
+const CACHE_SAMPLES: usize = 16;
 
 /// Whether `range` of `map` looks fully in the page cache: mincore(2) on
 /// up to [`CACHE_SAMPLES`] pages spread evenly over it.

@@ -219,11 +219,18 @@ impl SafeFile {
     /// asked for a second time; that request gets a fresh mapping (so a
     /// write through an earlier tensor can never show in a later one).
     /// Where the whole file cannot be mapped (ENOMEM under strict
-    /// overcommit) only the tensor's own pages are mapped.
-    fn cow_tensor(&self, py: Python<'_>, name: &str) -> PyResult<(Py<Buffer>, usize, usize)> {
+    /// overcommit) only the tensor's own pages are mapped. With `populate`,
+    /// a large tensor that is not cached is read ahead on several threads.
+    #[pyo3(signature = (name, populate=true))]
+    fn cow_tensor(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        populate: bool,
+    ) -> PyResult<(Py<Buffer>, usize, usize)> {
         let (_, _, start, end) = self.info(py, name)?;
         let threads = read::default_threads();
-        let populate = end - start >= POPULATE_MIN;
+        let populate = populate && end - start >= POPULATE_MIN;
         {
             let mut state = self.cow.lock().map_err(|_| poisoned())?;
             if let Some(map) = &state.map {
@@ -303,7 +310,7 @@ impl SafeFile {
             )));
         }
         let file = self.opened.file();
-        let threads = read::default_threads();
+        let threads = read::io_threads(file, start as u64, end - start, read::default_threads());
         let read = || {
             Buffer::owned_with(end - start, |dst| {
                 read::read_parallel(file, start as u64, dst, threads)
@@ -358,8 +365,10 @@ fn read_file<'py>(
     let (header, buf) = detached(py, || {
         let opened = read::open(&path)?;
         let len = opened.header().data_len();
+        let start = opened.data_start() as u64;
+        let threads = read::io_threads(opened.file(), start, len, threads);
         let buf = Buffer::owned_with(len, |dst| {
-            read::read_parallel(opened.file(), opened.data_start() as u64, dst, threads)
+            read::read_parallel(opened.file(), start, dst, threads)
         })
         .map_err(|e| FormatError::io(&path, e))?;
         Ok((opened.header().clone(), buf))

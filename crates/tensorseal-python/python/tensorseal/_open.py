@@ -70,7 +70,7 @@ def numpy_view(buf, code: str, shape: List[int], start: int, end: int, name: str
     n = end - start
     if n == 0:
         return np.empty(shape, dtype=dt)
-    return np.frombuffer(buf, dtype=np.uint8, count=n, offset=start).view(dt).reshape(shape)
+    return np.frombuffer(buf, dtype=dt, count=n // dt.itemsize, offset=start).reshape(shape)
 
 
 def torch_view(buf, code: str, shape: List[int], start: int, end: int, name: str):
@@ -226,9 +226,23 @@ class SafeSlice:
         if not self._copy and self._fw == "pt":
             # As the reference: a view of a copy-on-write mapping (one that
             # has not handed this tensor out before).
-            buf, start, end = self._file.cow_tensor(self._name)
+            buf, start, end = self._file.cow_tensor(self._name, False)
             out = torch_view(buf, self._dtype, self._shape, start, end, self._name)[index]
             return out if self._dev is None else out.to(self._dev)
+        shape = self._shape
+        if type(index) is slice and index.step in (None, 1) and shape and shape[0]:
+            # Fast path for the commonest index, rows lo..hi: read exactly
+            # them, and the result is the buffer they were read into.
+            n = shape[0]
+            nbytes = self._end - self._start
+            lo, hi, _ = index.indices(n)
+            if hi > lo and nbytes % n == 0:
+                row = nbytes // n
+                start = self._start + lo * row
+                end = self._start + hi * row
+                buf = self._file.read_range(start, end, self._name)
+                out = _array(buf, self._fw, self._name, self._dtype, [hi - lo, *shape[1:]], 0, end - start)
+                return out if self._dev is None else out.to(self._dev)
         # Otherwise only the selected rows are read, with positioned reads into memory
         # of this result's own: never a view of a mapping, so nothing done
         # to an earlier result shows here, and a file truncated meanwhile is
@@ -338,8 +352,9 @@ class safe_open:
     def get_tensor(self, name: str):
         """The whole tensor ``name``: see ``copy`` in the class docstring.
         Nothing done to a returned tensor changes what a later call returns."""
-        dtype, shape, start, end = self._handle().info(name)
-        t = self._view(name, dtype, shape, start, end)
+        f = self._handle()
+        dtype, shape, start, end = f.info(name)
+        t = _view(f, self._fw, self._copy, name, dtype, shape, start, end)
         if self._dev is not None:
             t = t.to(self._dev)
         return t
