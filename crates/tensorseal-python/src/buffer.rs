@@ -218,6 +218,66 @@ impl Buffer {
         }
     }
 
+    /// Reads `len` bytes of `file` from `offset` into memory of its own.
+    ///
+    /// Up to [`HEAP_READ_MAX`] the memory comes from the allocator without
+    /// being zeroed first (the reads write it straight into uninitialised
+    /// memory), so buffers freed by earlier results are reused as the
+    /// reference's `bytearray`s are, without new page faults; larger ones
+    /// are anonymous mappings filled by `fill`.
+    #[cfg(target_os = "linux")]
+    pub fn read_owned(
+        file: &File,
+        offset: u64,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<Buffer> {
+        if len == 0 || len > HEAP_READ_MAX {
+            return Buffer::owned_with(len, fill);
+        }
+        let layout = Layout::from_size_align(len, HEAP_ALIGN)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        // SAFETY: `layout` has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc(layout) };
+        if ptr.is_null() {
+            return Err(std::io::Error::from(std::io::ErrorKind::OutOfMemory));
+        }
+        // The buffer owns the allocation from here on (freed on drop, also
+        // if a read fails); it reaches Python only once every byte is read.
+        let buf = Buffer {
+            ptr,
+            len,
+            owner: Owner::Heap(layout),
+        };
+        let mut done = 0usize;
+        while done < len {
+            let pos = offset + done as u64;
+            // SAFETY: `ptr + done .. ptr + len` lies inside the allocation
+            // owned by `buf`; the kernel writes at most `len - done` bytes
+            // there. No Rust reference to the (partly uninitialised) memory
+            // is created.
+            let n = unsafe { libc_pread(file, ptr.add(done), len - done, pos) };
+            match n {
+                Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(buf)
+    }
+
+    /// [`Buffer::owned_with`] elsewhere.
+    #[cfg(not(target_os = "linux"))]
+    pub fn read_owned(
+        _file: &File,
+        _offset: u64,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<Buffer> {
+        Buffer::owned_with(len, fill)
+    }
+
     /// Address of the first byte (for diagnostics and zero-copy tests).
     pub fn addr(&self) -> usize {
         self.ptr as usize
@@ -278,6 +338,24 @@ fn populate_read(map: &MmapMut, range: std::ops::Range<usize>, threads: usize) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (map, range, threads);
+}
+
+/// Largest buffer [`Buffer::read_owned`] takes from the allocator: glibc's
+/// largest dynamic mmap threshold, below which freed blocks are reused.
+const HEAP_READ_MAX: usize = 32 << 20;
+
+/// pread(2) into raw memory.
+///
+/// # Safety
+/// `dst` must be valid for writes of `len` bytes.
+#[cfg(target_os = "linux")]
+unsafe fn libc_pread(file: &File, dst: *mut u8, len: usize, pos: u64) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let pos = libc::off_t::try_from(pos).map_err(|e| std::io::Error::other(e.to_string()))?;
+    // SAFETY: the caller guarantees `dst` is writable for `len` bytes; the
+    // descriptor is open for `file`'s lifetime.
+    let n = unsafe { libc::pread(file.as_raw_fd(), dst.cast(), len, pos) };
+    usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
 }
 
 /// Pages sampled by [`cached`].

@@ -312,7 +312,7 @@ impl SafeFile {
         let file = self.opened.file();
         let threads = read::io_threads(file, start as u64, end - start, read::default_threads());
         let read = || {
-            Buffer::owned_with(end - start, |dst| {
+            Buffer::read_owned(file, start as u64, end - start, |dst| {
                 read::read_parallel(file, start as u64, dst, threads)
             })
         };
