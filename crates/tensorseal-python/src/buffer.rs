@@ -1,25 +1,48 @@
 //! Memory that tensors handed to Python point into.
 //!
-//! A [`Buffer`] owns one region (a private file mapping, or an anonymous
-//! mapping filled by reads) and exposes it through the Python buffer
+//! A [`Buffer`] owns one region and exposes it through the Python buffer
 //! protocol. numpy arrays (`np.frombuffer`) and torch tensors
 //! (`torch.frombuffer`) built on it hold a reference to the `Buffer`, so the
 //! memory lives exactly as long as the last array or tensor that views it.
+//!
+//! The kinds of region, and what each costs:
+//! - a private copy-on-write file mapping (`map_cow`): writable, writes never
+//!   reach the file, no commit charge reserved (`MAP_NORESERVE`; Linux
+//!   ignores that flag under `vm.overcommit_memory=2`, where the caller falls
+//!   back to mapping one tensor's pages);
+//! - a read-only file mapping (`map_read_only`): exported read-only, never
+//!   charged;
+//! - memory of its own filled by reads (`owned_with`): the heap for small
+//!   regions (so many small tensors cost their bytes, not a page and a
+//!   mapping each), an anonymous mapping with huge pages advised for large
+//!   ones.
 
+use std::alloc::Layout;
 use std::ffi::c_int;
 use std::fs::File;
 
-use memmap2::{MmapMut, MmapOptions};
+use memmap2::{Advice, Mmap, MmapMut, MmapOptions};
 use pyo3::exceptions::PyBufferError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 
+/// Regions at least this large get an anonymous mapping of their own (huge
+/// pages advised); smaller ones come from the heap.
+const ANON_MIN: usize = 1 << 20;
+
+/// Alignment of heap regions: enough for every dtype and for SIMD loads.
+const HEAP_ALIGN: usize = 64;
+
 /// What keeps a [`Buffer`]'s memory alive.
 enum Owner {
-    /// A copy-on-write (`MAP_PRIVATE`) mapping of a file.
-    Map(#[allow(dead_code)] MmapMut),
+    /// A copy-on-write (`MAP_PRIVATE`, writable) mapping of a file.
+    Cow(#[allow(dead_code)] MmapMut),
+    /// A read-only mapping of a file.
+    ReadOnly(#[allow(dead_code)] Mmap),
     /// Anonymous memory (transparent huge pages where the OS allows).
     Anon(#[allow(dead_code)] MmapMut),
+    /// A heap allocation of this layout, freed on drop.
+    Heap(Layout),
     /// Nothing: the region is empty.
     Empty,
 }
@@ -47,28 +70,90 @@ unsafe impl Send for Buffer {}
 // SAFETY: see `Send` above; `&Buffer` only hands out the raw pointer.
 unsafe impl Sync for Buffer {}
 
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        if let Owner::Heap(layout) = self.owner {
+            // SAFETY: `ptr` was returned by `alloc_zeroed(layout)` in
+            // `owned_with` and is freed exactly once, here.
+            unsafe { std::alloc::dealloc(self.ptr, layout) };
+        }
+    }
+}
+
 impl Buffer {
-    /// Maps `file` privately (copy-on-write): the memory is writable, writes
-    /// never reach the file.
-    pub fn map_file(file: &File) -> std::io::Result<Buffer> {
+    /// Maps `len` bytes of `file` from `offset` (a multiple of the page
+    /// size) privately and writable: copy-on-write, writes never reach the
+    /// file, and no swap/commit charge is reserved where the OS honours
+    /// `MAP_NORESERVE`.
+    ///
+    /// `populate` (with `threads` threads) faults the pages of `range`
+    /// (relative to the mapping) in ahead of use with read faults, which
+    /// also starts reading them from disk in parallel when they are not
+    /// cached; reading never copies a page (copy-on-write happens only on
+    /// a write).
+    pub fn map_cow(
+        file: &File,
+        offset: u64,
+        len: usize,
+        populate: Option<(std::ops::Range<usize>, usize)>,
+    ) -> std::io::Result<Buffer> {
+        if len == 0 {
+            return Ok(Buffer::empty());
+        }
         // SAFETY: mapping a file is unsafe because another process could
-        // truncate or modify it while mapped (the same caveat as every mmap
-        // reader, the reference implementation included). We map privately,
-        // so our own writes never reach the file; the header was validated
-        // against the file length before mapping.
-        let mut map = unsafe { MmapOptions::new().map_copy(file)? };
+        // truncate or modify it while mapped (the caveat of every mmap
+        // reader, the reference implementation included, documented in the
+        // README: a truncation makes later touches of the lost pages raise
+        // SIGBUS). We map privately, so our own writes never reach the file;
+        // the header was validated against the file length before mapping.
+        let mut map = unsafe {
+            MmapOptions::new()
+                .offset(offset)
+                .len(len)
+                .no_reserve_swap()
+                .map_copy(file)?
+        };
+        if let Some((range, threads)) = populate {
+            populate_read(&map, range, threads);
+        }
         let ptr = map.as_mut_ptr();
+        Ok(Buffer {
+            ptr,
+            len,
+            owner: Owner::Cow(map),
+        })
+    }
+
+    /// Maps the whole of `file` read-only; the buffer is exported read-only,
+    /// so numpy arrays over it are not writable.
+    pub fn map_read_only(file: &File) -> std::io::Result<Buffer> {
+        // SAFETY: as in `map_cow`; the mapping is never written (PROT_READ,
+        // and the buffer protocol refuses writable requests).
+        let map = unsafe { MmapOptions::new().map_copy_read_only(file)? };
+        if map.is_empty() {
+            return Ok(Buffer::empty());
+        }
+        let ptr = map.as_ptr().cast_mut();
         let len = map.len();
         Ok(Buffer {
             ptr,
             len,
-            owner: Owner::Map(map),
+            owner: Owner::ReadOnly(map),
         })
     }
 
-    /// Allocates `len` bytes of zeroed anonymous memory and lets `fill`
-    /// write it before it becomes visible to Python.
-    pub fn anon_with<E>(
+    fn empty() -> Buffer {
+        Buffer {
+            ptr: std::ptr::NonNull::<u64>::dangling().as_ptr().cast(),
+            len: 0,
+            owner: Owner::Empty,
+        }
+    }
+
+    /// Allocates `len` bytes of zeroed memory of its own (heap below
+    /// `ANON_MIN`, an anonymous mapping above) and lets `fill` write it
+    /// before it becomes visible to Python.
+    pub fn owned_with<E>(
         len: usize,
         fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
     ) -> Result<Buffer, E>
@@ -77,18 +162,34 @@ impl Buffer {
     {
         if len == 0 {
             fill(&mut [])?;
-            return Ok(Buffer {
-                ptr: std::ptr::NonNull::<u64>::dangling().as_ptr().cast(),
-                len: 0,
-                owner: Owner::Empty,
-            });
+            return Ok(Buffer::empty());
+        }
+        if len < ANON_MIN {
+            let layout = Layout::from_size_align(len, HEAP_ALIGN)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            // SAFETY: `layout` has a non-zero size.
+            let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+            if ptr.is_null() {
+                return Err(std::io::Error::from(std::io::ErrorKind::OutOfMemory).into());
+            }
+            // The buffer owns the allocation from here on (freed on drop,
+            // also if `fill` fails).
+            let buf = Buffer {
+                ptr,
+                len,
+                owner: Owner::Heap(layout),
+            };
+            // SAFETY: `ptr` points to `len` zeroed bytes owned by `buf` and
+            // not yet shared with anyone.
+            fill(unsafe { std::slice::from_raw_parts_mut(ptr, len) })?;
+            return Ok(buf);
         }
         let mut map = MmapOptions::new().len(len).map_anon()?;
         #[cfg(target_os = "linux")]
         if huge_pages_wanted() {
             // Transparent huge pages: 512x fewer page faults when the reads
             // fill the buffer. Refused on some kernels/configs; that is fine.
-            let _ = map.advise(memmap2::Advice::HugePage);
+            let _ = map.advise(Advice::HugePage);
         }
         if prefault_wanted() {
             // Opt-in: fault the pages in here, one store per 4 KiB, before
@@ -109,10 +210,176 @@ impl Buffer {
         })
     }
 
+    /// Faults bytes `range` of a copy-on-write mapping in ahead of use
+    /// (see [`Buffer::map_cow`]); does nothing for other kinds of memory.
+    pub fn populate(&self, range: std::ops::Range<usize>, threads: usize) {
+        if let Owner::Cow(map) = &self.owner {
+            populate_read(map, range, threads);
+        }
+    }
+
+    /// Reads `len` bytes of `file` from `offset` into memory of its own.
+    ///
+    /// Up to [`HEAP_READ_MAX`] the memory comes from the allocator without
+    /// being zeroed first (the reads write it straight into uninitialised
+    /// memory), so buffers freed by earlier results are reused as the
+    /// reference's `bytearray`s are, without new page faults; larger ones
+    /// are anonymous mappings filled by `fill`.
+    #[cfg(target_os = "linux")]
+    pub fn read_owned(
+        file: &File,
+        offset: u64,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<Buffer> {
+        if len == 0 || len > HEAP_READ_MAX {
+            return Buffer::owned_with(len, fill);
+        }
+        let layout = Layout::from_size_align(len, HEAP_ALIGN)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        // SAFETY: `layout` has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc(layout) };
+        if ptr.is_null() {
+            return Err(std::io::Error::from(std::io::ErrorKind::OutOfMemory));
+        }
+        // The buffer owns the allocation from here on (freed on drop, also
+        // if a read fails); it reaches Python only once every byte is read.
+        let buf = Buffer {
+            ptr,
+            len,
+            owner: Owner::Heap(layout),
+        };
+        let mut done = 0usize;
+        while done < len {
+            let pos = offset + done as u64;
+            // SAFETY: `ptr + done .. ptr + len` lies inside the allocation
+            // owned by `buf`; the kernel writes at most `len - done` bytes
+            // there. No Rust reference to the (partly uninitialised) memory
+            // is created.
+            let n = unsafe { libc_pread(file, ptr.add(done), len - done, pos) };
+            match n {
+                Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(buf)
+    }
+
+    /// [`Buffer::owned_with`] elsewhere.
+    #[cfg(not(target_os = "linux"))]
+    pub fn read_owned(
+        _file: &File,
+        _offset: u64,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<Buffer> {
+        Buffer::owned_with(len, fill)
+    }
+
     /// Address of the first byte (for diagnostics and zero-copy tests).
     pub fn addr(&self) -> usize {
         self.ptr as usize
     }
+
+    fn read_only(&self) -> bool {
+        matches!(self.owner, Owner::ReadOnly(_))
+    }
+}
+
+/// Bytes populated per step of [`populate_read`]: large enough that the
+/// syscalls vanish, small enough to spread over the threads.
+const POPULATE_CHUNK: usize = 8 << 20;
+
+/// Faults `range` of `map` in with read faults (`MADV_POPULATE_READ`) on up
+/// to `threads` threads. Best effort: kernels before 5.14 refuse the advice
+/// and the pages are then faulted on first touch as usual; an I/O error
+/// (a truncated file) stops populating and surfaces, as SIGBUS, only if the
+/// lost pages are touched.
+fn populate_read(map: &MmapMut, range: std::ops::Range<usize>, threads: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        let range = range.start.min(map.len())..range.end.min(map.len());
+        if range.is_empty() || cached(map, &range) {
+            // Nothing to read: faulting cached pages in on first touch
+            // (several at a time) costs no more than populating them here.
+            return;
+        }
+        let chunks = range.len().div_ceil(POPULATE_CHUNK);
+        // Waiting on the disk, not the CPU: at least 4 streams in flight.
+        let threads = threads.max(4).clamp(1, chunks);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let work = || {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= chunks {
+                    return;
+                }
+                let start = range.start + i * POPULATE_CHUNK;
+                let len = POPULATE_CHUNK.min(range.end - start);
+                if map.advise_range(Advice::PopulateRead, start, len).is_err() {
+                    // Unsupported, or the file shrank: stop, pages fault
+                    // in on touch instead.
+                    next.store(chunks, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
+            }
+        };
+        if threads == 1 {
+            work();
+        } else {
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    s.spawn(work);
+                }
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (map, range, threads);
+}
+
+/// Largest buffer [`Buffer::read_owned`] takes from the allocator: glibc's
+/// largest dynamic mmap threshold, below which freed blocks are reused.
+const HEAP_READ_MAX: usize = 32 << 20;
+
+/// pread(2) into raw memory.
+///
+/// # Safety
+/// `dst` must be valid for writes of `len` bytes.
+#[cfg(target_os = "linux")]
+unsafe fn libc_pread(file: &File, dst: *mut u8, len: usize, pos: u64) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let pos = libc::off_t::try_from(pos).map_err(|e| std::io::Error::other(e.to_string()))?;
+    // SAFETY: the caller guarantees `dst` is writable for `len` bytes; the
+    // descriptor is open for `file`'s lifetime.
+    let n = unsafe { libc::pread(file.as_raw_fd(), dst.cast(), len, pos) };
+    usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
+}
+
+/// Pages sampled by [`cached`].
+const CACHE_SAMPLES: usize = 16;
+
+/// Whether `range` of `map` looks fully in the page cache: mincore(2) on
+/// up to [`CACHE_SAMPLES`] pages spread evenly over it.
+#[cfg(target_os = "linux")]
+fn cached(map: &MmapMut, range: &std::ops::Range<usize>) -> bool {
+    const PAGE: usize = 4096;
+    let base = map.as_ptr() as usize;
+    let first = (base + range.start) / PAGE;
+    let last = (base + range.end - 1) / PAGE;
+    let pages = last - first + 1;
+    let step = pages.div_ceil(CACHE_SAMPLES).max(1);
+    (0..pages).step_by(step).all(|i| {
+        let mut vec = 0u8;
+        // SAFETY: the page at `(first + i) * PAGE` lies inside `map`'s
+        // mapping (page-aligned addresses of bytes of `range`, which lies
+        // inside the mapping); mincore writes one byte into `vec`.
+        let rc =
+            unsafe { libc::mincore(((first + i) * PAGE) as *mut libc::c_void, PAGE, &mut vec) };
+        rc == 0 && vec & 1 == 1
+    })
 }
 
 /// Huge pages are advised unless `TENSORSEAL_HUGEPAGES=0`.
@@ -139,13 +406,21 @@ impl Buffer {
         self.addr()
     }
 
-    /// `"mmap"` for a private file mapping, `"memory"` for anonymous memory.
+    /// `"mmap"` for a private copy-on-write file mapping, `"mmap-ro"` for
+    /// a read-only one, `"memory"` for memory of its own.
     #[getter]
     fn kind(&self) -> &'static str {
         match self.owner {
-            Owner::Map(_) => "mmap",
-            Owner::Anon(_) | Owner::Empty => "memory",
+            Owner::Cow(_) => "mmap",
+            Owner::ReadOnly(_) => "mmap-ro",
+            Owner::Anon(_) | Owner::Heap(_) | Owner::Empty => "memory",
         }
+    }
+
+    /// Whether the region is exported read-only.
+    #[getter]
+    fn readonly(&self) -> bool {
+        self.read_only()
     }
 
     fn __repr__(&self) -> String {
@@ -157,7 +432,8 @@ impl Buffer {
         )
     }
 
-    /// Exposes the region as a writable, contiguous byte buffer.
+    /// Exposes the region as a contiguous byte buffer: writable, except a
+    /// read-only mapping (a writable request for it raises BufferError).
     ///
     /// # Safety
     /// Called by the interpreter with a valid `view` pointer.
@@ -172,12 +448,15 @@ impl Buffer {
         let this = slf.get();
         let len = ffi::Py_ssize_t::try_from(this.len)
             .map_err(|_| PyBufferError::new_err("buffer too large"))?;
+        let readonly = c_int::from(this.read_only());
         // SAFETY: `view` is the non-null Py_buffer the interpreter passed;
         // PyBuffer_FillInfo stores a new reference to `slf` in it (keeping
         // the memory alive until the view is released) and describes `len`
-        // writable bytes at `ptr`, which this object owns.
-        let rc =
-            unsafe { ffi::PyBuffer_FillInfo(view, slf.as_ptr(), this.ptr.cast(), len, 0, flags) };
+        // bytes at `ptr`, which this object owns, writable unless
+        // `readonly` (it refuses a PyBUF_WRITABLE request then).
+        let rc = unsafe {
+            ffi::PyBuffer_FillInfo(view, slf.as_ptr(), this.ptr.cast(), len, readonly, flags)
+        };
         if rc != 0 {
             return Err(PyErr::fetch(slf.py()));
         }

@@ -10,9 +10,10 @@
 mod buffer;
 mod read;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use pyo3::buffer::PyBuffer;
 use pyo3::create_exception;
@@ -107,28 +108,45 @@ fn metadata<'py>(py: Python<'py>, header: &Header) -> PyResult<Option<Bound<'py,
         .transpose()
 }
 
-/// An open safetensors file: validated header plus a private memory map.
+/// Tensors at least this large are faulted in ahead of use, on several
+/// threads, when handed out as views of a mapping (see `Buffer::populate`).
+const POPULATE_MIN: usize = 4 << 20;
+
+/// Reads smaller than this are made without releasing the GIL.
+const SMALL_READ: usize = 64 << 10;
+
+/// The copy-on-write mapping that `cow_tensor` currently hands tensors out
+/// of, and the tensors already handed out of it.
+#[derive(Default)]
+struct CowState {
+    map: Option<Py<Buffer>>,
+    served: HashSet<String>,
+}
+
+/// An open safetensors file: the validated header and the open file.
 ///
-/// Only the header is read when opening; tensor bytes are paged in when a
-/// view of them is touched, or read with `read_range`.
+/// Only the header is read when opening. Tensor bytes come from positioned
+/// reads into memory of their own (`read_range`), from fresh copy-on-write
+/// mappings (`map_cow`, `cow_tensor`), or from one read-only mapping
+/// (`read_only_map`); no mapping exists until one is asked for.
 #[pyclass(frozen, module = "tensorseal._tensorseal")]
 struct SafeFile {
     opened: tensorseal_format::PreadFile,
-    map: Py<Buffer>,
+    path: PathBuf,
+    cow: Mutex<CowState>,
+    read_only: Mutex<Option<Py<Buffer>>>,
 }
 
 #[pymethods]
 impl SafeFile {
     #[new]
     fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let (opened, map) = detached(py, || {
-            let opened = read::open(&path)?;
-            let map = Buffer::map_file(opened.file()).map_err(|e| FormatError::io(&path, e))?;
-            Ok((opened, map))
-        })?;
+        let opened = detached(py, || read::open(&path))?;
         Ok(SafeFile {
             opened,
-            map: Py::new(py, map)?,
+            path,
+            cow: Mutex::new(CowState::default()),
+            read_only: Mutex::new(None),
         })
     }
 
@@ -149,12 +167,12 @@ impl SafeFile {
         metadata(py, self.opened.header())
     }
 
-    /// `(name, dtype, shape, start, end)` for every tensor, offsets into `buffer`.
+    /// `(name, dtype, shape, start, end)` for every tensor, offsets into the file.
     fn entries<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         entries(py, self.opened.header(), self.data_start())
     }
 
-    /// `(dtype, shape, start, end)` of one tensor, offsets into `buffer`.
+    /// `(dtype, shape, start, end)` of one tensor, offsets into the file.
     fn info(
         &self,
         py: Python<'_>,
@@ -175,35 +193,166 @@ impl SafeFile {
         ))
     }
 
-    /// The whole file, privately mapped (writes never reach the file).
-    #[getter]
-    fn buffer(&self, py: Python<'_>) -> Py<Buffer> {
-        self.map.clone_ref(py)
+    /// A fresh private copy-on-write mapping of the whole file (offsets as
+    /// in `entries`). With `populate`, the data section is faulted in on
+    /// several threads before returning (parallel read-ahead when the file
+    /// is not cached). Every call maps anew, so tensors viewing one mapping
+    /// can never change what a later call returns.
+    #[pyo3(signature = (populate=false))]
+    fn map_cow(&self, py: Python<'_>, populate: bool) -> PyResult<Buffer> {
+        let file_len = self.file_len();
+        let range = self.data_start()..file_len;
+        let threads = read::default_threads();
+        detached(py, || {
+            Buffer::map_cow(
+                self.opened.file(),
+                0,
+                file_len,
+                populate.then_some((range, threads)),
+            )
+            .map_err(|e| FormatError::io(&self.path, e))
+        })
     }
 
-    /// Reads bytes `start..end` of the file into fresh memory with
-    /// positioned reads (no page faults on the mapping).
-    fn read_range(&self, py: Python<'_>, start: usize, end: usize) -> PyResult<Buffer> {
-        let file_len = self.data_start() + self.opened.header().data_len();
+    /// `(buffer, start, end)`: tensor `name` as bytes `start..end` of a
+    /// private copy-on-write mapping that has never handed this tensor out
+    /// before. Tensors of one file share a mapping until one of them is
+    /// asked for a second time; that request gets a fresh mapping (so a
+    /// write through an earlier tensor can never show in a later one).
+    /// Where the whole file cannot be mapped (ENOMEM under strict
+    /// overcommit) only the tensor's own pages are mapped. With `populate`,
+    /// a large tensor that is not cached is read ahead on several threads.
+    #[pyo3(signature = (name, populate=true))]
+    fn cow_tensor(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        populate: bool,
+    ) -> PyResult<(Py<Buffer>, usize, usize)> {
+        let (_, _, start, end) = self.info(py, name)?;
+        let threads = read::default_threads();
+        let populate = populate && end - start >= POPULATE_MIN;
+        {
+            let mut state = self.cow.lock().map_err(|_| poisoned())?;
+            if let Some(map) = &state.map {
+                if !state.served.contains(name) {
+                    let map = map.clone_ref(py);
+                    state.served.insert(name.to_owned());
+                    drop(state);
+                    if populate {
+                        let b = map.get();
+                        py.detach(|| b.populate(start..end, threads));
+                    }
+                    return Ok((map, start, end));
+                }
+            }
+        }
+        // Map without holding the lock (the GIL is released meanwhile).
+        let file_len = self.file_len();
+        let file = self.opened.file();
+        let mapped = py.detach(|| {
+            Buffer::map_cow(file, 0, file_len, populate.then_some((start..end, threads)))
+        });
+        match mapped {
+            Ok(buf) => {
+                let map = Py::new(py, buf)?;
+                let mut state = self.cow.lock().map_err(|_| poisoned())?;
+                state.map = Some(map.clone_ref(py));
+                state.served.clear();
+                state.served.insert(name.to_owned());
+                Ok((map, start, end))
+            }
+            Err(e) if e.raw_os_error() == Some(12) => {
+                // ENOMEM: map only this tensor's bytes (charged only them).
+                let buf = detached(py, || {
+                    Buffer::map_cow(
+                        file,
+                        start as u64,
+                        end - start,
+                        populate.then_some((0..end - start, threads)),
+                    )
+                    .map_err(|e| FormatError::io(&self.path, e))
+                })?;
+                Ok((Py::new(py, buf)?, 0, end - start))
+            }
+            Err(e) => Err(to_py(py, FormatError::io(&self.path, e))),
+        }
+    }
+
+    /// The whole file mapped read-only (one mapping per handle, made on
+    /// first use); numpy arrays viewing it are read-only.
+    fn read_only_map(&self, py: Python<'_>) -> PyResult<Py<Buffer>> {
+        if let Some(map) = &*self.read_only.lock().map_err(|_| poisoned())? {
+            return Ok(map.clone_ref(py));
+        }
+        let buf = detached(py, || {
+            Buffer::map_read_only(self.opened.file()).map_err(|e| FormatError::io(&self.path, e))
+        })?;
+        let map = Py::new(py, buf)?;
+        let mut slot = self.read_only.lock().map_err(|_| poisoned())?;
+        Ok(slot.get_or_insert(map).clone_ref(py))
+    }
+
+    /// Reads bytes `start..end` of the file into memory of its own with
+    /// positioned reads (no mapping, so a file truncated meanwhile is an
+    /// error, never a crash). `name` names the tensor in the error.
+    #[pyo3(signature = (start, end, name=None))]
+    fn read_range(
+        &self,
+        py: Python<'_>,
+        start: usize,
+        end: usize,
+        name: Option<&str>,
+    ) -> PyResult<Buffer> {
+        let file_len = self.file_len();
         if start > end || end > file_len {
             return Err(PyErr::new::<pyo3::exceptions::PyValueError, _>(format!(
                 "range {start}..{end} is outside the file ({file_len} bytes)"
             )));
         }
         let file = self.opened.file();
-        let threads = read::default_threads();
-        py.detach(|| {
-            Buffer::anon_with(end - start, |dst| {
+        let threads = read::io_threads(file, start as u64, end - start, read::default_threads());
+        let read = || {
+            Buffer::read_owned(file, start as u64, end - start, |dst| {
                 read::read_parallel(file, start as u64, dst, threads)
             })
+        };
+        // Small reads keep the GIL: releasing and retaking it costs more.
+        let result = if end - start < SMALL_READ {
+            read()
+        } else {
+            py.detach(read)
+        };
+        result.map_err(|e| {
+            let what = match name {
+                Some(n) => format!("tensor {n}"),
+                None => format!("bytes {start}..{end}"),
+            };
+            // The reference's words: its `read_exact` fails with "failed to
+            // fill whole buffer" on a short read, and quotes no path.
+            let why = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                "failed to fill whole buffer".to_owned()
+            } else {
+                e.to_string()
+            };
+            let err = SafetensorError::new_err(format!("Could not read {what} from file: {why}"));
+            let _ = err.value(py).setattr("kind", "io");
+            err
         })
-        .map_err(PyErr::from)
     }
+}
+
+fn poisoned() -> PyErr {
+    PyErr::new::<pyo3::exceptions::PyRuntimeError, _>("a thread panicked holding the file's lock")
 }
 
 impl SafeFile {
     fn data_start(&self) -> usize {
         self.opened.data_start()
+    }
+
+    fn file_len(&self) -> usize {
+        self.data_start() + self.opened.header().data_len()
     }
 }
 
@@ -221,8 +370,10 @@ fn read_file<'py>(
     let (header, buf) = detached(py, || {
         let opened = read::open(&path)?;
         let len = opened.header().data_len();
-        let buf = Buffer::anon_with(len, |dst| {
-            read::read_parallel(opened.file(), opened.data_start() as u64, dst, threads)
+        let start = opened.data_start() as u64;
+        let threads = read::io_threads(opened.file(), start, len, threads);
+        let buf = Buffer::owned_with(len, |dst| {
+            read::read_parallel(opened.file(), start, dst, threads)
         })
         .map_err(|e| FormatError::io(&path, e))?;
         Ok((opened.header().clone(), buf))
@@ -249,7 +400,7 @@ fn deserialize<'py>(
         let bytes = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) };
         let (header, start) = Header::parse_file_prefix(bytes)?;
         let src = bytes.get(start..).unwrap_or_default();
-        let buf = Buffer::anon_with(src.len(), |dst: &mut [u8]| {
+        let buf = Buffer::owned_with(src.len(), |dst: &mut [u8]| {
             dst.copy_from_slice(src);
             Ok::<_, std::io::Error>(())
         })

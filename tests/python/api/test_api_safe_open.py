@@ -91,38 +91,65 @@ def _mapping_of(path):
     return ranges
 
 
-def test_zero_copy_numpy(sample):
+def _in_mapping(ptr, path):
+    return any(s <= ptr < e for s, e in _mapping_of(path.resolve()))
+
+
+def test_numpy_arrays_are_copies_by_default(sample):
+    # As the reference's: memory of the array's own, writable, not a view
+    # of any mapping of the file.
     p, d = sample
-    with safe_open(p, "np") as f:
-        buf = f._file.buffer
-        assert buf.kind == "mmap"
+    for backend in ("mmap", "pread"):
+        with safe_open(p, "np", backend=backend) as f:
+            t = f.get_tensor("zeta")
+            assert t.flags.writeable
+            assert not _in_mapping(t.__array_interface__["data"][0], p)
+            np.testing.assert_array_equal(t, d["zeta"])
+
+
+def test_zero_copy_numpy_views_on_request_are_read_only(sample):
+    p, d = sample
+    with safe_open(p, "np", copy=False) as f:
+        buf = f._file.read_only_map()
+        assert buf.kind == "mmap-ro" and buf.readonly
         lo, hi = buf.address, buf.address + len(buf)
         t = f.get_tensor("zeta")
         ptr = t.__array_interface__["data"][0]
         assert lo <= ptr and ptr + t.nbytes <= hi
-        assert any(s <= ptr < e for s, e in _mapping_of(p.resolve()))
+        assert _in_mapping(ptr, p)
+        assert not t.flags.writeable
+        with pytest.raises(ValueError):
+            t[0] = 1
+        np.testing.assert_array_equal(t, d["zeta"])
         # The owner is reachable from the array: the mapping outlives the file.
         base = t
         while isinstance(base, np.ndarray) and base.base is not None:
             base = base.base
         assert not isinstance(base, np.ndarray)
+    with pytest.raises(ValueError, match="copy=False"):
+        safe_open(p, "np", backend="pread", copy=False)
 
 
 def test_zero_copy_torch(sample):
+    # The reference's semantics: a view of a private copy-on-write mapping.
     p, d = sample
     with safe_open(p, "pt") as f:
-        buf = f._file.buffer
-        lo, hi = buf.address, buf.address + len(buf)
         t = f.get_tensor("zeta")
-        assert lo <= t.data_ptr() and t.data_ptr() + t.nbytes <= hi
-        assert any(s <= t.data_ptr() < e for s, e in _mapping_of(p.resolve()))
+        assert _in_mapping(t.data_ptr(), p)
+        np.testing.assert_array_equal(t.numpy(), d["zeta"])
+    with safe_open(p, "pt", copy=True) as f:
+        t = f.get_tensor("zeta")
+        assert not _in_mapping(t.data_ptr(), p)
+        np.testing.assert_array_equal(t.numpy(), d["zeta"])
 
 
 def test_pread_backend_copies(sample):
     p, _ = sample
-    with safe_open(p, "np", backend="pread") as f:
-        t = f.get_tensor("zeta")
-        assert not any(s <= t.__array_interface__["data"][0] < e for s, e in _mapping_of(p.resolve()))
+    for fw in ("np", "pt"):
+        with safe_open(p, fw, backend="pread") as f:
+            t = f.get_tensor("zeta")
+            ptr = t.__array_interface__["data"][0] if fw == "np" else t.data_ptr()
+            assert not _in_mapping(ptr, p)
 
 
 def test_writes_to_views_never_reach_the_file(sample):

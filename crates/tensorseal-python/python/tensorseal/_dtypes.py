@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Dict, Optional
+
+# typing costs milliseconds to import; annotations are strings here.
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Dict, Optional
 
 from ._errors import UnsupportedDtypeError
 from ._tensorseal import SafetensorError

@@ -104,7 +104,8 @@ class _StreamFile:
             raise e from None
         return dt, list(shape), start, end
 
-    def read_range(self, start: int, end: int) -> bytearray:
+    def read_range(self, start: int, end: int, name: Optional[str] = None) -> bytearray:
+        # ``name`` names the tensor in errors, as the native SafeFile's does.
         try:
             return bytearray(self._read(start, end - start))
         except EOFError as e:
@@ -122,11 +123,13 @@ class _safe_open_handle(safe_open):
             (``backend`` has no effect there).
     """
 
-    def __init__(self, f: Any, framework: str, device: Any = "cpu", *, backend: str = "mmap"):
+    def __init__(
+        self, f: Any, framework: str, device: Any = "cpu", *, backend: str = "mmap", copy: Optional[bool] = None
+    ):
         fd = _descriptor(f)
         path = _reopen_path(f, fd) if fd is not None else None
         if path is not None:
-            super().__init__(path, framework, device, backend=backend)
+            super().__init__(path, framework, device, backend=backend, copy=copy)
             return
         target = _framework(framework)
         self._fw = "pt" if target == "pt" else "np"
@@ -137,4 +140,5 @@ class _safe_open_handle(safe_open):
         if backend not in ("mmap", "pread"):
             raise InvalidArgumentError(f"backend must be 'mmap' or 'pread', not {backend!r}")
         self._backend = "pread"
+        self._copy = True  # a stream is always read into memory of the result's own
         self._file = _StreamFile(f)  # type: ignore[assignment]

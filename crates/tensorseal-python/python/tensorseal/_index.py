@@ -20,7 +20,10 @@ code written for either library catches them.
 from __future__ import annotations
 
 import operator
-from typing import Any, List, Sequence, Tuple
+# typing costs milliseconds to import; annotations are strings here.
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, List, Sequence, Tuple
 
 from ._tensorseal import SafetensorError
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import os
-from typing import Any, Dict, List, Optional, Union
-
 from . import _dtypes
-from ._errors import InvalidArgumentError, io_error, open_file, os_error_text
+from ._errors import InvalidArgumentError, open_file
 from ._index import check_index
 from ._tensorseal import SafeFile, SafetensorError
+
+# typing costs milliseconds to import; annotations are strings here.
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    import os
+    from typing import Any, Dict, List, Optional, Union
 
 _FRAMEWORKS = {
     "pt": "pt",
@@ -159,49 +162,67 @@ def torch_view(buf, code: str, shape: List[int], start: int, end: int, name: str
     return t.reshape(shape)
 
 
-def _view(f: SafeFile, fw: str, backend: str, name: str, dtype: str, shape: List[int], start: int, end: int):
-    """Bytes ``start..end`` of file ``f`` as an array or tensor (a view of
-    the private map with ``mmap``, memory of its own with ``pread``)."""
-    if backend == "pread":
-        try:
-            buf = f.read_range(start, end)
-        except OSError as e:  # the file shrank under us: the reference's error
-            raise io_error(e, f"Could not read tensor {name} from file: {os_error_text(e)}") from None
-        start, end = 0, end - start
-    else:
-        buf = f.buffer
-    if fw != "pt":
+def copy_mode(fw: str, backend: str, copy: "Optional[bool]") -> bool:
+    """Whether tensors are private copies: ``copy`` if given, else the
+    reference's default (numpy arrays are copies; torch tensors view a
+    copy-on-write mapping with ``mmap``, are copies with ``pread``)."""
+    if backend not in ("mmap", "pread"):
+        raise InvalidArgumentError(f"backend must be 'mmap' or 'pread', not {backend!r}")
+    if copy is None:
+        return fw == "np" or backend == "pread"
+    if copy not in (True, False):
+        raise InvalidArgumentError(f"copy must be True, False or None, not {copy!r}")
+    if not copy and backend == "pread":
+        raise InvalidArgumentError("copy=False needs backend='mmap': the pread backend always copies")
+    return copy
+
+
+def _array(buf, fw: str, name: str, dtype: str, shape: "List[int]", start: int, end: int):
+    if fw == "np":
         return numpy_view(buf, dtype, shape, start, end, name)
+    return torch_view(buf, dtype, shape, start, end, name)
+
+
+def _view(f: SafeFile, fw: str, copy: bool, name: str, dtype: str, shape: "List[int]", start: int, end: int):
+    """Tensor ``name`` (bytes ``start..end`` of file ``f``) as an array or
+    tensor: a private copy read with positioned reads when ``copy``; else
+    a read-only view of the file's read-only mapping (numpy) or a view of
+    a copy-on-write mapping that has not handed this tensor out before
+    (torch)."""
+    if copy:
+        return _array(f.read_range(start, end, name), fw, name, dtype, shape, 0, end - start)
+    if fw == "np":
+        return numpy_view(f.read_only_map(), dtype, shape, start, end, name)
+    buf, start, end = f.cow_tensor(name)
     return torch_view(buf, dtype, shape, start, end, name)
 
 
 class SafeSlice:
     """A tensor of an open file that can be indexed without reading it whole.
 
-    ``get_shape()`` and ``get_dtype()`` describe it. As in the reference,
-    torch tensors from the ``mmap`` backend are indexed with torch's own
-    semantics and errors; every other framework and the ``pread`` backend
-    follow the reference's rules (see ``_index``: ints, bools as 0/1, slices
-    with a positive step, one ``...``, ``[]``; an index or slice bound past
-    the end raises SafetensorError), with numpy's semantics where the
-    reference has none (negative bounds, ``None``, negative steps with
-    numpy). Returns a new array or tensor: with ``pread``, only the rows the
+    ``get_shape()`` and ``get_dtype()`` describe it; indexing with ints,
+    slices (steps and negative bounds included), ``...``, ``None`` and tuples
+    of them follows numpy semantics (framework ``"np"``) or torch semantics
+    (``"pt"``) exactly, and returns a new array or tensor: only the bytes the
     index selects are read from the file.
 
-    Like the reference's, a slice keeps the file open: it can be indexed
+    numpy results are copies of the selected bytes; torch results are views
+    of a copy-on-write mapping as in the reference (copies with
+    ``copy=True`` or ``backend="pread"``). Like the reference's, a slice
+    keeps the file open: it can be indexed
     after the ``safe_open`` that made it is closed.
     """
 
-    __slots__ = ("_file", "_fw", "_dev", "_convert", "_backend", "_name", "_dtype", "_shape", "_start", "_end")
+    __slots__ = ("_file", "_fw", "_dev", "_convert", "_copy", "_name", "_dtype", "_shape", "_start", "_end")
 
     def __init__(
-        self, owner: "safe_open", f: SafeFile, name: str, dtype: str, shape: List[int], start: int, end: int
+        self, owner: "safe_open", f: SafeFile, name: str, dtype: str, shape: "List[int]", start: int, end: int
     ):
         self._file = f
         self._fw = owner._fw
         self._dev = owner._dev
         self._convert = owner._convert
-        self._backend = owner._backend
+        self._copy = owner._copy
         self._name = name
         self._dtype = dtype
         self._shape = shape
@@ -233,7 +254,7 @@ class SafeSlice:
         return f"SafeSlice(name={self._name!r}, dtype={self._dtype}, shape={self._shape})"
 
     def _rows(self, index):
-        """For the ``pread`` backend: when ``index`` starts with an int or a
+        """When ``index`` starts with an int or a
         slice that selects rows of the first dimension, ``(lo, hi, index')``
         such that reading rows ``lo..hi`` only and applying ``index'`` gives
         the same result as ``index`` on the whole tensor. None otherwise
@@ -266,40 +287,67 @@ class SafeSlice:
             return lo, hi, (sub, *rest)
         return None
 
+    def _finish(self, out):
+        """``out`` in the caller's framework and on its device."""
+        if self._convert is not None:
+            return self._convert(out)
+        return out if self._dev is None else out.to(self._dev)
+
     def __getitem__(self, index):
-        if self._fw != "pt" or self._backend == "pread":
-            # The reference's rules and messages (SafetensorError), numpy's
-            # semantics where the reference has none; see _index. torch
-            # tensors from the mmap backend are indexed by torch itself, as
-            # the reference does (torch's semantics and errors).
-            index = check_index(index, self._shape, self._fw)
-        rows = self._rows(index) if self._backend == "pread" else None
+        if not self._copy and self._fw == "pt":
+            # As the reference: a view of a copy-on-write mapping (one that
+            # has not handed this tensor out before), indexed by torch itself
+            # (torch's semantics and errors).
+            buf, start, end = self._file.cow_tensor(self._name, False)
+            out = torch_view(buf, self._dtype, self._shape, start, end, self._name)[index]
+            return self._finish(out)
+        # The reference's rules and messages (SafetensorError), numpy's
+        # semantics where the reference has none; see _index.
+        index = check_index(index, self._shape, self._fw)
+        shape = self._shape
+        if type(index) is slice and index.step in (None, 1) and shape and shape[0]:
+            # Fast path for the commonest index, rows lo..hi: read exactly
+            # them, and the result is the buffer they were read into.
+            n = shape[0]
+            nbytes = self._end - self._start
+            lo, hi, _ = index.indices(n)
+            if hi > lo and nbytes % n == 0:
+                row = nbytes // n
+                start = self._start + lo * row
+                end = self._start + hi * row
+                buf = self._file.read_range(start, end, self._name)
+                return self._finish(_array(buf, self._fw, self._name, self._dtype, [hi - lo, *shape[1:]], 0, end - start))
+        # Otherwise only the selected rows are read, with positioned reads into memory
+        # of this result's own: never a view of a mapping, so nothing done
+        # to an earlier result shows here, and a file truncated meanwhile is
+        # an error, not a crash.
+        rows = self._rows(index)
         if rows is None:
             start, end, shape = self._start, self._end, self._shape
         else:
-            # Read only the rows the index selects.
             lo, hi, index = rows
             row = (self._end - self._start) // self._shape[0]
             start, end = self._start + lo * row, self._start + (hi + 1) * row
             shape = [hi - lo + 1, *self._shape[1:]]
-        full = _view(self._file, self._fw, self._backend, self._name, self._dtype, shape, start, end)
-        if self._fw != "pt":
+        full = _view(self._file, self._fw, True, self._name, self._dtype, shape, start, end)
+        out = full[index]
+        if self._fw == "np":
             import numpy as np
 
-            out = np.array(full[index])
-            if self._convert is not None:
-                out = self._convert(out)
+            # The read rows are this result's own memory: keep them when the
+            # index takes them all, in order; copy anything smaller or
+            # strided (so a small result does not hold a large buffer).
+            if not (isinstance(out, np.ndarray) and out.ndim and out.nbytes == full.nbytes and out.flags.c_contiguous):
+                out = np.array(out)
         else:
             import torch
 
-            sel = full[index]
-            if sel.numel():
-                out = sel.clone(memory_format=torch.contiguous_format)
-            else:  # as in torch_view: huge zero-size shapes overflow clone()
-                out = torch.empty(0, dtype=sel.dtype).reshape(sel.shape)
-            if self._dev is not None:
-                out = out.to(self._dev)
-        return out
+            if not out.numel():
+                # as in torch_view: huge zero-size shapes overflow clone()
+                out = torch.empty(0, dtype=out.dtype).reshape(out.shape)
+            elif not (out.numel() == full.numel() and out.is_contiguous() and out.dim()):
+                out = out.clone(memory_format=torch.contiguous_format)
+        return self._finish(out)
 
 
 class safe_open:
@@ -308,15 +356,23 @@ class safe_open:
     Args:
         filename: path (``str`` or ``os.PathLike``) of the file.
         framework: ``"pt"`` (torch tensors) or ``"np"`` (numpy arrays);
-            ``"torch"`` and ``"numpy"`` are accepted too.
+            ``"torch"`` and ``"numpy"`` are accepted too, and so are the
+            reference's ``"tf"``, ``"flax"``/``"jax"``, ``"mlx"`` and
+            ``"paddle"`` (arrays made with numpy, then converted).
         device: where tensors go (``"cpu"``, ``"cuda:0"``, ``0``, …; torch
             only; ``None`` means the cpu). An unusable framework, device or
             backend raises ``InvalidArgumentError``, a ``SafetensorError``
             (as in the reference) that is also a ``ValueError``.
-        backend: ``"mmap"`` (default): tensors on the cpu are views of a private
-            (copy-on-write) memory map of the file, nothing is copied and
-            writes never reach the file; ``"pread"``: each tensor is read into
-            memory of its own with positioned reads.
+        backend: ``"mmap"`` (default) or ``"pread"``, as in the reference;
+            ``"pread"`` always reads tensors into memory of their own.
+        copy: whether tensors are private copies (memory of their own,
+            read with positioned reads). ``None`` (default) does what the
+            reference does: numpy arrays are copies; torch tensors with
+            ``"mmap"`` view a private copy-on-write mapping of the file
+            (nothing is read until touched, writes never reach the file, but
+            see the README for a file modified or truncated while they
+            live). ``copy=True`` gives torch copies; ``copy=False`` gives
+            numpy zero-copy, read-only views of a read-only mapping.
 
     Usable as a context manager, or without ``with`` (the file is released
     when the object is garbage collected). Tensors and slices returned stay
@@ -325,11 +381,12 @@ class safe_open:
 
     def __init__(
         self,
-        filename: Union[str, "os.PathLike[str]"],
+        filename: "Union[str, os.PathLike[str]]",
         framework: str,
-        device: Union[str, int, Any] = "cpu",
+        device: "Union[str, int, Any]" = "cpu",
         *,
-        backend: str = "mmap",
+        backend: "Optional[str]" = "mmap",
+        copy: "Optional[bool]" = None,
     ):
         target = _framework(framework)
         # Arrays are made with numpy for every framework but torch, then
@@ -339,10 +396,10 @@ class safe_open:
         self._convert = _converter(target, self._dev)
         if target == "paddle":
             self._dev = None
-        if backend not in ("mmap", "pread"):
-            raise InvalidArgumentError(f"backend must be 'mmap' or 'pread', not {backend!r}")
+        backend = "mmap" if backend is None else backend
+        self._copy = copy_mode(self._fw, backend, copy)
         self._backend = backend
-        self._file: Optional[SafeFile] = open_file(filename)
+        self._file: "Optional[SafeFile]" = open_file(filename)
 
     def __enter__(self) -> "safe_open":
         return self
@@ -360,35 +417,45 @@ class safe_open:
             raise SafetensorError("the file is closed")
         return f
 
-    def keys(self) -> List[str]:
+    def keys(self) -> "List[str]":
         """Tensor names, sorted."""
         return self._handle().keys()
 
-    def offset_keys(self) -> List[str]:
+    def offset_keys(self) -> "List[str]":
         """Tensor names in the order of their data in the file."""
         return self._handle().offset_keys()
 
-    def metadata(self) -> Optional[Dict[str, str]]:
+    def metadata(self) -> "Optional[Dict[str, str]]":
         """The ``__metadata__`` string map, or None if the file has none."""
         return self._handle().metadata()
 
-    def _view(self, name: str, dtype: str, shape: List[int], start: int, end: int):
-        return _view(self._handle(), self._fw, self._backend, name, dtype, shape, start, end)
+    def _view(self, name: str, dtype: str, shape: "List[int]", start: int, end: int):
+        return _view(self._handle(), self._fw, self._copy, name, dtype, shape, start, end)
 
     def get_tensor(self, name: str):
-        """The whole tensor ``name`` (a view of the file's memory on the cpu)."""
-        dtype, shape, start, end = self._handle().info(name)
-        t = self._view(name, dtype, shape, start, end)
+        """The whole tensor ``name``: see ``copy`` in the class docstring.
+        Nothing done to a returned tensor changes what a later call returns."""
+        f = self._handle()
+        dtype, shape, start, end = f.info(name)
+        t = _view(f, self._fw, self._copy, name, dtype, shape, start, end)
         if self._convert is not None:
             return self._convert(t)
         if self._dev is not None:
             t = t.to(self._dev)
         return t
 
-    def get_tensors(self) -> Dict[str, Any]:
-        """Every tensor, keyed by name, in file order."""
+    def get_tensors(self) -> "Dict[str, Any]":
+        """Every tensor, keyed by name, in file order (torch views share one
+        fresh copy-on-write mapping, read ahead in parallel)."""
+        f = self._handle()
         out = {}
-        for name, dtype, shape, start, end in self._handle().entries():
+        if self._fw == "pt" and not self._copy:
+            buf = f.map_cow(populate=self._dev is None)
+            for name, dtype, shape, start, end in f.entries():
+                t = torch_view(buf, dtype, shape, start, end, name)
+                out[name] = t if self._dev is None else t.to(self._dev)
+            return out
+        for name, dtype, shape, start, end in f.entries():
             t = self._view(name, dtype, shape, start, end)
             if self._convert is not None:
                 t = self._convert(t)

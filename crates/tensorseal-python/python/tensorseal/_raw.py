@@ -11,10 +11,13 @@ which take arrays and tensors and need no such promise.
 
 from __future__ import annotations
 
-import ctypes
 import operator
-import os
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+# typing costs milliseconds to import; annotations are strings here.
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    import os
+    from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from . import _dtypes
 from ._tensorseal import SafetensorError
@@ -32,6 +35,8 @@ def memory_at(address: int, n: int, owner: object = None) -> memoryview:
     the view. The caller vouches for the address; ``n`` must be positive.
     (ctypes keeps one array type per distinct length, as the reference's
     ``np.ctypeslib.as_array`` does.)"""
+    import ctypes  # on first use: importing it costs milliseconds
+
     mem = (ctypes.c_ubyte * n).from_address(address)
     mem.owner = owner
     return memoryview(mem).cast("B")  # holds `mem`, which holds `owner`

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from . import _dtypes
-from ._open import numpy_view, safe_open
+from ._open import copy_mode, numpy_view, safe_open
 from ._tensorseal import SafetensorError
 from ._tensorseal import deserialize as _deserialize
 from ._errors import read_file as _read_file
@@ -88,34 +88,48 @@ def save_file(
     _serialize_file(_specs(tensor_dict), filename, metadata)
 
 
+def _views(buf, entries) -> Dict[str, np.ndarray]:
+    """Arrays viewing their bytes of one buffer: one ``np.frombuffer`` for
+    all of them (slicing an array costs less than exporting the buffer
+    again per tensor)."""
+    whole = np.frombuffer(buf, dtype=np.uint8)
+    dtype_of = _dtypes.numpy_dtype
+    out = {}
+    for name, code, shape, start, end in entries:
+        dt = dtype_of(code, name)
+        out[name] = whole[start:end].view(dt).reshape(shape) if end > start else np.empty(shape, dtype=dt)
+    return out
+
+
 def load(data: bytes) -> Dict[str, np.ndarray]:
     """Loads safetensors bytes into a dict of (writable) arrays."""
     entries, _metadata, buf = _deserialize(data)
-    return {
-        name: numpy_view(buf, dtype, shape, start, end, name)
-        for name, dtype, shape, start, end in entries
-    }
+    return _views(buf, entries)
 
 
 def load_file(
-    filename: Union[str, "os.PathLike[str]"], *, backend: Optional[str] = None
+    filename: Union[str, "os.PathLike[str]"],
+    *,
+    backend: Optional[str] = "mmap",
+    copy: Optional[bool] = None,
 ) -> Dict[str, np.ndarray]:
     """Loads every tensor of ``filename`` into memory, as numpy arrays.
 
-    By default the file is read with large positioned reads on several
-    threads into one buffer (huge pages where the OS allows) that all arrays
-    view. ``backend="mmap"`` returns views of a private memory map instead
-    (lazy: pages are read when touched); ``backend="pread"`` reads tensor by
-    tensor.
+    The arrays are copies, as the reference's are (nothing done to the file
+    afterwards affects them): the file is read with large positioned reads
+    on several threads into one buffer of the process's own (huge pages
+    where the OS allows) that the arrays view. ``backend`` (``"mmap"`` or
+    ``"pread"``) is accepted for compatibility and gives the same arrays.
+    ``copy=False`` (with ``"mmap"``) asks for zero-copy, read-only views of
+    a read-only mapping of the file instead: lazy, but a file truncated
+    while they live makes touching them crash the process (SIGBUS).
     """
-    if backend is not None:
-        with safe_open(filename, framework="np", backend=backend) as f:
+    backend = "mmap" if backend is None else backend
+    if not copy_mode("np", backend, copy):
+        with safe_open(filename, framework="np", backend=backend, copy=False) as f:
             return f.get_tensors()
     entries, _metadata, buf = _read_file(filename)
-    return {
-        name: numpy_view(buf, dtype, shape, start, end, name)
-        for name, dtype, shape, start, end in entries
-    }
+    return _views(buf, entries)
 
 
 # Re-exported for code that catches it from here.

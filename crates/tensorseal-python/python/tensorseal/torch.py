@@ -17,10 +17,11 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple, Union
 import torch
 
 from . import _dtypes
-from ._open import safe_open, torch_device, torch_view
+from ._open import copy_mode, safe_open, torch_device, torch_view
 from ._raw import memory_at
-from ._tensorseal import SafetensorError
+from ._tensorseal import SafeFile, SafetensorError
 from ._tensorseal import deserialize as _deserialize
+from ._errors import open_file
 from ._errors import read_file as _read_file
 from ._tensorseal import serialize as _serialize
 from ._errors import serialize_file as _serialize_file
@@ -345,29 +346,40 @@ def load_file(
     filename: Union[str, "os.PathLike[str]"],
     device: Union[str, int, torch.device, None] = "cpu",
     *,
-    backend: Optional[str] = None,
+    backend: Optional[str] = "mmap",
+    copy: Optional[bool] = None,
 ) -> Dict[str, torch.Tensor]:
-    """Loads every tensor of ``filename`` into memory.
+    """Loads every tensor of ``filename``.
 
-    By default the file is read with large positioned reads on several
-    threads into one buffer (huge pages where the OS allows); each tensor
-    views its part of it with a storage of its own. ``backend="mmap"`` gives
-    the reference's behaviour (views of a private memory map, read lazily);
-    ``backend="pread"`` reads tensor by tensor. ``device=None`` means the
-    cpu, as in the reference.
+    By default (``backend="mmap"``), as in the reference, the tensors view a
+    fresh private copy-on-write mapping of the file, each with a storage of
+    its own: writes to them never reach the file or any other load. The
+    mapping is read ahead on several threads before returning (parallel
+    reads when the file is not cached). A file modified in place while
+    they live shows through pages not yet written; one truncated makes
+    touching the lost pages crash the process (SIGBUS), as with the
+    reference. ``backend="pread"`` or ``copy=True`` gives private copies
+    instead: the file is read with large positioned reads on several
+    threads into memory of the process's own. ``device=None`` means the cpu,
+    as in the reference.
     """
-    if backend is not None:
-        with safe_open(filename, framework="pt", device=device, backend=backend) as f:
-            return f.get_tensors()
+    backend = "mmap" if backend is None else backend
+    copied = copy_mode("pt", backend, copy)
     dev = torch_device(device)  # checked before reading anything
-    entries, _metadata, buf = _read_file(filename)
-    out = {
+    if dev.type != "cpu":
+        # One tensor at a time, so host memory stays bounded by one tensor.
+        with safe_open(filename, framework="pt", device=dev, backend=backend, copy=copy) as f:
+            return f.get_tensors()
+    if copied:
+        entries, _metadata, buf = _read_file(filename)
+    else:
+        f = open_file(filename)
+        buf = f.map_cow(populate=True)
+        entries = f.entries()
+    return {
         name: torch_view(buf, dtype, shape, start, end, name)
         for name, dtype, shape, start, end in entries
     }
-    if dev.type != "cpu":
-        out = {k: v.to(dev) for k, v in out.items()}
-    return out
 
 
 def load(data: bytes) -> Dict[str, torch.Tensor]:
