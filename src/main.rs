@@ -6,6 +6,14 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 
+/// mimalloc instead of the system allocator: glibc returns freed memory of
+/// its per-thread arenas to the kernel (`madvise`) after nearly every file a
+/// parallel `scan` looks at, and each such call interrupts the other CPUs to
+/// flush their TLBs; on a directory of small pickles that was a third of the
+/// scan's time (BENCHMARKS.md, "Scanner").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Safe, complete and fast tooling for safetensors model weights.
 #[derive(Parser)]
 #[command(name = "tensorseal", version, about, long_about = None)]

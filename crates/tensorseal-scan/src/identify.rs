@@ -311,12 +311,13 @@ pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     find(hay, needle).is_some()
 }
 
-/// Offset of the first occurrence of `needle` in `hay`.
+/// Offset of the first occurrence of `needle` in `hay` (`memchr`'s SIMD
+/// substring search: the scanner runs this over whole pickles and file tails).
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || needle.len() > hay.len() {
+    if needle.is_empty() {
         return None;
     }
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 fn varint(b: &[u8], pos: &mut usize) -> Option<u64> {
