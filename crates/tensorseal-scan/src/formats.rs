@@ -182,17 +182,18 @@ pub(crate) fn scan_npy(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
     let Some(pre) = ctx.read_or_report(loc, read_upto(src, 0, 12)) else {
         return;
     };
+    let invalid = |ctx: &mut Ctx<'_>, e: tensorseal_npy::NpyError| {
+        ctx.add(
+            ids::NUMPY_INVALID,
+            loc,
+            None,
+            None,
+            format!("invalid .npy: {e}"),
+        )
+    };
     let preamble = match tensorseal_npy::read_preamble(&pre) {
         Ok(p) => p,
-        Err(e) => {
-            return ctx.add(
-                ids::NUMPY_INVALID,
-                loc,
-                None,
-                None,
-                format!("invalid .npy: {e}"),
-            )
-        }
+        Err(e) => return invalid(ctx, e),
     };
     let want = preamble
         .data_offset()
@@ -215,15 +216,7 @@ pub(crate) fn scan_npy(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[String], dept
             );
             return analyze_npy_data(ctx, src, loc, data_offset, depth);
         }
-        Err(e) => {
-            return ctx.add(
-                ids::NUMPY_INVALID,
-                loc,
-                None,
-                None,
-                format!("invalid .npy: {e}"),
-            )
-        }
+        Err(e) => return invalid(ctx, e),
     };
     let why = match header.dtype_verdict() {
         tensorseal_npy::Verdict::Plain => return,

@@ -158,8 +158,16 @@ pub(crate) fn scan_pickle_prefix(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[Str
     });
     a.nested
         .retain(|n| complete || p.barrier.is_none_or(|b| n.offset < b));
+    // Why the analysis stopped on the first pickle, for the two findings below.
+    let first_error = || {
+        p.analysis
+            .pickles
+            .first()
+            .and_then(|x| x.error.as_ref())
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
     if p.limited() {
-        let e = p.analysis.pickles.first().and_then(|x| x.error.clone());
         ctx.add(
             ids::PICKLE_INVALID,
             loc,
@@ -167,12 +175,11 @@ pub(crate) fn scan_pickle_prefix(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[Str
             None,
             format!(
                 "this {fmt} content runs as a pickle from its first byte until the analysis stopped at a limit ({}); a loader would carry on",
-                e.map(|e| e.to_string()).unwrap_or_default()
+                first_error()
             ),
         );
     }
     if p.framed_call() && !p.calls() {
-        let e = p.analysis.pickles.first().and_then(|x| x.error.clone());
         ctx.add(
             ids::PICKLE_INVALID,
             loc,
@@ -180,7 +187,7 @@ pub(crate) fn scan_pickle_prefix(ctx: &mut Ctx<'_>, src: &dyn Source, loc: &[Str
             None,
             format!(
                 "this {fmt} content frames as a pickle from its first byte that calls a global before STOP, but the analysis refused it ({}); a loader that accepts it runs the call",
-                e.map(|e| e.to_string()).unwrap_or_default()
+                first_error()
             ),
         );
     }
