@@ -424,35 +424,33 @@ pub(crate) fn storage_uses(root: &Value, legacy: bool) -> Result<Vec<StorageUse>
     let mut out = Vec::new();
     let mut stack = vec![root];
     while let Some(v) = stack.pop() {
-        match v {
-            Value::PersistentId(p) => {
-                out.push(storage_use(p, legacy)?);
-                stack.push(p);
-            }
-            Value::Tuple(x) | Value::List(x) | Value::Set(x) | Value::FrozenSet(x) => {
-                stack.extend(x)
-            }
-            Value::Dict(d) => {
-                for (k, x) in d {
-                    stack.push(k);
-                    stack.push(x);
-                }
-            }
-            Value::Call(c) => {
-                stack.push(&c.callable);
-                stack.push(&c.args);
-                stack.extend(&c.kwargs);
-                stack.extend(&c.state);
-                stack.extend(&c.list_items);
-                for (k, x) in &c.dict_items {
-                    stack.push(k);
-                    stack.push(x);
-                }
-            }
-            _ => {}
+        if let Value::PersistentId(p) = v {
+            out.push(storage_use(p, legacy)?);
         }
+        push_children(v, &mut stack);
     }
     Ok(out)
+}
+
+/// Pushes every value directly inside `v` (container items, dict keys and
+/// values, a call's callable, arguments, state and items, a persistent id's
+/// payload) onto `stack`: the one step of the iterative walks over a pickle's
+/// value tree.
+fn push_children<'v>(v: &'v Value, stack: &mut Vec<&'v Value>) {
+    match v {
+        Value::PersistentId(p) => stack.push(p),
+        Value::Tuple(x) | Value::List(x) | Value::Set(x) | Value::FrozenSet(x) => stack.extend(x),
+        Value::Dict(d) => d.iter().for_each(|(k, x)| stack.extend([k, x])),
+        Value::Call(c) => {
+            stack.push(&c.callable);
+            stack.push(&c.args);
+            stack.extend(&c.kwargs);
+            stack.extend(&c.state);
+            stack.extend(&c.list_items);
+            c.dict_items.iter().for_each(|(k, x)| stack.extend([k, x]));
+        }
+        _ => {}
+    }
 }
 
 fn storage_use(pid: &Value, legacy: bool) -> Result<StorageUse, String> {
@@ -542,25 +540,10 @@ fn contains_tensor(v: &Value, depth: usize) -> bool {
 fn holds_storage(v: &Value) -> bool {
     let mut stack = vec![v];
     while let Some(v) = stack.pop() {
-        if numpy_array(v).is_some() {
+        if matches!(v, Value::PersistentId(_)) || numpy_array(v).is_some() {
             return true;
         }
-        match v {
-            Value::PersistentId(_) => return true,
-            Value::Tuple(x) | Value::List(x) | Value::Set(x) | Value::FrozenSet(x) => {
-                stack.extend(x)
-            }
-            Value::Dict(d) => d.iter().for_each(|(k, x)| stack.extend([k, x])),
-            Value::Call(c) => {
-                stack.push(&c.callable);
-                stack.push(&c.args);
-                stack.extend(&c.kwargs);
-                stack.extend(&c.state);
-                stack.extend(&c.list_items);
-                c.dict_items.iter().for_each(|(k, x)| stack.extend([k, x]));
-            }
-            _ => {}
-        }
+        push_children(v, &mut stack);
     }
     false
 }
