@@ -23,7 +23,7 @@ import threading
 from typing import Any, Dict, List, Optional, Tuple
 
 from ._errors import InvalidArgumentError, header_error, io_error
-from ._open import _converter, _device, _framework, safe_open
+from ._open import check_backend, safe_open
 from ._tensorseal import SafetensorError
 from ._tensorseal import header_len as _header_len
 from ._tensorseal import parse_header as _parse_header
@@ -131,14 +131,8 @@ class _safe_open_handle(safe_open):
         if path is not None:
             super().__init__(path, framework, device, backend=backend, copy=copy)
             return
-        target = _framework(framework)
-        self._fw = "pt" if target == "pt" else "np"
-        self._dev = _device(target, device)
-        self._convert = _converter(target, self._dev)
-        if target == "paddle":
-            self._dev = None
-        if backend not in ("mmap", "pread"):
-            raise InvalidArgumentError(f"backend must be 'mmap' or 'pread', not {backend!r}")
+        self._set_framework(framework, device)
+        check_backend(backend)
         self._backend = "pread"
         self._copy = True  # a stream is always read into memory of the result's own
         self._file = _StreamFile(f)  # type: ignore[assignment]

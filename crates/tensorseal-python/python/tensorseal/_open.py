@@ -162,12 +162,17 @@ def torch_view(buf, code: str, shape: List[int], start: int, end: int, name: str
     return t.reshape(shape)
 
 
+def check_backend(backend: str) -> None:
+    """Refuses a backend other than the reference's two."""
+    if backend not in ("mmap", "pread"):
+        raise InvalidArgumentError(f"backend must be 'mmap' or 'pread', not {backend!r}")
+
+
 def copy_mode(fw: str, backend: str, copy: "Optional[bool]") -> bool:
     """Whether tensors are private copies: ``copy`` if given, else the
     reference's default (numpy arrays are copies; torch tensors view a
     copy-on-write mapping with ``mmap``, are copies with ``pread``)."""
-    if backend not in ("mmap", "pread"):
-        raise InvalidArgumentError(f"backend must be 'mmap' or 'pread', not {backend!r}")
+    check_backend(backend)
     if copy is None:
         return fw == "np" or backend == "pread"
     if copy not in (True, False):
@@ -388,6 +393,14 @@ class safe_open:
         backend: "Optional[str]" = "mmap",
         copy: "Optional[bool]" = None,
     ):
+        self._set_framework(framework, device)
+        backend = "mmap" if backend is None else backend
+        self._copy = copy_mode(self._fw, backend, copy)
+        self._backend = backend
+        self._file: "Optional[SafeFile]" = open_file(filename)
+
+    def _set_framework(self, framework: str, device: "Any") -> None:
+        """Sets ``_fw``, ``_dev`` and ``_convert`` from the arguments."""
         target = _framework(framework)
         # Arrays are made with numpy for every framework but torch, then
         # converted (jax, tensorflow, mlx, paddle), as in the reference.
@@ -396,10 +409,6 @@ class safe_open:
         self._convert = _converter(target, self._dev)
         if target == "paddle":
             self._dev = None
-        backend = "mmap" if backend is None else backend
-        self._copy = copy_mode(self._fw, backend, copy)
-        self._backend = backend
-        self._file: "Optional[SafeFile]" = open_file(filename)
 
     def __enter__(self) -> "safe_open":
         return self
