@@ -272,28 +272,14 @@ impl Scanner {
             .unwrap_or_default();
         match FileSource::open(path) {
             Ok(src) => self.scan_source(display, &name, &src),
-            Err(e) => {
-                let mut ctx = self.ctx(display);
-                ctx.add(
-                    ids::READ_ERROR,
-                    &[],
-                    None,
-                    None,
-                    format!("cannot read {}: {e}", finding::quote(display, 200)),
-                );
-                FileReport {
-                    path: display.to_owned(),
-                    format: Format::Unknown,
-                    size: 0,
-                    findings: ctx.findings,
-                    members: Vec::new(),
-                    error: Some(e.to_string()),
-                    target: None,
-                    aliases: Vec::new(),
-                    // A FIFO or device named directly (or swapped in since it was listed).
-                    skipped: tensorseal_format::open::refused_kind(&e).map(|k| k.id()),
-                }
-            }
+            Err(e) => self.read_error(
+                display,
+                format!("cannot read {}: {e}", finding::quote(display, 200)),
+                e.to_string(),
+                None,
+                // A FIFO or device named directly (or swapped in since it was listed).
+                tensorseal_format::open::refused_kind(&e).map(|k| k.id()),
+            ),
         }
     }
 
@@ -307,19 +293,32 @@ impl Scanner {
         kind: &'static str,
         why: &str,
     ) -> FileReport {
-        let mut ctx = self.ctx(display);
         let message = format!("not scanned: {} {why}", finding::quote(display, 200));
-        ctx.add(ids::READ_ERROR, &[], None, None, message.clone());
+        self.read_error(display, message.clone(), message, target, Some(kind))
+    }
+
+    /// The report for a path that could not be read: one `read-error` finding saying
+    /// `message`, and `error` as the file's error.
+    fn read_error(
+        &self,
+        display: &str,
+        message: String,
+        error: String,
+        target: Option<String>,
+        skipped: Option<&'static str>,
+    ) -> FileReport {
+        let mut ctx = self.ctx(display);
+        ctx.add(ids::READ_ERROR, &[], None, None, message);
         FileReport {
             path: display.to_owned(),
             format: Format::Unknown,
             size: 0,
             findings: ctx.findings,
             members: Vec::new(),
-            error: Some(message),
+            error: Some(error),
             target,
             aliases: Vec::new(),
-            skipped: Some(kind),
+            skipped,
         }
     }
 
