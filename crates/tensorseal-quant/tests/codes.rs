@@ -25,11 +25,16 @@ fn hexes(v: &Value) -> Vec<u32> {
 fn packed(dtype: Dtype, n: usize) -> Vec<u8> {
     match dtype.bits() {
         8 => (0..n as u32).map(|c| c as u8).collect(),
-        4 => (0..n / 2).map(|i| (2 * i as u8) | ((2 * i as u8 + 1) << 4)).collect(),
+        4 => (0..n / 2)
+            .map(|i| (2 * i as u8) | ((2 * i as u8 + 1) << 4))
+            .collect(),
         6 => {
             let mut out = Vec::new();
             for chunk in (0..n as u32).collect::<Vec<_>>().chunks(4) {
-                let w = chunk.iter().enumerate().fold(0u32, |w, (k, &c)| w | (c << (6 * k)));
+                let w = chunk
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |w, (k, &c)| w | (c << (6 * k)));
                 out.extend_from_slice(&w.to_le_bytes()[..3]);
             }
             out
@@ -69,21 +74,37 @@ fn every_code_matches_the_references() {
     for (name, entry) in dtypes {
         let dtype: Dtype = name.parse().unwrap();
         let n = code_table(dtype).unwrap().len();
-        for (key, out) in [("f32", OutDtype::F32), ("bf16", OutDtype::BF16), ("f16", OutDtype::F16)] {
+        for (key, out) in [
+            ("f32", OutDtype::F32),
+            ("bf16", OutDtype::BF16),
+            ("f16", OutDtype::F16),
+        ] {
             let ours = decoded(dtype, n, out);
             let ml = hexes(&entry["ml_dtypes"][key]);
             assert_eq!(ours.len(), ml.len(), "{name} {key}");
             for c in 0..n {
-                assert_eq!(ours[c], ml[c], "{name} code {c:#x} to {key}: ours {:#x}, ml_dtypes {:#x}", ours[c], ml[c]);
+                assert_eq!(
+                    ours[c], ml[c],
+                    "{name} code {c:#x} to {key}: ours {:#x}, ml_dtypes {:#x}",
+                    ours[c], ml[c]
+                );
                 compared += 1;
             }
             if let Some(t) = entry.get("torch") {
                 let t = hexes(&t[key]);
                 for c in 0..n {
                     if is_nan(t[c], out) {
-                        assert!(is_nan(ours[c], out), "{name} code {c:#x} to {key}: torch NaN, ours {:#x}", ours[c]);
+                        assert!(
+                            is_nan(ours[c], out),
+                            "{name} code {c:#x} to {key}: torch NaN, ours {:#x}",
+                            ours[c]
+                        );
                     } else {
-                        assert_eq!(ours[c], t[c], "{name} code {c:#x} to {key}: ours {:#x}, torch {:#x}", ours[c], t[c]);
+                        assert_eq!(
+                            ours[c], t[c],
+                            "{name} code {c:#x} to {key}: ours {:#x}, torch {:#x}",
+                            ours[c], t[c]
+                        );
                     }
                     compared += 1;
                 }
