@@ -570,13 +570,18 @@ fn builder<'s>(
             }
             let pack = (32 / bits) as usize;
             let (qr, out_f) = dims2(qt)?;
-            let in_f = qr * pack;
+            let in_f = qr.saturating_mul(pack);
             let (groups, so) = dims2(st)?;
             if so != out_f || groups == 0 {
                 return Err(bad_shape(st, format!("expected [groups, {out_f}]")));
             }
             let zwords = out_f.div_ceil(pack);
-            check_len(zt, zt.elements() as usize, groups * zwords, "qzeros")?;
+            check_len(
+                zt,
+                zt.elements() as usize,
+                groups.saturating_mul(zwords),
+                "qzeros",
+            )?;
             let scales = floats(st, sd, s)?;
             let gidx: Vec<usize> = match opt(src, l, ".g_idx") {
                 Some((gt, gd)) => {
@@ -623,7 +628,7 @@ fn builder<'s>(
                 });
             }
             let (in_f, words) = dims2(qt)?;
-            let out_f = words * 8;
+            let out_f = words.saturating_mul(8);
             let (groups, so) = dims2(st)?;
             if so != out_f || groups == 0 || in_f % groups != 0 {
                 return Err(bad_shape(
@@ -631,7 +636,12 @@ fn builder<'s>(
                     format!("expected [groups dividing {in_f}, {out_f}]"),
                 ));
             }
-            check_len(zt, zt.elements() as usize, groups * words, "qzeros")?;
+            check_len(
+                zt,
+                zt.elements() as usize,
+                groups.saturating_mul(words),
+                "qzeros",
+            )?;
             let q = i32s(qt, qd, s)?.into_iter().map(|v| v as u32).collect();
             let zeros = i32s(zt, zd, s)?.into_iter().map(|v| v as u32).collect();
             let scales = floats(st, sd, s)?;
@@ -743,7 +753,7 @@ fn builder<'s>(
                         }
                     }
                 }
-                None => per_row * 32 / bits as usize,
+                None => per_row.saturating_mul(32) / bits as usize,
             };
             if (cols as u128) * bits as u128 > per_row as u128 * 32 {
                 return Err(bad_shape(
@@ -813,10 +823,10 @@ fn builder<'s>(
                 return Err(bad_dtype(wt, s, "U8 (two F4 codes per byte)"));
             }
             let (rows, half) = dims2(wt)?;
-            let cols = half * 2;
+            let cols = half.saturating_mul(2);
             if s == Scheme::CtMxfp4 {
                 if cols % 32 != 0
-                    || st.elements() as usize != rows * (cols / 32)
+                    || st.elements() as usize != rows.saturating_mul(cols / 32)
                     || st.dtype.bits() != 8
                 {
                     return Err(bad_shape(
@@ -868,11 +878,17 @@ fn builder<'s>(
             let (st, sd) = need(src, l, "_scales")?;
             let n = bt.shape.len();
             let groups = bt.shape.get(n.wrapping_sub(2)).copied().unwrap_or(0);
-            let rows: usize = bt.shape.iter().take(n.saturating_sub(2)).product();
+            let rows: usize = bt
+                .shape
+                .iter()
+                .take(n.saturating_sub(2))
+                .fold(1usize, |a, &d| a.saturating_mul(d));
+            let cols = groups.saturating_mul(32);
             if bt.dtype != Dtype::U8
                 || bt.shape.last() != Some(&16)
                 || st.dtype.bits() != 8
-                || st.elements() as usize != rows * groups
+                || st.elements() as usize != rows.saturating_mul(groups)
+                || bd.len() as u128 * 2 != rows as u128 * cols as u128
             {
                 return Err(bad_shape(
                     bt,
@@ -883,10 +899,10 @@ fn builder<'s>(
                 Box::new(Mx {
                     codes: bd,
                     exps: sd,
-                    cols: groups * 32,
+                    cols,
                 }),
                 rows,
-                groups * 32,
+                cols,
             ))
         }
         Scheme::BnbInt8 => {
@@ -913,7 +929,13 @@ fn builder<'s>(
                 as usize;
             let map = floats(mt, md, s)?;
             check_len(mt, map.len(), 16, "quant_map")?;
-            let n: usize = l.shape.iter().product();
+            let n = l
+                .shape
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .ok_or_else(|| {
+                    bad_shape(wt, format!("quant_state shape {:?} overflows", l.shape))
+                })?;
             if wd.len() * 2 < n {
                 return Err(bad_shape(
                     wt,
@@ -1045,7 +1067,11 @@ pub fn dequantize_source(
     let sizes: Vec<u64> = items
         .iter()
         .map(|(s, _)| {
-            s.shape.iter().map(|&d| d as u64).product::<u64>() * s.dtype.bits() as u64 / 8
+            s.shape
+                .iter()
+                .fold(1u64, |a, &d| a.saturating_mul(d as u64))
+                .saturating_mul(s.dtype.bits() as u64)
+                / 8
         })
         .collect();
     let single_file = dst.extension().is_some_and(|e| e == "safetensors");

@@ -252,7 +252,11 @@ pub fn codes(dtype: Dtype, data: &[u8], count: usize) -> Option<Vec<u8>> {
         4 => {
             for i in 0..count {
                 let b = *data.get(i / 2)?;
-                out.push(if i.is_multiple_of(2) { b & 0x0F } else { b >> 4 });
+                out.push(if i.is_multiple_of(2) {
+                    b & 0x0F
+                } else {
+                    b >> 4
+                });
             }
         }
         6 => {

@@ -30,11 +30,13 @@ pub struct TensorMeta {
 impl TensorMeta {
     /// Number of elements.
     pub fn elements(&self) -> u64 {
-        self.shape.iter().map(|&d| d as u64).product()
+        self.shape
+            .iter()
+            .fold(1u64, |a, &d| a.saturating_mul(d as u64))
     }
     /// Bytes of data.
     pub fn bytes(&self) -> u64 {
-        self.elements() * self.dtype.bits() as u64 / 8
+        self.elements().saturating_mul(self.dtype.bits() as u64) / 8
     }
 }
 
@@ -153,7 +155,9 @@ pub struct QuantLayer {
 impl QuantLayer {
     /// Weights in the dense tensor.
     pub fn elements(&self) -> u64 {
-        self.shape.iter().map(|&d| d as u64).product()
+        self.shape
+            .iter()
+            .fold(1u64, |a, &d| a.saturating_mul(d as u64))
     }
     /// Stored bits (values, scales, zeros, indices) per dense weight.
     pub fn effective_bits(&self) -> f64 {
@@ -437,7 +441,7 @@ fn anchor(t: &TensorMeta, idx: &Index<'_>, cfg: &Configs, ct: Option<&str>) -> O
             // (packed cols * 32 / bits) — bits from the config, else 4.
             let bits = ct_bits(cfg).unwrap_or(4);
             let rows = dim(t, 0);
-            let cols = dim(t, 1) * (32 / bits as usize);
+            let cols = dim(t, 1).saturating_mul(32 / bits as usize);
             let cols = ct_group(cfg).map(|_| cols).unwrap_or(cols);
             let g = grouping_of(rows, cols, scale);
             return Some(layer(
@@ -453,7 +457,7 @@ fn anchor(t: &TensorMeta, idx: &Index<'_>, cfg: &Configs, ct: Option<&str>) -> O
         }
         if t.dtype == Dtype::U8 && t.shape.len() == 2 {
             let rows = dim(t, 0);
-            let cols = dim(t, 1) * 2;
+            let cols = dim(t, 1).saturating_mul(2);
             let nv = scale.dtype == Dtype::F8_E4M3
                 || idx.get(&format!("{p}.weight_global_scale")).is_some()
                 || ct == Some("nvfp4-pack-quantized");
@@ -481,7 +485,7 @@ fn anchor(t: &TensorMeta, idx: &Index<'_>, cfg: &Configs, ct: Option<&str>) -> O
                 Scheme::ModeloptNvfp4,
                 4,
                 Grouping::Group(16),
-                vec![rows, cols * 2],
+                vec![rows, cols.saturating_mul(2)],
                 &[".weight", ".weight_scale", ".weight_scale_2"],
             ));
         }
@@ -529,7 +533,7 @@ fn anchor(t: &TensorMeta, idx: &Index<'_>, cfg: &Configs, ct: Option<&str>) -> O
             return None;
         }
         let mut shape = t.shape[..n - 2].to_vec();
-        shape.push(dim(t, n - 2) * 32);
+        shape.push(dim(t, n - 2).saturating_mul(32));
         let _ = scales;
         return Some(layer(
             idx,
@@ -574,7 +578,7 @@ fn anchor(t: &TensorMeta, idx: &Index<'_>, cfg: &Configs, ct: Option<&str>) -> O
 fn bnb4(p: &str, _state: &TensorMeta, idx: &Index<'_>, scheme: Scheme) -> Option<QuantLayer> {
     let w = idx.get(&format!("{p}.weight"))?;
     let absmax = idx.get(&format!("{p}.weight.absmax"))?;
-    let n = w.elements() * 2;
+    let n = w.elements().saturating_mul(2);
     let blocks = absmax.elements().max(1);
     let block = n.div_ceil(blocks) as usize;
     let state_suffix = if scheme == Scheme::BnbNf4 {
@@ -627,7 +631,9 @@ fn gptq_or_awq(p: &str, q: &TensorMeta, idx: &Index<'_>, cfg: &Configs) -> Optio
     let groups = dim(scales, 0).max(1);
     let method = cfg.quant_str("quant_method");
     let awq = method.as_deref() == Some("awq")
-        || (method.is_none() && dim(q, 1) != out_features && dim(q, 1) * 8 == out_features);
+        || (method.is_none()
+            && dim(q, 1) != out_features
+            && dim(q, 1).saturating_mul(8) == out_features);
     let parts: &[&str] = &[".qweight", ".qzeros", ".scales", ".g_idx"];
     if awq {
         let bits = cfg
@@ -653,7 +659,7 @@ fn gptq_or_awq(p: &str, q: &TensorMeta, idx: &Index<'_>, cfg: &Configs) -> Optio
     } else {
         4
     };
-    let in_features = dim(q, 0) * 32 / bits as usize;
+    let in_features = dim(q, 0).saturating_mul(32) / bits as usize;
     let g = match cfg.quant_u64("group_size") {
         Some(-1) => Grouping::Channel,
         Some(n) if n > 0 => Grouping::Group(n as usize),
