@@ -7,6 +7,8 @@
 //!   names, dtypes, shapes and the checkpoint's config files.
 //! - [`dequant`]: dequantizing a checkpoint into a dense one, streaming with
 //!   bounded memory.
+//! - [`sparse`]: the sparse-tensor convention of docs/sparse.md: describe
+//!   and densify.
 //!
 //! Everything treats its input as untrusted: shapes and scale sizes are
 //! checked before any index, and errors ([`QuantError`]) quote the value at
@@ -18,6 +20,7 @@ pub mod dequant;
 mod error;
 pub mod float;
 pub mod scheme;
+pub mod sparse;
 
 pub use error::QuantError;
 pub use float::OutDtype;
