@@ -38,6 +38,10 @@ enum Command {
     Digest(cmd::digest::Args),
     /// Find model files that can run code (pickles, archives, every format by content).
     Scan(cmd::scan::Args),
+    /// Write the dense equivalent of a quantized checkpoint (GPTQ, AWQ, block FP8, compressed-tensors, NVFP4, MXFP4, bitsandbytes).
+    Dequantize(cmd::quant::DequantizeArgs),
+    /// Write the dense equivalent of a file holding sparse tensors (docs/sparse.md).
+    Densify(cmd::quant::DensifyArgs),
     /// Convert a pickle checkpoint (torch zip or legacy, NumPy) to safetensors without running it, or back with --to torch.
     Convert(cmd::convert::Args),
 }
@@ -53,6 +57,8 @@ fn main() -> ExitCode {
         Command::Digest(args) => cmd::digest::run(args),
         Command::Scan(args) => cmd::scan::run(args),
         Command::Convert(args) => cmd::convert::run(args),
+        Command::Dequantize(args) => cmd::quant::run_dequantize(args),
+        Command::Densify(args) => cmd::quant::run_densify(args),
     };
     cmd::finish(result)
 }

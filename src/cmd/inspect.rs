@@ -51,8 +51,10 @@ pub fn run(args: Args) -> CmdResult {
     let checkpoint = open_path(&args.path).map_err(format_failure)?;
     let mut doc = serde_json::Map::new();
     doc.insert("path".into(), path.clone().into());
+    let mut single_file = None;
     let files: Vec<(Option<String>, Header, Option<u64>, usize)> = match checkpoint {
         Checkpoint::Single(p) => {
+            single_file = Some(p.clone());
             let f = PreadFile::open(&p).map_err(|e| format_failure(e.in_file(&p)))?;
             doc.insert("format".into(), "safetensors".into());
             doc.insert("file_len".into(), f.file_len().into());
@@ -104,7 +106,16 @@ pub fn run(args: Args) -> CmdResult {
         by_dtype.entry(r.dtype).or_default().add(r);
     }
 
+    // Quantized layers and sparse tensors; a problem there (a bad config)
+    // is a warning, not a failed inspect.
+    let (quant, sparse, extra) = super::quant::inspect_sections(&args.path, single_file.as_deref())
+        .unwrap_or_else(|f| {
+            eprintln!("warning: {:#}", f.error);
+            (Value::Null, Value::Null, String::new())
+        });
     let out = if args.json {
+        doc.insert("quantization".into(), quant);
+        doc.insert("sparse".into(), sparse);
         doc.insert(
             "metadata".into(),
             metadata.as_ref().map_or(Value::Null, |m| json!(m)),
@@ -156,7 +167,7 @@ pub fn run(args: Args) -> CmdResult {
         s.push('\n');
         s
     } else {
-        human(&doc, metadata.as_ref(), &rows, &total, &by_dtype)
+        human(&doc, metadata.as_ref(), &rows, &total, &by_dtype) + &extra
     };
     write_stdout(&out)?;
     Ok(EXIT_OK)

@@ -55,7 +55,7 @@ fn quant_inspect<'py>(py: Python<'py>, path: std::path::PathBuf) -> PyResult<Bou
 
 /// `quant_dequantize(src, dst, dtype, max_shard_size, chunk_bytes) -> dict`.
 #[pyfunction]
-#[pyo3(signature = (src, dst, dtype="bf16", max_shard_size=5_000_000_000, chunk_bytes=64 << 20))]
+#[pyo3(signature = (src, dst, dtype="bf16", max_shard_size=5_000_000_000, chunk_bytes=64 << 20, sync=true))]
 fn quant_dequantize<'py>(
     py: Python<'py>,
     src: std::path::PathBuf,
@@ -63,18 +63,27 @@ fn quant_dequantize<'py>(
     dtype: &str,
     max_shard_size: u64,
     chunk_bytes: usize,
+    sync: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let dtype = OutDtype::parse(dtype).ok_or_else(|| {
-        PyValueError::new_err(format!("dtype must be 'bf16', 'f16' or 'f32', not {dtype:?}"))
+        PyValueError::new_err(format!(
+            "dtype must be 'bf16', 'f16' or 'f32', not {dtype:?}"
+        ))
     })?;
     if max_shard_size == 0 || chunk_bytes == 0 {
-        return Err(PyValueError::new_err("max_shard_size and chunk_bytes must be positive"));
+        return Err(PyValueError::new_err(
+            "max_shard_size and chunk_bytes must be positive",
+        ));
     }
     let opts = Options {
         dtype,
         max_shard_size,
         chunk_bytes,
-        durability: Durability::Sync,
+        durability: if sync {
+            Durability::Sync
+        } else {
+            Durability::NoSync
+        },
     };
     let s = py
         .detach(|| dequantize(&src, &dst, &opts))
@@ -82,7 +91,13 @@ fn quant_dequantize<'py>(
     let d = PyDict::new(py);
     d.set_item("dequantized", s.dequantized)?;
     d.set_item("copied", s.copied)?;
-    d.set_item("files", s.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>())?;
+    d.set_item(
+        "files",
+        s.files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>(),
+    )?;
     d.set_item("bytes", s.bytes)?;
     Ok(d)
 }

@@ -294,18 +294,26 @@ impl Rows for Gptq {
     fn rows(&self, r0: usize, r1: usize, out: &mut [f32]) {
         let mask = (1u32 << self.bits) - 1;
         let pack = (32 / self.bits) as usize;
+        let groups = self.scales.len() / self.out_f.max(1);
+        let mut sz = vec![(0f32, 0f32); groups];
         for n in r0..r1 {
-            let row = &mut out[(n - r0) * self.in_f..(n - r0 + 1) * self.in_f];
-            for (k, o) in row.iter_mut().enumerate() {
-                let g = self.gidx[k];
-                let word = self.q[(k / pack) * self.out_f + n];
-                let q = (word >> (self.bits * (k % pack) as u32)) & mask;
-                let zw = self.zeros[g * self.zwords + n / pack];
-                let mut z = (zw >> (self.bits * (n % pack) as u32)) & mask;
+            // This output channel's scale and zero of every group.
+            let zshift = self.bits * (n % pack) as u32;
+            for (g, cell) in sz.iter_mut().enumerate() {
+                let mut z = (self.zeros[g * self.zwords + n / pack] >> zshift) & mask;
                 if self.v1 {
                     z = (z + 1) & mask;
                 }
-                *o = self.scales[g * self.out_f + n] * (q as f32 - z as f32);
+                *cell = (self.scales[g * self.out_f + n], z as f32);
+            }
+            let row = &mut out[(n - r0) * self.in_f..(n - r0 + 1) * self.in_f];
+            for (kp, vals) in row.chunks_mut(pack).enumerate() {
+                let word = self.q[kp * self.out_f + n];
+                for (j, o) in vals.iter_mut().enumerate() {
+                    let (s, z) = sz[self.gidx[kp * pack + j]];
+                    let q = (word >> (self.bits * j as u32)) & mask;
+                    *o = s * (q as f32 - z);
+                }
             }
         }
     }
@@ -367,53 +375,66 @@ enum Codes<'a> {
     Packed(Vec<u32>, usize, u32),
 }
 
+impl Scaled<'_> {
+    /// The effective scale (and zero point) of scale cell `i`.
+    #[inline]
+    fn cell(&self, i: usize) -> (f32, f32) {
+        let mut s = self.scales[i];
+        if let Some(d) = self.div {
+            s /= d;
+        }
+        if let Some(m) = self.mul {
+            s *= m;
+        }
+        (s, self.zeros.as_ref().map_or(0.0, |z| z[i]))
+    }
+}
+
 impl Rows for Scaled<'_> {
     fn rows(&self, r0: usize, r1: usize, out: &mut [f32]) {
         let cols = self.cols;
         for r in r0..r1 {
             let row = &mut out[(r - r0) * cols..(r - r0 + 1) * cols];
             let srow = (r / self.br) * self.sc;
-            match &self.codes {
-                Codes::Table(d, t) => {
-                    for (c, o) in row.iter_mut().enumerate() {
-                        *o = f32::from_bits(t[d[r * cols + c] as usize]);
+            // One scale cell per run of `bc` columns: no division per value.
+            for (b, run) in row.chunks_mut(self.bc).enumerate() {
+                let (s, z) = self.cell(srow + b);
+                let c0 = b * self.bc;
+                match &self.codes {
+                    Codes::Table(d, t) => {
+                        let src = &d[r * cols + c0..r * cols + c0 + run.len()];
+                        for (o, &code) in run.iter_mut().zip(src) {
+                            *o = (f32::from_bits(t[code as usize]) - z) * s;
+                        }
+                    }
+                    Codes::I8(d) => {
+                        let src = &d[r * cols + c0..r * cols + c0 + run.len()];
+                        for (o, &q) in run.iter_mut().zip(src) {
+                            *o = (q as i8 as f32 - z) * s;
+                        }
+                    }
+                    Codes::F4(d) => {
+                        let base = r * (cols / 2);
+                        for (j, o) in run.iter_mut().enumerate() {
+                            let c = c0 + j;
+                            let byte = d[base + c / 2];
+                            let code = if c.is_multiple_of(2) {
+                                byte & 0xF
+                            } else {
+                                byte >> 4
+                            };
+                            *o = (f32::from_bits(F4_E2M1[code as usize]) - z) * s;
+                        }
+                    }
+                    Codes::Packed(words, per_row, bits) => {
+                        let w = &words[r * per_row..(r + 1) * per_row];
+                        let off = 1i32 << (bits - 1);
+                        for (j, o) in run.iter_mut().enumerate() {
+                            let q = (field(w, c0 + j, *bits) as i32 - off) as f32;
+                            *o = (q - z) * s;
+                        }
                     }
                 }
-                Codes::I8(d) => {
-                    for (c, o) in row.iter_mut().enumerate() {
-                        *o = d[r * cols + c] as i8 as f32;
-                    }
-                }
-                Codes::F4(d) => {
-                    let half = cols / 2;
-                    for (c, o) in row.iter_mut().enumerate() {
-                        let b = d[r * half + c / 2];
-                        let code = if c.is_multiple_of(2) { b & 0xF } else { b >> 4 };
-                        *o = f32::from_bits(F4_E2M1[code as usize]);
-                    }
-                }
-                Codes::Packed(words, per_row, bits) => {
-                    let w = &words[r * per_row..(r + 1) * per_row];
-                    let off = 1i32 << (bits - 1);
-                    for (c, o) in row.iter_mut().enumerate() {
-                        *o = (field(w, c, *bits) as i32 - off) as f32;
-                    }
-                }
-            }
-            for (c, o) in row.iter_mut().enumerate() {
-                let i = srow + c / self.bc;
-                let mut s = self.scales[i];
-                if let Some(d) = self.div {
-                    s /= d;
-                }
-                if let Some(m) = self.mul {
-                    s *= m;
-                }
-                let v = match &self.zeros {
-                    Some(z) => *o - z[i],
-                    None => *o,
-                };
-                *o = v * s;
             }
         }
     }
@@ -1004,6 +1025,17 @@ pub fn dequantize_layer(src: &Source, l: &QuantLayer) -> Result<Vec<f32>, QuantE
     Ok(out)
 }
 
+/// Writes one layer's dense bytes in `opts.dtype` to `w`, chunk by chunk
+/// (what [`dequantize`] does for each layer).
+pub fn write_layer_to(
+    src: &Source,
+    l: &QuantLayer,
+    opts: &Options,
+    w: &mut dyn Write,
+) -> std::io::Result<()> {
+    write_layer(src, l, opts, w)
+}
+
 enum Item<'r> {
     Copy(String),
     Layer(&'r QuantLayer),
@@ -1186,7 +1218,6 @@ fn write_layer(
         return Ok(());
     }
     let out_size = opts.dtype.size();
-    // Rows per chunk, and per parallel task within a chunk.
     let row_bytes = cols * out_size;
     let chunk_rows = (opts.chunk_bytes / row_bytes).clamp(1, rows);
     let task_rows = chunk_rows.div_ceil(rayon::current_num_threads() * 4).max(1);
@@ -1198,11 +1229,13 @@ fn write_layer(
         buf.par_chunks_mut(task_rows * row_bytes)
             .enumerate()
             .for_each(|(t, out)| {
-                let a = r0 + t * task_rows;
-                let n = out.len() / row_bytes;
-                let mut vals = vec![0f32; n * cols];
-                b.rows(a, a + n, &mut vals);
-                opts.dtype.store(&vals, out);
+                // One row of f32 at a time: the scratch stays in cache.
+                let mut vals = vec![0f32; cols];
+                for (i, orow) in out.chunks_mut(row_bytes).enumerate() {
+                    let r = r0 + t * task_rows + i;
+                    b.rows(r, r + 1, &mut vals);
+                    opts.dtype.store(&vals, orow);
+                }
             });
         w.write_all(buf)?;
         r0 = r1;

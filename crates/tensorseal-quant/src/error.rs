@@ -64,3 +64,15 @@ pub enum QuantError {
         source: std::io::Error,
     },
 }
+
+impl QuantError {
+    /// Whether the error is about the environment (files, I/O) rather than
+    /// the checkpoint's content.
+    pub fn is_environment(&self) -> bool {
+        match self {
+            QuantError::Format(e) => e.is_io(),
+            QuantError::Io { .. } => true,
+            _ => false,
+        }
+    }
+}

@@ -31,6 +31,7 @@ def dequantize(
     *,
     max_shard_size: int = 5_000_000_000,
     chunk_bytes: int = 64 << 20,
+    sync: bool = True,
 ) -> Dict[str, Any]:
     """Writes the dense equivalent of the checkpoint at ``src`` to ``dst``.
 
@@ -40,10 +41,11 @@ def dequantize(
     ``model.safetensors`` or shards of at most ``max_shard_size`` bytes with
     ``model.safetensors.index.json``, and ``config.json`` without its
     ``quantization_config``. At most ``chunk_bytes`` of output are held in
-    memory at a time. Returns ``{"dequantized", "copied", "files", "bytes"}``.
+    memory at a time. ``sync=False`` skips the fsync of the output before
+    returning (it is still renamed into place only when complete). Returns ``{"dequantized", "copied", "files", "bytes"}``.
     """
     return _tensorseal.quant_dequantize(
-        os.fspath(src), os.fspath(dst), dtype, max_shard_size, chunk_bytes
+        os.fspath(src), os.fspath(dst), dtype, max_shard_size, chunk_bytes, sync
     )
 
 
