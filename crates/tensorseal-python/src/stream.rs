@@ -147,13 +147,9 @@ impl Stream {
 
     /// Waits (without the GIL) for chunk `i`: `(slot, copies)`.
     fn wait(&self, py: Python<'_>, i: usize) -> PyResult<(usize, Vec<PyCopy>)> {
-        let (slot, skip) = py
-            .detach(|| self.inner.wait(i))
-            .map_err(|e| to_py(py, e))?;
+        let (slot, skip) = py.detach(|| self.inner.wait(i)).map_err(|e| to_py(py, e))?;
         let copies = self.copies.get(i).map_or_else(Vec::new, |cs| {
-            cs.iter()
-                .map(|&(d, o, s, n)| (d, o, s + skip, n))
-                .collect()
+            cs.iter().map(|&(d, o, s, n)| (d, o, s + skip, n)).collect()
         });
         Ok((slot, copies))
     }

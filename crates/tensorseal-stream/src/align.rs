@@ -45,5 +45,5 @@ pub fn aligned_read(offset: u64, len: u64) -> Option<AlignedRead> {
 
 /// Whether `addr` is a multiple of [`ALIGN`].
 pub fn is_aligned(addr: usize) -> bool {
-    (addr as u64) % ALIGN == 0
+    (addr as u64).is_multiple_of(ALIGN)
 }

@@ -62,7 +62,7 @@ pub struct Chunk {
 /// ([`aligned_read`](crate::align::aligned_read)`(offset, len)`) is at most
 /// `slot_bytes` long, and `src_offset + len <= chunk.len` for each copy.
 pub fn plan(ranges: &[Range], slot_bytes: u64) -> Result<Vec<Chunk>, StreamError> {
-    if slot_bytes < 2 * ALIGN || slot_bytes % ALIGN != 0 {
+    if slot_bytes < 2 * ALIGN || !slot_bytes.is_multiple_of(ALIGN) {
         return Err(StreamError::SlotSize { slot_bytes });
     }
     let mut sorted: Vec<&Range> = Vec::with_capacity(ranges.len());

@@ -248,7 +248,7 @@ impl Stream {
         })
     }
 
-    /// Number of chunks.
+    /// The planned chunks, in the order they are taken.
     pub fn chunks(&self) -> &[Chunk] {
         &self.shared.chunks
     }
