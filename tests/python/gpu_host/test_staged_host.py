@@ -351,6 +351,13 @@ def test_safe_open_on_cuda_uses_the_staged_loader(tmp_path):
         assert f._staged(f._handle()) is None
     with safe_open(path, "np") as f:
         assert f._staged(f._handle()) is None
+    import io
+
+    from tensorseal import _safe_open_handle
+
+    # A Python stream has no file for the readers: it keeps the old path.
+    with _safe_open_handle(io.BytesIO(path.read_bytes()), "pt", device="cuda:0") as f:
+        assert f._staged(f._handle()) is None
 
 
 def test_loader_close_frees_the_ring(tmp_path):

@@ -384,6 +384,9 @@ class safe_open:
     valid after the file is closed.
     """
 
+    #: The staged device loader (``_gpu.Loader``), made on first use.
+    _loader = None
+
     def __init__(
         self,
         filename: "Union[str, os.PathLike[str]]",
@@ -397,7 +400,6 @@ class safe_open:
         backend = "mmap" if backend is None else backend
         self._copy = copy_mode(self._fw, backend, copy)
         self._backend = backend
-        self._loader = None  # the staged device loader (_gpu), made on first use
         self._file: "Optional[SafeFile]" = open_file(filename)
 
     def _set_framework(self, framework: str, device: "Any") -> None:
@@ -428,7 +430,8 @@ class safe_open:
         """For torch on a CUDA (or ROCm) device, the loader that streams
         tensors through a pinned staging ring (``_gpu``); None otherwise."""
         dev = self._dev
-        if self._fw != "pt" or dev is None or dev.type != "cuda":
+        if self._fw != "pt" or dev is None or dev.type != "cuda" or not isinstance(f, SafeFile):
+            # (_safe_open_handle's streams are read through Python: .to(device))
             return None
         if self._loader is None:
             from ._gpu import Loader
