@@ -398,3 +398,53 @@ def test_bench_gpu_dry_run(tmp_path):
         assert what in text, text
     assert "page cache" in text and "cold" in text
     assert not list(tmp_path.glob("*.safetensors")), "the benchmark removes its checkpoint"
+
+
+def test_a_failed_load_keeps_no_tensor_alive_through_its_exception(tmp_path, monkeypatch):
+    """The exception of a failed load may be kept (logged, re-raised later):
+    it must not keep the call's "device" tensors alive through its frames."""
+    import weakref
+
+    path = tmp_path / "k.safetensors"
+    ref.save_file({f"w{i}": torch.ones(1000) for i in range(4)}, str(path))
+    made = []
+    real_empty = torch.empty
+
+    def empty(*a, **kw):
+        t = real_empty(*a, **kw)
+        if kw.get("device") is not None:
+            made.append(weakref.ref(t))
+            if len(made) == 3:
+                raise torch.OutOfMemoryError("simulated: out of device memory")
+        return t
+
+    monkeypatch.setattr(torch, "empty", empty)
+    f = SafeFile(str(path))
+    kept = []
+    for alloc in ("tensor", "group"):
+        made.clear()
+        try:
+            _gpu.Loader("cpu", alloc=alloc).load(f, f.entries())
+        except torch.OutOfMemoryError as e:
+            kept.append(e)
+        assert made and all(r() is None for r in made), alloc
+    assert len(kept) == 1  # group makes one allocation per dtype: no failure
+    monkeypatch.undo()
+    made.clear()
+    big = tmp_path / "big.safetensors"
+    ref.save_file({f"w{i}": torch.ones(100_000) for i in range(4)}, str(big))
+    f = SafeFile(str(big))
+    monkeypatch.setattr(_gpu, "Stream", lambda *a, **k: _TruncatingStream(str(big), 0, a, k))
+
+    def device_tensors(*a, **kw):
+        t = real_empty(*a, **kw)
+        if kw.get("device") is not None:
+            made.append(weakref.ref(t))
+        return t
+
+    monkeypatch.setattr(torch, "empty", device_tensors)
+    try:
+        _gpu.Loader("cpu", staging_bytes=16 * KIB, slots=2).load(f, f.entries())
+    except tensorseal.SafetensorError as e:
+        kept.append(e)
+    assert len(kept) == 2 and made and all(r() is None for r in made)

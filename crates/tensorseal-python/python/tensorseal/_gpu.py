@@ -86,6 +86,15 @@ def _torch_shape(code: str, shape: "List[int]", name: str) -> "List[int]":
     return [*shape[:-1], shape[-1] // 2]
 
 
+def _drop_locals(e: BaseException) -> None:
+    """Clears the local variables of the finished frames ``e``'s traceback
+    holds (tensors of a failed load must not live on in a kept exception);
+    frames still running are left alone."""
+    import traceback
+
+    traceback.clear_frames(e.__traceback__)
+
+
 class _CudaTarget:
     """Copies on a dedicated stream of a CUDA (or ROCm) device, out of
     pinned staging memory; an event per slot."""
@@ -263,10 +272,24 @@ class Loader:
         buffers and ``ranges`` the ``(offset, len, dst, dst_offset)`` to fill."""
         import torch
 
-        dev = self.device
         out: "Dict[str, Any]" = {}
         dests: "List[Any]" = []
         ranges: "List[Tuple[int, int, int, int]]" = []
+        try:
+            self._allocate_into(entries, out, dests, ranges)
+        except BaseException as e:
+            # Out of device memory partway: free what was allocated, even
+            # while the exception (and its frames) is kept.
+            out.clear()
+            dests.clear()
+            _drop_locals(e)
+            raise
+        return out, dests, ranges
+
+    def _allocate_into(self, entries, out, dests, ranges) -> None:
+        import torch
+
+        dev = self.device
         if self.alloc == "group":
             sizes: "Dict[str, int]" = {}
             for _name, code, _shape, start, end in entries:
@@ -295,7 +318,6 @@ class Loader:
                 dests.append(buf)
             ranges.append((start, n, d, at))
             out[name] = buf.view(dt).reshape(shp)
-        return out, dests, ranges
 
     def load(
         self,
@@ -318,12 +340,13 @@ class Loader:
         try:
             self._ensure_ring(max(size_hint, sum(r[1] for r in ranges)))
             self._fill(file, dests, ranges)
-        except BaseException:
+        except BaseException as e:
             # Nothing of this call may outlive it (the traceback keeps
-            # this frame, and would keep the device memory).
+            # the frames, and would keep the device memory).
             out.clear()
             dests.clear()
             ranges.clear()
+            _drop_locals(e)
             raise
         return out
 
