@@ -595,3 +595,68 @@ fn cached(file: &File, offset: u64, len: u64) -> bool {
 fn cached(_file: &File, _offset: u64, _len: u64) -> bool {
     true
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use crate::plan::{plan, Range};
+    use std::io::Write;
+
+    /// A read refused with `EINVAL` (here: a slot that is not aligned, which
+    /// `Stream::new` would have caught, so the shared state is built by
+    /// hand) switches the stream to buffered reads for good, and the chunk
+    /// is read again, intact.
+    #[test]
+    fn einval_on_a_direct_read_falls_back_to_buffered_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        File::create(&path).unwrap().write_all(&data).unwrap();
+        let file = File::open(&path).unwrap();
+        let Some(direct) = open_direct(&path, &file).unwrap() else {
+            return; // this file system refuses O_DIRECT outright
+        };
+        let chunks = plan(
+            &[Range {
+                offset: 10,
+                len: 50_000,
+                dst: 0,
+                dst_offset: 0,
+            }],
+            64 << 10,
+        )
+        .unwrap();
+        let mut mem = vec![0u8; (64 << 10) + 4096 + 1];
+        let skip = (4096 - mem.as_ptr() as usize % 4096) % 4096 + 1; // misaligned
+                                                                     // SAFETY: `mem` outlives `shared` (dropped at the end of the test)
+                                                                     // and only `read_chunk` below writes to it.
+        #[allow(unsafe_code)]
+        let slot = unsafe { Slot::new(mem.as_mut_ptr().add(skip), 64 << 10) };
+        let shared = Shared {
+            path: path.display().to_string(),
+            buffered: file,
+            direct: Some(direct),
+            use_direct: AtomicBool::new(true),
+            chunks,
+            slots: vec![slot],
+            state: Mutex::new(State {
+                turn: vec![0],
+                ready: vec![None],
+                error: None,
+                cancelled: false,
+            }),
+            changed: Condvar::new(),
+            next: AtomicUsize::new(0),
+            counters: Counters::default(),
+            live: AtomicUsize::new(0),
+        };
+        let at = shared.read_chunk(0).unwrap();
+        assert_eq!(at, 0, "buffered reads start at the chunk's first byte");
+        assert_eq!(&mem[skip..skip + 50_000], &data[10..50_010]);
+        let c = &shared.counters;
+        assert_eq!(c.direct_fallbacks.load(Ordering::Relaxed), 1);
+        assert_eq!(c.direct_reads.load(Ordering::Relaxed), 0);
+        assert_eq!(c.buffered_reads.load(Ordering::Relaxed), 1);
+        assert!(!shared.use_direct.load(Ordering::Relaxed));
+    }
+}
