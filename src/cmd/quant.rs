@@ -189,7 +189,7 @@ pub fn inspect_sections(
     };
     let sparse = match single_file {
         Some(f) => {
-            let file = MmapFile::open(f).map_err(super::format_failure)?;
+            let file = MmapFile::open(f).map_err(|e| quant_failure(e.into()))?;
             let d = describe(&file).map_err(quant_failure)?;
             if d.is_empty() {
                 Value::Null
