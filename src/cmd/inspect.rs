@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 use tensorseal_format::index::{open_path, Checkpoint};
-use tensorseal_format::{Dtype, Header, PreadFile};
+use tensorseal_format::{Dtype, Header, PreadFile, ReadTensors};
 
 use super::{format_failure, write_stdout, CmdResult, EXIT_OK};
 

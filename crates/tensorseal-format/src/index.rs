@@ -55,7 +55,7 @@ pub struct Shard {
 
 fn bad(path: &Path, reason: impl Into<String>) -> FormatError {
     FormatError::InvalidIndex {
-        path: path.display().to_string(),
+        path: path.to_owned(),
         reason: reason.into(),
     }
 }
@@ -164,7 +164,7 @@ impl ShardedIndex {
             };
             if !is_safe_relative(&file) {
                 return Err(FormatError::IndexPathEscape {
-                    path: path.display().to_string(),
+                    path: path.to_owned(),
                     tensor,
                     file,
                 });
@@ -237,12 +237,16 @@ impl ShardedIndex {
         let mut shards = Vec::with_capacity(expected.len());
         for (file, tensors) in expected {
             let path = self.dir.join(file);
-            let (handle, file_len, header, data_start) =
-                read_header_from_file(&path).map_err(|e| e.in_file(&path))?;
+            let crate::read::OpenedHeader {
+                file: handle,
+                file_len,
+                header,
+                data_start,
+            } = read_header_from_file(&path).map_err(|e| e.in_file(&path))?;
             for t in tensors {
                 if header.get(t).is_none() {
                     return Err(FormatError::IndexTensorMissing {
-                        path: self.path.display().to_string(),
+                        path: self.path.clone(),
                         tensor: t.to_owned(),
                         file: file.to_owned(),
                     });
@@ -252,7 +256,7 @@ impl ShardedIndex {
                 let mapped = self.shard_of(name);
                 if mapped != Some(file) {
                     return Err(FormatError::IndexTensorUnlisted {
-                        path: self.path.display().to_string(),
+                        path: self.path.clone(),
                         tensor: name.to_owned(),
                         file: file.to_owned(),
                         mapped_to: mapped.map(str::to_owned),
@@ -294,13 +298,14 @@ impl ShardedIndex {
                 if !path.is_file() {
                     continue;
                 }
-                let (_, _, header, _) =
-                    read_header_from_file(&path).map_err(|e| e.in_file(&path))?;
+                let header = read_header_from_file(&path)
+                    .map_err(|e| e.in_file(&path))?
+                    .header;
                 let first = header.names().next().map(str::to_owned);
                 if let Some(tensor) = first {
                     let mapped_to = self.shard_of(&tensor).map(str::to_owned);
                     return Err(FormatError::IndexTensorUnlisted {
-                        path: self.path.display().to_string(),
+                        path: self.path.clone(),
                         tensor,
                         file: name,
                         mapped_to,
