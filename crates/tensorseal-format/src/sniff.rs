@@ -3,7 +3,7 @@
 //! A safetensors file starts with an 8-byte little-endian header length. The
 //! readers look at a file's first bytes only once that length proved
 //! implausible (over the limit or past the end of the file), and then report
-//! [`FormatError::NotSafetensors`](crate::FormatError::NotSafetensors) with
+//! [`FormatError::NotSafetensors`] with
 //! what the file is and what to do, instead of a header length in the
 //! quintillions. [`sniff`] is that look: signatures only, no parsing.
 
