@@ -70,7 +70,10 @@ pub fn run(args: Args) -> CmdResult {
             );
             shards
                 .into_iter()
-                .map(|s| (Some(s.file), s.header, Some(s.file_len), s.data_start))
+                .map(|s| {
+                    let (len, start) = (s.reader.file_len(), s.reader.data_start());
+                    (Some(s.file), s.reader.into_header(), Some(len), start)
+                })
                 .collect()
         }
     };

@@ -285,22 +285,22 @@ pub fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::i
 }
 
 /// A file whose header was read and validated, and nothing else.
-pub(crate) struct OpenedHeader {
+struct OpenedHeader {
     /// The open file.
-    pub file: File,
+    file: File,
     /// Its length when opened.
-    pub file_len: u64,
+    file_len: u64,
     /// The validated header.
-    pub header: Header,
+    header: Header,
     /// Offset of the data buffer.
-    pub data_start: usize,
+    data_start: usize,
 }
 
 /// Opens `path` and reads and validates its header with positioned reads,
 /// without reading any tensor data. A file whose header length is
 /// implausible is named if it is another known format
 /// ([`FormatError::NotSafetensors`]).
-pub(crate) fn read_header_from_file(path: &Path) -> Result<OpenedHeader, FormatError> {
+fn read_header_from_file(path: &Path) -> Result<OpenedHeader, FormatError> {
     // Never blocks: FIFOs, devices and directories are refused by type.
     let file = crate::open::open_regular(path).map_err(|e| FormatError::io(path, e))?;
     let meta = file.metadata().map_err(|e| FormatError::io(path, e))?;
@@ -375,6 +375,11 @@ impl PreadFile {
     /// The open file handle.
     pub fn file(&self) -> &File {
         &self.file
+    }
+
+    /// The validated header, keeping nothing else (the file is closed).
+    pub fn into_header(self) -> Header {
+        self.header
     }
 }
 

@@ -18,7 +18,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::index::{open_path, Checkpoint};
-use crate::read::{read_exact_at, read_header_from_file};
+use crate::read::{read_exact_at, PreadFile, ReadTensors};
 use crate::write::{AtomicFile, Durability, FileWriter, TensorSpec, WriteOptions};
 use crate::FormatError;
 
@@ -190,12 +190,8 @@ pub fn split_with_progress(
 ) -> Result<SplitReport, FormatError> {
     let input = input.as_ref();
     let outdir = outdir.as_ref();
-    let crate::read::OpenedHeader {
-        file: src,
-        header,
-        data_start,
-        ..
-    } = read_header_from_file(input)?;
+    let reader = PreadFile::open(input)?;
+    let (src, header, data_start) = (reader.file(), reader.header(), reader.data_start());
     std::fs::create_dir_all(outdir).map_err(|e| FormatError::io(outdir, e))?;
     let tensors = header.tensors();
     let sizes: Vec<u64> = tensors.iter().map(|(_, t)| t.byte_len() as u64).collect();
@@ -239,7 +235,7 @@ pub fn split_with_progress(
         FileWriter::create(&path, &specs, &opts)?.fill_and_commit(|j, w| {
             let info = &tensors[members[j]].1;
             copy_range(
-                &src,
+                src,
                 (data_start + info.data_offsets.0) as u64,
                 info.byte_len() as u64,
                 w,
@@ -343,19 +339,10 @@ pub fn merge_with_progress(
     let shards = match open_path(index_or_dir.as_ref())? {
         Checkpoint::Sharded(index) => index.validate()?,
         Checkpoint::Single(path) => {
-            let crate::read::OpenedHeader {
-                file: handle,
-                file_len,
-                header,
-                data_start,
-            } = read_header_from_file(&path).map_err(|e| e.in_file(&path))?;
+            let reader = PreadFile::open(&path).map_err(|e| e.in_file(&path))?;
             vec![crate::index::Shard {
                 file: path.display().to_string(),
-                path,
-                handle,
-                header,
-                data_start,
-                file_len,
+                reader,
             }]
         }
     };
@@ -363,13 +350,14 @@ pub fn merge_with_progress(
     let mut specs = Vec::new();
     let mut sources = Vec::new();
     for (si, shard) in shards.iter().enumerate() {
-        if let Some(m) = shard.header.metadata() {
+        let r = &shard.reader;
+        if let Some(m) = r.metadata() {
             let acc = metadata.get_or_insert_with(BTreeMap::new);
             for (k, v) in m {
                 acc.entry(k.clone()).or_insert_with(|| v.clone());
             }
         }
-        for (name, info) in shard.header.tensors() {
+        for (name, info) in r.header().tensors() {
             specs.push(TensorSpec {
                 name: name.clone(),
                 dtype: info.dtype,
@@ -377,7 +365,7 @@ pub fn merge_with_progress(
             });
             sources.push((
                 si,
-                (shard.data_start + info.data_offsets.0) as u64,
+                (r.data_start() + info.data_offsets.0) as u64,
                 info.byte_len() as u64,
             ));
         }
@@ -390,7 +378,7 @@ pub fn merge_with_progress(
         .with_durability(durability);
     FileWriter::create(out, &specs, &opts)?.fill_and_commit(|i, w| {
         let (si, off, len) = sources[i];
-        copy_range(&shards[si].handle, off, len, w, &mut buf, &mut |n| {
+        copy_range(shards[si].reader.file(), off, len, w, &mut buf, &mut |n| {
             copied += n;
             progress(copied, total);
         })
