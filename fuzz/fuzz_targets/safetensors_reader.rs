@@ -1,6 +1,7 @@
 //! Fuzzes the reader: header parsing and validation, iteration, whole-tensor
 //! reads and slices (arguments taken from the input's tail), the sharded
-//! index parser, then re-serialisation. Nothing may panic; every accepted
+//! index parser, naming a non-safetensors input, then re-serialisation.
+//! Nothing may panic; every accepted
 //! file must be readable and must round-trip through the writer.
 #![no_main]
 
@@ -27,6 +28,7 @@ fn slice_args(seed: &[u8]) -> Vec<SliceArg> {
 
 fuzz_target!(|data: &[u8]| {
     let _ = Header::parse(data);
+    let _ = tensorseal_format::sniff::sniff(data);
     let _ = ShardedIndex::parse(std::path::Path::new("fuzz.index.json"), data);
     let Ok(st) = SafeTensors::deserialize(data) else {
         return;

@@ -116,12 +116,12 @@ impl std::fmt::Display for FileFormat {
 /// `prefix` by [`FormatError::NotSafetensors`] when [`sniff`] names the
 /// input; any other error is returned as is.
 ///
-/// A header length past the end of the file followed by `{` is a truncated
-/// safetensors file, whatever its first bytes look like.
+/// A header length past the end of the file followed by `{`, or by nothing,
+/// is a truncated safetensors file, whatever its first bytes look like.
 pub fn explain(err: FormatError, prefix: &[u8]) -> FormatError {
     let header_len = match err {
         FormatError::HeaderTooLarge { len, .. } => len,
-        FormatError::HeaderPastEnd { len, .. } if prefix.get(8) != Some(&b'{') => len,
+        FormatError::HeaderPastEnd { len, .. } if prefix.get(8).is_some_and(|&b| b != b'{') => len,
         _ => return err,
     };
     match sniff(prefix) {
@@ -162,9 +162,11 @@ pub fn sniff(prefix: &[u8]) -> Option<FileFormat> {
     if p.starts_with(&[0x1f, 0x8b]) {
         return Some(FileFormat::Gzip);
     }
-    // PROTO opcode with protocol 2..=5: every pickle since Python 2.3 that
-    // torch.save writes starts so.
-    if let [0x80, 2..=5, ..] = p {
+    // PROTO opcode with protocol 2..=5 (every pickle torch.save writes starts
+    // so), then another opcode: all are printable ASCII or 0x80..=0x98, so a
+    // header length (at most 100,000,000: a third byte of at most 5) never
+    // matches.
+    if let [0x80, 2..=5, 0x20..=0x7e | 0x80..=0x98, ..] = p {
         return Some(FileFormat::Pickle);
     }
     if is_onnx(p) {
@@ -195,8 +197,10 @@ fn zip_kind(p: &[u8]) -> FileFormat {
 /// An ONNX `ModelProto` starts with field 1 (`ir_version`, a small varint)
 /// followed by `producer_name` (2), `producer_version` (3), `domain` (4),
 /// `model_version` (5), `doc_string` (6), `graph` (7) or `opset_import` (8).
+/// The fourth byte (a length or a varint, never 0) keeps a header length
+/// prefix (whose fourth byte is 0 up to 16 MiB) from matching.
 fn is_onnx(p: &[u8]) -> bool {
-    matches!(p, [0x08, 1..=0x20, next, ..] if matches!(next, 0x12 | 0x1a | 0x22 | 0x28 | 0x32 | 0x3a | 0x42))
+    matches!(p, [0x08, 1..=0x20, next, 1..=0xff, ..] if matches!(next, 0x12 | 0x1a | 0x22 | 0x28 | 0x32 | 0x3a | 0x42))
 }
 
 fn text_kind(p: &[u8]) -> Option<FileFormat> {
@@ -287,10 +291,11 @@ mod tests {
         let mut st = 640u64.to_le_bytes().to_vec();
         st.extend_from_slice(b"{\"a\":");
         assert_eq!(explain(past_end(), &st).kind(), "header_past_end");
-        assert_eq!(
-            explain(past_end(), b"\x80\x02\x8a\x0alx\x9cF").kind(),
-            "not_safetensors"
-        );
+        // With only the 8-byte prefix there is nothing to tell it from a cut
+        // file; one more byte that is not `{` decides.
+        let legacy = b"\x80\x02\x8a\x0alx\x9cF\x07";
+        assert_eq!(explain(past_end(), &legacy[..8]).kind(), "header_past_end");
+        assert_eq!(explain(past_end(), legacy).kind(), "not_safetensors");
     }
 
     #[test]

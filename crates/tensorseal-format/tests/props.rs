@@ -382,3 +382,30 @@ proptest! {
         prop_assert!(plan_for("t", Dtype::F4, &shape, &one).is_ok());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// Naming a file from its first bytes never panics, on any input.
+    #[test]
+    fn sniff_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+        let _ = tensorseal_format::sniff::sniff(&bytes);
+    }
+
+    /// A file our writer produced, cut inside its header, is reported as
+    /// truncated ("past the end"), never as another format, whatever its
+    /// length prefix looks like.
+    #[test]
+    fn truncated_files_are_not_misnamed(ts in tensors(), meta in metadata(), cut in any::<prop::sample::Index>()) {
+        let opts = WriteOptions::new().with_metadata_opt(meta);
+        let views: Vec<(String, TensorView)> = ts
+            .iter()
+            .map(|(n, d, s, data)| (n.clone(), TensorView::new(*d, s.clone(), data).unwrap()))
+            .collect();
+        let bytes = serialize(views, &opts).unwrap();
+        let header_end = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let at = 8 + cut.index(header_end - 8);
+        let e = SafeTensors::deserialize(&bytes[..at]).unwrap_err();
+        prop_assert_eq!(e.kind(), "header_past_end");
+    }
+}
