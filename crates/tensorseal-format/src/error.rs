@@ -343,3 +343,20 @@ impl FormatError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    #[test]
+    fn a_cause_is_printed_once() {
+        let e = FormatError::io("m.safetensors", std::io::Error::other("disk on fire"));
+        assert_eq!(e.to_string(), "m.safetensors");
+        assert!(e.source().is_some());
+        assert_eq!(e.report(), "m.safetensors: disk on fire");
+        let e = FormatError::EmptyName.in_file("shard-1.safetensors");
+        assert_eq!(e.to_string(), "shard-1.safetensors");
+        assert_eq!(e.report(), "shard-1.safetensors: tensor name is empty");
+    }
+}

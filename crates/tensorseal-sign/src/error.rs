@@ -103,3 +103,16 @@ impl SignError {
 
 /// Result alias of the crate.
 pub type Result<T, E = SignError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_cause_is_printed_once() {
+        let e = SignError::io("model/w.bin", std::io::Error::other("disk on fire"));
+        assert_eq!(e.to_string(), "model/w.bin: disk on fire");
+        // Quoted in the message, so not also the source: a chain prints it once.
+        assert!(std::error::Error::source(&e).is_none());
+    }
+}
