@@ -154,15 +154,23 @@ impl SafeFile {
     }
 
     /// Tensor names, sorted.
-    fn keys(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.opened.header().names().map(str::to_owned).collect();
-        names.sort();
-        names
+    fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        // Sorted as borrowed names: no per-name copy before the Python strings.
+        let mut names: Vec<&str> = self.opened.header().names().collect();
+        names.sort_unstable();
+        PyList::new(py, names)
     }
 
     /// Tensor names in file order (ascending offsets).
-    fn offset_keys(&self) -> Vec<String> {
-        self.opened.header().names().map(str::to_owned).collect()
+    fn offset_keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(
+            py,
+            self.opened
+                .header()
+                .tensors()
+                .iter()
+                .map(|(n, _)| n.as_str()),
+        )
     }
 
     /// The `__metadata__` map, or None.
