@@ -2,10 +2,8 @@
 //! memory, next to a plain memcpy of the same number of output bytes.
 //! `cargo bench -p tensorseal-quant --bench dequant`
 
-use std::collections::BTreeMap;
-
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tensorseal_format::{serialize, Dtype, TensorView};
+use tensorseal_format::{serialize, Dtype, TensorView, WriteOptions};
 use tensorseal_quant::dequant::{write_layer_to, Options, Source};
 use tensorseal_quant::scheme::Configs;
 
@@ -70,11 +68,7 @@ fn bench(c: &mut Criterion) {
             .map(|(n, d, s, b)| (n.to_string(), TensorView::new(*d, s.clone(), b).unwrap()))
             .collect();
         let path = dir.path().join(format!("{name}.safetensors"));
-        std::fs::write(
-            &path,
-            serialize(&views, Option::<&BTreeMap<String, String>>::None).unwrap(),
-        )
-        .unwrap();
+        std::fs::write(&path, serialize(views, &WriteOptions::new()).unwrap()).unwrap();
         let src = Source::open(&path).unwrap();
         let report = src.recognize_with(&Configs::default());
         let layer = report.layers[0].clone();

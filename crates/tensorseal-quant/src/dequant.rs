@@ -35,8 +35,9 @@ use rayon::prelude::*;
 use serde_json::Value;
 use tensorseal_format::index::{open_path, Checkpoint};
 use tensorseal_format::shard::{index_json, plan_shards, shard_name};
-use tensorseal_format::write::{write_file_with, Durability, TensorSpec};
-use tensorseal_format::{Dtype, MmapFile};
+use tensorseal_format::{
+    Dtype, Durability, FileWriter, MmapFile, ReadTensors, TensorSpec, WriteOptions,
+};
 
 use crate::float::{code_table, OutDtype, F4_E2M1};
 use crate::scheme::{recognize, Configs, Grouping, QuantLayer, QuantReport, Scheme, TensorMeta};
@@ -67,7 +68,11 @@ impl Source {
             }
             Checkpoint::Sharded(index) => {
                 let dir = index.dir().to_owned();
-                let files: Vec<PathBuf> = index.validate()?.into_iter().map(|s| s.path).collect();
+                let files: Vec<PathBuf> = index
+                    .validate()?
+                    .into_iter()
+                    .map(|s| s.reader.path().to_owned())
+                    .collect();
                 (files, Some(dir))
             }
         };
@@ -1153,7 +1158,10 @@ pub fn dequantize_source(
                 Item::Layer(l) => write_layer(source, l, opts, w),
             }
         };
-        write_file_with(&path, &specs, Some(&metadata), opts.durability, fill)?;
+        let wopts = WriteOptions::new()
+            .with_metadata(metadata.clone())
+            .with_durability(opts.durability);
+        FileWriter::create(&path, &specs, &wopts)?.fill_and_commit(fill)?;
         for s in &specs {
             if let Some(f) = path.file_name() {
                 weight_map.insert(s.name.clone(), f.to_string_lossy().into_owned());

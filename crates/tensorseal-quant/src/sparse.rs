@@ -11,8 +11,9 @@ use std::io::Write;
 use std::path::Path;
 
 use serde_json::Value;
-use tensorseal_format::write::{write_file_with, Durability, TensorSpec};
-use tensorseal_format::{Dtype, MmapFile};
+use tensorseal_format::{
+    Dtype, Durability, FileWriter, MmapFile, ReadTensors, TensorSpec, WriteOptions,
+};
 
 use crate::QuantError;
 
@@ -474,21 +475,16 @@ pub fn densify(
     let mut meta: BTreeMap<String, String> = file.metadata().cloned().unwrap_or_default();
     meta.remove(KEY);
     let meta = (!meta.is_empty()).then_some(meta);
-    write_file_with(
-        dst,
-        &specs,
-        meta.as_ref(),
-        durability,
-        |i, w: &mut dyn Write| match items.get(i) {
-            Some(Item::Copy(n)) => {
-                w.write_all(file.tensor(n).map_err(std::io::Error::other)?.data())
-            }
-            Some(Item::Dense(s)) => {
-                w.write_all(&dense_bytes(&file, s).map_err(std::io::Error::other)?)
-            }
-            None => Ok(()),
-        },
-    )?;
+    let wopts = WriteOptions::new()
+        .with_metadata_opt(meta)
+        .with_durability(durability);
+    FileWriter::create(dst, &specs, &wopts)?.fill_and_commit(|i, w: &mut dyn Write| match items
+        .get(i)
+    {
+        Some(Item::Copy(n)) => w.write_all(file.tensor(n).map_err(std::io::Error::other)?.data()),
+        Some(Item::Dense(s)) => w.write_all(&dense_bytes(&file, s).map_err(std::io::Error::other)?),
+        None => Ok(()),
+    })?;
     Ok(DensifySummary {
         densified: sparse.len(),
         copied: items.len() - sparse.len(),

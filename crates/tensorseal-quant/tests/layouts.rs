@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use tensorseal_format::{Dtype, SafeTensors};
+use tensorseal_format::{Dtype, ReadTensors, SafeTensors};
 use tensorseal_quant::dequant::{dequantize, Options, Source};
 use tensorseal_quant::scheme::Scheme;
 use tensorseal_quant::OutDtype;
@@ -67,8 +67,8 @@ fn recognised_and_dequantized_bit_for_bit() {
             SafeTensors::deserialize(&got).unwrap(),
             SafeTensors::deserialize(&want).unwrap(),
         );
-        let mut names: Vec<_> = got.names().collect();
-        let mut wnames: Vec<_> = want.names().collect();
+        let mut names: Vec<_> = got.names();
+        let mut wnames: Vec<_> = want.names();
         names.sort();
         wnames.sort();
         assert_eq!(names, wnames, "{name}");

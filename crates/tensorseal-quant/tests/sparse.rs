@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use tensorseal_format::{serialize, Dtype, Durability, MmapFile, SafeTensors, TensorView};
+use tensorseal_format::{
+    serialize, Dtype, Durability, MmapFile, ReadTensors, SafeTensors, TensorView, WriteOptions,
+};
 use tensorseal_quant::sparse::{densify, describe, Layout};
 
 fn le<T: Copy, const N: usize>(v: &[T], f: fn(T) -> [u8; N]) -> Vec<u8> {
@@ -23,7 +25,11 @@ fn write(dir: &std::path::Path, tensors: Tensors<'_>, sparse: &str) -> std::path
         ("k".to_owned(), "v".to_owned()),
     ]);
     let p = dir.join("s.safetensors");
-    std::fs::write(&p, serialize(&views, Some(&meta)).unwrap()).unwrap();
+    std::fs::write(
+        &p,
+        serialize(views, &WriteOptions::new().with_metadata(meta)).unwrap(),
+    )
+    .unwrap();
     p
 }
 

@@ -3,7 +3,7 @@
 //! recognising and dequantizing return a result, never panic.
 
 use proptest::prelude::*;
-use tensorseal_format::{serialize, Dtype, TensorView};
+use tensorseal_format::{serialize, Dtype, TensorView, WriteOptions};
 use tensorseal_quant::dequant::{dequantize, Options};
 use tensorseal_quant::OutDtype;
 
@@ -88,7 +88,7 @@ proptest! {
             .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
             .collect();
         let file = tmp.path().join("m.safetensors");
-        std::fs::write(&file, serialize(&views, None).unwrap()).unwrap();
+        std::fs::write(&file, serialize(views, &WriteOptions::new()).unwrap()).unwrap();
         for dtype in [OutDtype::F32, OutDtype::BF16] {
             let opts = Options { dtype, chunk_bytes: 64, ..Options::default() };
             let _ = dequantize(&file, tmp.path().join("o.safetensors"), &opts);
