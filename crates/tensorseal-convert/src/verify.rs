@@ -21,7 +21,7 @@ const VERIFY_CHUNK: usize = 8 << 20;
 /// Most threads that hash the output back.
 const VERIFY_THREADS: usize = 4;
 
-/// [`Verify::Checksum`]: reads `file` back (positioned reads, header
+/// [`Verify::Checksum`](crate::Verify::Checksum): reads `file` back (positioned reads, header
 /// validated by the core parser) and checks that it holds exactly the
 /// `written` tensors, each with the same dtype, shape, length and XXH3-128
 /// of its bytes, and, when given, exactly `metadata`. The input is not read.
@@ -154,7 +154,7 @@ pub(crate) fn verify_output(
     Ok(())
 }
 
-/// [`Verify::Full`]: re-reads `file` and the inputs and compares each
+/// [`Verify::Full`](crate::Verify::Full): re-reads `file` and the inputs and compares each
 /// tensor's dtype, shape and every byte with the source.
 pub fn verify_against_input<'a>(
     file: &Path,
