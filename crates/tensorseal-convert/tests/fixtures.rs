@@ -672,3 +672,33 @@ fn a_cancelled_conversion_removes_its_temporary_file() {
     let (_d, e) = convert_err(&fix("exact/missing_storage.pt"), &verified());
     assert!(e.to_string().contains("not in the file"), "{e}");
 }
+
+#[test]
+fn a_torch_index_is_read_by_the_strict_safetensors_index_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let ix = dir.path().join("pytorch_model.bin.index.json");
+    let refused = [
+        (
+            r#"{"weight_map": {"a": "x.bin", "a": "y.bin"}}"#,
+            "duplicate key",
+        ),
+        (
+            r#"{"weight_map": {"a": "../x.bin"}}"#,
+            "not a plain relative path",
+        ),
+        (r#"{"weight_map": {"a": 1}}"#, "not a file name"),
+        (r#"{"weight_map": {}}"#, "index names no shards"),
+    ];
+    for (text, why) in refused {
+        std::fs::write(&ix, text).unwrap();
+        let e = tensorseal_convert::resolve_inputs(dir.path()).unwrap_err();
+        assert!(e.to_string().contains(why), "{text}: {e}");
+    }
+    std::fs::write(
+        &ix,
+        r#"{"weight_map": {"b": "2.bin", "a": "1.bin", "c": "2.bin"}}"#,
+    )
+    .unwrap();
+    let shards = tensorseal_convert::resolve_inputs(&ix).unwrap();
+    assert_eq!(shards, [dir.path().join("1.bin"), dir.path().join("2.bin")]);
+}
