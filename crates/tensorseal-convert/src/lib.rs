@@ -89,7 +89,8 @@ pub fn to_safetensors(
     let mut streamer = stream::Streamer::new();
     streamer.expect(plan.tensors.iter().map(|p| (p.input, &p.tensor)));
     let wrote = output.write(&plan, total, opts, &mut streamer, progress)?;
-    let verified = verify_output_files(opts.verify, &output, &wrote, &plan, progress)?;
+    let verified =
+        verify_output_files(opts.verify, &output, &wrote, &plan, &mut streamer, progress)?;
     let mut report = plan.report;
     report.verified = verified;
     report.checked_before_rename = wrote.checked_before_rename;
@@ -109,6 +110,7 @@ fn verify_output_files(
     output: &write::Output,
     wrote: &write::Wrote,
     plan: &Plan,
+    streamer: &mut stream::Streamer,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<bool, ConvertError> {
     match verify {
@@ -125,11 +127,14 @@ fn verify_output_files(
         }
         Verify::Full => {
             progress(Progress::Verify);
+            // The second pass over the input caches like the first.
+            streamer.expect(plan.tensors.iter().map(|p| (p.input, &p.tensor)));
             for (g, file) in output.groups.iter().zip(&output.files) {
-                verify::verify_against_input(
+                verify::verify_against_input_with(
                     file,
                     g.iter()
                         .map(|&i| (&plan.tensors[i], &plan.checkpoints[plan.tensors[i].input])),
+                    streamer,
                 )?;
             }
             Ok(true)

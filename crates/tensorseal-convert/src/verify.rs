@@ -160,6 +160,16 @@ pub fn verify_against_input<'a>(
     file: &Path,
     tensors: impl Iterator<Item = (&'a PlannedTensor, &'a Checkpoint)>,
 ) -> Result<(), ConvertError> {
+    verify_against_input_with(file, tensors, &mut Streamer::new())
+}
+
+/// [`verify_against_input`] streaming the input through `streamer` (the
+/// conversion's own, so that its buffers are reused).
+pub(crate) fn verify_against_input_with<'a>(
+    file: &Path,
+    tensors: impl Iterator<Item = (&'a PlannedTensor, &'a Checkpoint)>,
+    streamer: &mut Streamer,
+) -> Result<(), ConvertError> {
     // Positioned reads, not a map: resident memory stays bounded.
     let out = PreadFile::open(file)?;
     let verr = |name: &str, why: String| ConvertError::Verify {
@@ -169,7 +179,6 @@ pub fn verify_against_input<'a>(
     };
     let mut count = 0;
     let mut back: Vec<u8> = Vec::new();
-    let mut streamer = Streamer::new();
     for (p, ck) in tensors {
         count += 1;
         let info = expect_entry(&out, file, &p.name, p.tensor.dtype, &p.tensor.shape)?;
