@@ -128,7 +128,11 @@ fn failure(e: ConvertError) -> Failure {
         } else {
             EXIT_USAGE
         },
-        error: anyhow::anyhow!("{e}"),
+        error: match e {
+            // Its message leaves the cause to the error chain.
+            ConvertError::Safetensors(e) => anyhow::Error::new(e),
+            e => anyhow::anyhow!("{e}"),
+        },
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 use tensorseal_format::index::{open_path, Checkpoint};
-use tensorseal_format::{Dtype, Header, PreadFile};
+use tensorseal_format::{Dtype, Header, PreadFile, ReadTensors};
 
 use super::{format_failure, write_stdout, CmdResult, EXIT_OK};
 
@@ -70,7 +70,10 @@ pub fn run(args: Args) -> CmdResult {
             );
             shards
                 .into_iter()
-                .map(|s| (Some(s.file), s.header, Some(s.file_len), s.data_start))
+                .map(|s| {
+                    let (len, start) = (s.reader.file_len(), s.reader.data_start());
+                    (Some(s.file), s.reader.into_header(), Some(len), start)
+                })
                 .collect()
         }
     };

@@ -52,8 +52,9 @@ pub fn durability(sync: bool) -> tensorseal_format::Durability {
 pub fn format_failure(e: tensorseal_format::FormatError) -> Failure {
     Failure {
         code: if e.is_io() { EXIT_USAGE } else { EXIT_INVALID },
-        // The message already quotes the cause: keep it one line, no chain.
-        error: anyhow::anyhow!("{e}"),
+        // `{:#}` prints the error, then its cause (an I/O error, or the
+        // problem found in a named file) once.
+        error: anyhow::Error::new(e),
     }
 }
 

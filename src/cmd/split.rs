@@ -69,8 +69,8 @@ pub fn run(args: Args) -> CmdResult {
     .map_err(format_failure)?;
     if args.json {
         let doc = serde_json::json!({
-            "shards": report.shards.iter().map(|(p, t, b)| serde_json::json!({
-                "path": p.display().to_string(), "tensors": t, "bytes": b,
+            "shards": report.shards.iter().map(|s| serde_json::json!({
+                "path": s.path.display().to_string(), "tensors": s.tensors, "bytes": s.bytes,
             })).collect::<Vec<_>>(),
             "index": report.index.as_ref().map(|p| p.display().to_string()),
             "total_size": report.total_size,
@@ -81,10 +81,12 @@ pub fn run(args: Args) -> CmdResult {
         return Ok(EXIT_OK);
     }
     let mut out = String::new();
-    for (path, tensors, bytes) in &report.shards {
+    for s in &report.shards {
         out.push_str(&format!(
-            "{}\t{tensors} tensors\t{bytes} bytes\n",
-            path.display()
+            "{}\t{} tensors\t{} bytes\n",
+            s.path.display(),
+            s.tensors,
+            s.bytes
         ));
     }
     if let Some(index) = &report.index {

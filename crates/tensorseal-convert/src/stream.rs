@@ -386,7 +386,7 @@ mod tests {
     /// A torch zip holding one 5 MiB stored tensor; returns the checkpoint
     /// and the tensor's file range.
     fn big_checkpoint(dir: &std::path::Path) -> (Checkpoint, std::ops::Range<usize>) {
-        use tensorseal_format::write::{write_file, TensorSpec};
+        use tensorseal_format::write::{FileWriter, TensorSpec, WriteOptions};
         use tensorseal_format::Durability;
         let st = dir.join("big.safetensors");
         let n = 5 << 20;
@@ -395,10 +395,10 @@ mod tests {
             dtype: Dtype::U8,
             shape: vec![n],
         }];
-        write_file(&st, &specs, None, |_, w| {
-            std::io::Write::write_all(w, &vec![7u8; n])
-        })
-        .unwrap();
+        FileWriter::create(&st, &specs, &WriteOptions::new())
+            .unwrap()
+            .fill_and_commit(|_, w| std::io::Write::write_all(w, &vec![7u8; n]))
+            .unwrap();
         let pt = dir.join("big.pt");
         crate::torch_write::to_torch(&st, &pt, false, false, Durability::NoSync).unwrap();
         let ck = Checkpoint::open(&pt).unwrap();
@@ -464,7 +464,7 @@ mod tests {
     /// deflated member.
     fn deflated_checkpoint(dir: &std::path::Path, n: usize) -> Checkpoint {
         use std::io::{Read, Write};
-        use tensorseal_format::write::{write_file, TensorSpec};
+        use tensorseal_format::write::{FileWriter, TensorSpec, WriteOptions};
         use tensorseal_format::Durability;
         let st = dir.join("s.safetensors");
         let specs = [TensorSpec {
@@ -473,7 +473,10 @@ mod tests {
             shape: vec![n],
         }];
         let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
-        write_file(&st, &specs, None, |_, w| w.write_all(&data)).unwrap();
+        FileWriter::create(&st, &specs, &WriteOptions::new())
+            .unwrap()
+            .fill_and_commit(|_, w| w.write_all(&data))
+            .unwrap();
         let stored = dir.join("stored.pt");
         crate::torch_write::to_torch(&st, &stored, false, false, Durability::NoSync).unwrap();
         let mut src = zip::ZipArchive::new(std::fs::File::open(&stored).unwrap()).unwrap();

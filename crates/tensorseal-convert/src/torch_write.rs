@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use tensorseal_format::index::{open_path, Checkpoint as StCheckpoint};
-use tensorseal_format::{AtomicFile, Dtype, Durability, PreadFile};
+use tensorseal_format::{AtomicFile, Dtype, Durability, PreadFile, ReadTensors};
 
 use crate::dtypes::torch_names;
 use crate::error::ConvertError;

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use tensorseal_format::{read_exact_at, Dtype, PreadFile};
+use tensorseal_format::{read_exact_at, Dtype, PreadFile, ReadTensors};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::error::ConvertError;

@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use tensorseal_format::shard::{index_json, plan_shards, shard_name};
-use tensorseal_format::write::layout;
-use tensorseal_format::{AtomicFile, TensorSpec};
+use tensorseal_format::{AtomicFile, Layout, TensorSpec};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::error::ConvertError;
@@ -198,7 +197,7 @@ fn write_file(
             }
         })
         .collect();
-    let layout = layout(&specs, Some(meta))?;
+    let layout = Layout::plan(&specs, Some(meta))?;
     let io_err = |e| ConvertError::io(file, e);
     let mut out = AtomicFile::create_with(file, opts.durability)?;
     // Checksum mode: once the last tensor is in the file, and before the
@@ -215,7 +214,7 @@ fn write_file(
     let mut written = Vec::new();
     let mut ranges = Vec::new();
     for &si in layout.order() {
-        let (start, end) = layout.offsets()[si];
+        let std::ops::Range { start, end } = layout.offsets()[si].clone();
         let p = &plan.tensors[group[si]];
         let ck = &plan.checkpoints[p.input];
         // The hash covers exactly the bytes handed to the file.
