@@ -9,6 +9,7 @@ use std::process::ExitCode;
 /// parallel `scan` looks at, and each such call interrupts the other CPUs to
 /// flush their TLBs; on a directory of small pickles that was a third of the
 /// scan's time (BENCHMARKS.md, "Scanner").
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -209,7 +209,10 @@ fn convert(args: Args, signals: Option<&Signals>) -> CmdResult {
             "converted {} ({}) from {}{}{}",
             plural(report.tensors as u64, "tensor"),
             bytes(report.total_bytes),
-            report.format.map(|f| f.name()).unwrap_or("?"),
+            report
+                .format
+                .map(|f| format_name(f.name()))
+                .unwrap_or_else(|| "?".into()),
             if report.aliases.is_empty() {
                 String::new()
             } else {
@@ -240,7 +243,7 @@ fn verify_name(v: Verify, to: Target) -> &'static str {
 fn json_report(r: &Report) -> serde_json::Value {
     serde_json::json!({
         "inputs": r.inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-        "format": r.format.map(|f| f.name()),
+        "format": r.format.map(|f| format_name(f.name())),
         "selected": r.chosen,
         "tensors": r.tensors,
         "aliases": r.aliases.iter().map(|(a, k)| serde_json::json!({"alias": a, "kept": k})).collect::<Vec<_>>(),
@@ -250,4 +253,10 @@ fn json_report(r: &Report) -> serde_json::Value {
         "total_bytes": r.total_bytes,
         "verified": r.verified,
     })
+}
+
+/// A checkpoint format as every command spells it (`scan`'s snake_case
+/// names: `torch_zip`, `torch_legacy`, `npy`, `npz`).
+fn format_name(name: &str) -> String {
+    name.replace(' ', "_")
 }
