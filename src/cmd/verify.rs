@@ -10,7 +10,7 @@ use tensorseal_sign::{SignError, VerifyOptions, MAX_SIGNATURE_BYTES};
 
 use super::progress::Bar;
 use super::sign::{hash_options, HashArgs};
-use super::{plural, write_json, CmdResult, Failure, EXIT_INVALID, EXIT_OK, EXIT_USAGE};
+use super::{plural, write_json, write_stdout, CmdResult, Failure, EXIT_INVALID, EXIT_OK, EXIT_USAGE};
 
 /// Arguments of `verify`.
 #[derive(clap::Args, Debug)]
@@ -140,18 +140,20 @@ fn check(args: &Args) -> Checked {
         });
         write_json(SCHEMA, out).map_err(|e| ("io", e))?;
     } else {
+        let mut out = String::new();
         for x in &c.changed {
-            println!(
-                "changed  {}  (signed sha256 {}, found {})",
+            out.push_str(&format!(
+                "changed  {}  (signed sha256 {}, found {})\n",
                 x.name, x.expected, x.actual
-            );
+            ));
         }
         for x in &c.missing {
-            println!("missing  {x}");
+            out.push_str(&format!("missing  {x}\n"));
         }
         for x in &c.extra {
-            println!("extra    {x}");
+            out.push_str(&format!("extra    {x}\n"));
         }
+        write_stdout(&out).map_err(|e| ("io", e))?;
     }
     if c.is_match() {
         eprintln!(
