@@ -195,6 +195,26 @@ fn split_replaces_older_split() {
     );
 }
 
+/// Splitting a directory's own model.safetensors into that directory would
+/// overwrite or remove the input: refused, even with --force.
+#[test]
+fn split_refuses_to_destroy_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("model.safetensors");
+    std::fs::copy(Path::new(REPO).join("examples/tiny.safetensors"), &input).unwrap();
+    let d = dir.path().to_str().unwrap();
+    let i = input.to_str().unwrap();
+    let s = session(
+        Some(dir.path()),
+        &[(&["split", i, d, "--max-shard-size", "300", "--force"], 2)],
+    );
+    insta::assert_snapshot!(s);
+    assert_eq!(
+        std::fs::read(&input).unwrap(),
+        std::fs::read(Path::new(REPO).join("examples/tiny.safetensors")).unwrap()
+    );
+}
+
 /// A directory holding both a single file and an index resolves as
 /// transformers does: model.safetensors first.
 #[test]

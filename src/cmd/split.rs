@@ -99,6 +99,17 @@ struct SplitDoc {
 
 pub fn run(args: Args) -> CmdResult {
     let before = existing_outputs(&args.outdir)?;
+    // The input itself among them: writing or removing it would destroy it.
+    let input = std::fs::canonicalize(&args.file).ok();
+    if let Some(same) = before
+        .iter()
+        .find(|p| input.is_some() && std::fs::canonicalize(p).ok() == input)
+    {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "{} is the input file; split into another directory",
+            same.display()
+        )));
+    }
     if !before.is_empty() && !args.force {
         let names: Vec<String> = before
             .iter()

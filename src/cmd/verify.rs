@@ -10,7 +10,9 @@ use tensorseal_sign::{SignError, VerifyOptions, MAX_SIGNATURE_BYTES};
 
 use super::progress::Bar;
 use super::sign::{hash_options, HashArgs};
-use super::{plural, write_json, write_stdout, CmdResult, Failure, EXIT_INVALID, EXIT_OK, EXIT_USAGE};
+use super::{
+    plural, write_json, write_stdout, CmdResult, Failure, EXIT_INVALID, EXIT_OK, EXIT_USAGE,
+};
 
 /// Arguments of `verify`.
 #[derive(clap::Args, Debug)]
