@@ -9,6 +9,7 @@
 
 mod buffer;
 mod read;
+mod stream;
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -678,6 +679,7 @@ fn _tensorseal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SafetensorError", m.py().get_type::<SafetensorError>())?;
     m.add_class::<SafeFile>()?;
     m.add_class::<Buffer>()?;
+    m.add_class::<stream::Stream>()?;
     m.add_function(wrap_pyfunction!(read_file, m)?)?;
     m.add_function(wrap_pyfunction!(deserialize, m)?)?;
     m.add_function(wrap_pyfunction!(serialize, m)?)?;
