@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use tensorseal_format::index::{open_path, Checkpoint};
-use tensorseal_format::{Dtype, PreadFile};
+use tensorseal_format::{Dtype, PreadFile, ReadTensors};
 
 use super::{bytes, group, plural, write_json, write_stdout, CmdResult, Failure, EXIT_OK};
 
@@ -147,16 +147,16 @@ fn build(path: &Path) -> Result<Inspect, Failure> {
                     .iter()
                     .map(|s| ShardDoc {
                         file: s.file.clone(),
-                        file_len: s.file_len,
-                        tensors: s.header.len(),
-                        data_len: s.header.data_len(),
-                        metadata: s.header.metadata().cloned(),
+                        file_len: s.reader.file_len(),
+                        tensors: s.reader.header().len(),
+                        data_len: s.reader.header().data_len(),
+                        metadata: s.reader.header().metadata().cloned(),
                     })
                     .collect(),
             );
             shards
                 .into_iter()
-                .map(|s| (Some(s.file), s.header))
+                .map(|s| (Some(s.file), s.reader.into_header()))
                 .collect()
         }
     };

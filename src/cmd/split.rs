@@ -135,7 +135,7 @@ pub fn run(args: Args) -> CmdResult {
     let mut removed = Vec::new();
     for old in before {
         let written =
-            report.shards.iter().any(|s| s.0 == old) || report.index.as_ref() == Some(&old);
+            report.shards.iter().any(|s| s.path == old) || report.index.as_ref() == Some(&old);
         if written {
             continue;
         }
@@ -152,10 +152,10 @@ pub fn run(args: Args) -> CmdResult {
             shards: report
                 .shards
                 .iter()
-                .map(|(p, t, b)| ShardDoc {
-                    path: p.display().to_string(),
-                    tensors: *t,
-                    bytes: *b,
+                .map(|s| ShardDoc {
+                    path: s.path.display().to_string(),
+                    tensors: s.tensors,
+                    bytes: s.bytes,
                 })
                 .collect(),
             index: report.index.as_ref().map(|p| p.display().to_string()),
@@ -165,12 +165,12 @@ pub fn run(args: Args) -> CmdResult {
         write_json("tensorseal-split/1", doc)?;
     } else {
         let mut out = String::new();
-        for (path, tensors, b) in &report.shards {
+        for s in &report.shards {
             out.push_str(&format!(
                 "{}\t{}\t{}\n",
-                path.display(),
-                plural(*tensors as u64, "tensor"),
-                bytes(*b)
+                s.path.display(),
+                plural(s.tensors as u64, "tensor"),
+                bytes(s.bytes)
             ));
         }
         if let Some(index) = &report.index {

@@ -129,3 +129,32 @@ def test_split_over_an_older_split(run_cli, tmp_path):
     again = run_cli("merge", tmp_path, tmp_path / "m.safetensors")
     assert again.returncode == 2 and "--force" in _one_line_error(again)
     assert (tmp_path / "m.safetensors").read_bytes() == src.read_bytes()
+
+
+CONVERT_FIXTURES = ROOT / "tests" / "fixtures" / "convert"
+
+
+@pytest.mark.parametrize(
+    "name,what",
+    [
+        ("small.pt", "a PyTorch zip checkpoint"),
+        ("every_dtype_legacy.pt", "a pickle (legacy PyTorch checkpoint"),
+        ("array_f32.npy", "a NumPy .npy array"),
+        ("arrays.npz", "a NumPy .npz archive"),
+    ],
+)
+def test_checkpoints_are_named_with_what_to_do(run_cli, tmp_path, name, what):
+    path = CONVERT_FIXTURES / name
+    for args in (["inspect", path], ["inspect", path, "--json"], ["split", path, tmp_path / "o"], ["merge", path, tmp_path / "m.safetensors"]):
+        p = run_cli(*args)
+        assert p.returncode == 1, (args, p.stderr)
+        line = _one_line_error(p)
+        assert f"not a safetensors file: this is {what}" in line, line
+        assert "convert it with `tensorseal convert`" in line, line
+        assert "header length" not in line, line
+
+
+def test_io_error_cause_printed_once(run_cli, tmp_path):
+    line = _one_line_error(run_cli("inspect", tmp_path / "missing.safetensors"))
+    assert line.count("No such file or directory") == 1, line
+    assert str(tmp_path / "missing.safetensors") in line
