@@ -72,3 +72,6 @@ def header_len(prefix: bytes, file_len: int) -> int: ...
 def parse_header(
     json: bytes, data_len: int
 ) -> Tuple[List[_Entry], Optional[Dict[str, str]]]: ...
+
+def cli_main(argv: List[str]) -> int:
+    """Runs the ``tensorseal`` command line (``argv[0]`` is the program name); returns its exit code."""
