@@ -81,3 +81,6 @@ def quant_dequantize(
     chunk_bytes: int = 67_108_864,
     sync: bool = True,
 ) -> Dict[str, Any]: ...
+
+def cli_main(argv: List[str]) -> int:
+    """Runs the ``tensorseal`` command line (``argv[0]`` is the program name); returns its exit code."""
