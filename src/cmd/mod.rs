@@ -9,6 +9,7 @@ pub mod docs;
 pub mod inspect;
 pub mod merge;
 pub mod progress;
+pub mod quant;
 pub mod scan;
 pub mod sign;
 pub mod split;

@@ -72,6 +72,15 @@ def header_len(prefix: bytes, file_len: int) -> int: ...
 def parse_header(
     json: bytes, data_len: int
 ) -> Tuple[List[_Entry], Optional[Dict[str, str]]]: ...
+def quant_inspect(path: _Path) -> List[Dict[str, Any]]: ...
+def quant_dequantize(
+    src: _Path,
+    dst: _Path,
+    dtype: str = "bf16",
+    max_shard_size: int = 5_000_000_000,
+    chunk_bytes: int = 67_108_864,
+    sync: bool = True,
+) -> Dict[str, Any]: ...
 
 def cli_main(argv: List[str]) -> int:
     """Runs the ``tensorseal`` command line (``argv[0]`` is the program name); returns its exit code."""

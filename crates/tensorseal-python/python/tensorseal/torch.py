@@ -263,9 +263,16 @@ def _specs(tensors: Dict[str, torch.Tensor]):
     return specs
 
 
-def save(tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = None) -> bytes:
+def save(
+    tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = None, *, sparse: bool = False
+) -> bytes:
     """Serializes a dict of tensors to safetensors bytes (byte-identical to
-    ``safetensors.torch.save`` with at most one metadata entry)."""
+    ``safetensors.torch.save`` with at most one metadata entry).
+    ``sparse=True`` stores sparse tensors as in :func:`save_file`."""
+    if sparse:
+        from ._sparse import split
+
+        tensors, metadata = split(tensors, metadata)
     return _serialize(_specs(tensors), metadata)
 
 
@@ -273,10 +280,21 @@ def save_file(
     tensors: Dict[str, torch.Tensor],
     filename: Union[str, "os.PathLike[str]"],
     metadata: Optional[Dict[str, str]] = None,
+    *,
+    sparse: bool = False,
 ) -> None:
     """Writes a dict of tensors to ``filename``, streaming each tensor's memory
     into a temporary file renamed over ``filename`` when complete. Do not
-    modify the tensors while this runs."""
+    modify the tensors while this runs.
+
+    Sparse tensors are refused, as by the reference, unless ``sparse=True``:
+    then each COO, CSR or CSC tensor is stored as its component tensors
+    described in the ``__sparse__`` metadata key (docs/sparse.md), and
+    ``load_file(..., sparse=True)`` gives it back."""
+    if sparse:
+        from ._sparse import split
+
+        tensors, metadata = split(tensors, metadata)
     _serialize_file(_specs(tensors), filename, metadata)
 
 
@@ -348,6 +366,7 @@ def load_file(
     *,
     backend: Optional[str] = "mmap",
     copy: Optional[bool] = None,
+    sparse: bool = False,
 ) -> Dict[str, torch.Tensor]:
     """Loads every tensor of ``filename``.
 
@@ -361,8 +380,16 @@ def load_file(
     reference. ``backend="pread"`` or ``copy=True`` gives private copies
     instead: the file is read with large positioned reads on several
     threads into memory of the process's own. ``device=None`` means the cpu,
-    as in the reference.
+    as in the reference. ``sparse=True`` rebuilds the sparse tensors a file
+    written with ``save_file(..., sparse=True)`` describes (docs/sparse.md);
+    without it their components load as plain tensors.
     """
+    if sparse:
+        from ._sparse import join
+
+        with safe_open(filename, framework="pt") as f:
+            meta = f.metadata()
+        return join(load_file(filename, device, backend=backend, copy=copy), meta)
     backend = "mmap" if backend is None else backend
     copied = copy_mode("pt", backend, copy)
     dev = torch_device(device)  # checked before reading anything
@@ -383,13 +410,19 @@ def load_file(
     }
 
 
-def load(data: bytes) -> Dict[str, torch.Tensor]:
-    """Loads safetensors bytes into a dict of cpu tensors."""
-    entries, _metadata, buf = _deserialize(data)
-    return {
+def load(data: bytes, *, sparse: bool = False) -> Dict[str, torch.Tensor]:
+    """Loads safetensors bytes into a dict of cpu tensors (``sparse=True``:
+    see :func:`load_file`)."""
+    entries, metadata, buf = _deserialize(data)
+    out = {
         name: torch_view(buf, dtype, shape, start, end, name)
         for name, dtype, shape, start, end in entries
     }
+    if sparse:
+        from ._sparse import join
+
+        return join(out, metadata)
+    return out
 
 
 # --- the reference's private names ----------------------------------------------
