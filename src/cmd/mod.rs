@@ -111,6 +111,22 @@ impl From<tensorseal_convert::ConvertError> for Failure {
     }
 }
 
+impl From<tensorseal_quant::QuantError> for Failure {
+    fn from(e: tensorseal_quant::QuantError) -> Failure {
+        // Environment problems are usage/I/O errors; invalid or unsupported
+        // content is invalid input.
+        let code = if e.is_environment() {
+            EXIT_USAGE
+        } else {
+            EXIT_INVALID
+        };
+        Failure {
+            code,
+            error: e.into(),
+        }
+    }
+}
+
 impl From<tensorseal_sign::SignError> for Failure {
     fn from(e: tensorseal_sign::SignError) -> Failure {
         // Environment problems (files, keys, links) are usage/I/O errors;

@@ -7,22 +7,10 @@ use serde_json::{json, Value};
 use tensorseal_format::MmapFile;
 use tensorseal_quant::dequant::{dequantize_source, Options, Source};
 use tensorseal_quant::sparse::{densify, describe};
-use tensorseal_quant::{OutDtype, QuantError};
+use tensorseal_quant::OutDtype;
 
-use super::{write_stdout, CmdResult, Failure, EXIT_INVALID, EXIT_OK, EXIT_USAGE};
-
-/// Maps a quant error to its exit code: environment problems are 2,
-/// invalid or unsupported content 1.
-pub fn quant_failure(e: QuantError) -> Failure {
-    Failure {
-        code: if e.is_environment() {
-            EXIT_USAGE
-        } else {
-            EXIT_INVALID
-        },
-        error: anyhow::anyhow!("{e}"),
-    }
-}
+use super::args::{parse_size, Size};
+use super::{write_json, write_stdout, CmdResult, Failure, EXIT_OK};
 
 /// Arguments of `dequantize`.
 #[derive(clap::Args)]
@@ -36,8 +24,12 @@ pub struct DequantizeArgs {
     #[arg(long, default_value = "bf16", value_parser = ["bf16", "f16", "f32"])]
     pub dtype: String,
     /// Largest output shard when DST is a directory: 5GB, 500MB, 10GiB, or bytes.
-    #[arg(long, default_value = "5GB", value_name = "SIZE")]
-    pub max_shard_size: String,
+    #[arg(long, default_value = "5GB", value_name = "SIZE", value_parser = parse_size)]
+    pub max_shard_size: Size,
+    /// Replace an existing output (a file at DST, or a checkpoint in the
+    /// DST directory, whose files this run does not overwrite are removed).
+    #[arg(long)]
+    pub force: bool,
     /// Print what was written as one JSON document.
     #[arg(long)]
     pub json: bool,
@@ -47,49 +39,94 @@ pub struct DequantizeArgs {
 }
 
 pub fn run_dequantize(args: DequantizeArgs) -> CmdResult {
-    let usage = |m: String| Failure {
-        code: EXIT_USAGE,
-        error: anyhow::anyhow!(m),
-    };
-    let dtype =
-        OutDtype::parse(&args.dtype).ok_or_else(|| usage(format!("--dtype: {:?}", args.dtype)))?;
-    let max = tensorseal_format::shard::parse_size(&args.max_shard_size)
-        .map_err(|e| usage(format!("--max-shard-size: {e}")))?;
+    let dtype = OutDtype::parse(&args.dtype).ok_or_else(|| {
+        Failure::usage(anyhow::anyhow!(
+            "--dtype: unknown element type {:?}",
+            args.dtype
+        ))
+    })?;
+    let before = refuse_existing(&args.dst, args.force)?;
     let opts = Options {
         dtype,
-        max_shard_size: max,
+        max_shard_size: args.max_shard_size.0,
         durability: super::durability(args.sync),
         ..Options::default()
     };
-    let source = Source::open(&args.src).map_err(quant_failure)?;
-    let report = source.recognize().map_err(quant_failure)?;
+    let source = Source::open(&args.src)?;
+    let report = source.recognize()?;
     if report.layers.is_empty() {
         eprintln!(
             "warning: no quantized layer recognised in {}; copying every tensor",
             args.src.display()
         );
     }
-    let s = dequantize_source(&source, &report, &args.dst, &opts).map_err(quant_failure)?;
+    let s = dequantize_source(&source, &report, &args.dst, &opts)?;
+    let removed = remove_stale(before, &s.files, &args.dst)?;
     let files: Vec<String> = s.files.iter().map(|p| p.display().to_string()).collect();
-    let out = if args.json {
-        format!(
-            "{:#}\n",
+    if args.json {
+        return write_json(
+            "tensorseal-dequantize/1",
             json!({"dequantized": s.dequantized, "copied": s.copied, "dtype": dtype.to_string(),
-                   "files": files, "bytes": s.bytes})
+                   "files": files, "bytes": s.bytes, "removed": removed}),
         )
-    } else {
-        format!(
-            "dequantized {} layer{} to {dtype}, copied {} tensor{}; {} bytes in {}\n",
-            s.dequantized,
-            if s.dequantized == 1 { "" } else { "s" },
-            s.copied,
-            if s.copied == 1 { "" } else { "s" },
-            s.bytes,
-            files.join(", ")
-        )
-    };
-    write_stdout(&out)?;
+        .map(|()| EXIT_OK);
+    }
+    write_stdout(&format!(
+        "dequantized {} to {dtype}, copied {}; {} in {}\n",
+        super::plural(s.dequantized as u64, "layer"),
+        super::plural(s.copied as u64, "tensor"),
+        super::bytes(s.bytes),
+        files.join(", ")
+    ))?;
     Ok(EXIT_OK)
+}
+
+/// The checkpoint files already at `dst` (a file, or a directory's
+/// `model*.safetensors` and index): an error unless `force`, else the list
+/// to remove once the new output is written.
+fn refuse_existing(dst: &Path, force: bool) -> Result<Vec<PathBuf>, Failure> {
+    let existing = if dst.is_dir() {
+        super::split::existing_outputs(dst)?
+    } else if std::fs::symlink_metadata(dst).is_ok() {
+        vec![dst.to_path_buf()]
+    } else {
+        Vec::new()
+    };
+    if !existing.is_empty() && !force {
+        let names: Vec<String> = existing.iter().map(|p| p.display().to_string()).collect();
+        return Err(Failure::usage(anyhow::anyhow!(
+            "{} already holds a checkpoint ({}); use --force to replace it",
+            dst.display(),
+            names.join(", ")
+        )));
+    }
+    Ok(existing)
+}
+
+/// Removes the files of an earlier checkpoint at `dst` that this run did not
+/// overwrite (`written`, plus the index of a sharded output), so no loader
+/// can mix the two.
+fn remove_stale(
+    before: Vec<PathBuf>,
+    written: &[PathBuf],
+    dst: &Path,
+) -> Result<Vec<String>, Failure> {
+    let index = dst.join("model.safetensors.index.json");
+    let mut removed = Vec::new();
+    for old in before {
+        let sharded_index = old == index && written.len() > 1;
+        if written.contains(&old) || sharded_index {
+            continue;
+        }
+        std::fs::remove_file(&old).map_err(|e| {
+            Failure::usage(anyhow::Error::new(e).context(format!(
+                "removing {} of the earlier checkpoint",
+                old.display()
+            )))
+        })?;
+        removed.push(old.display().to_string());
+    }
+    Ok(removed)
 }
 
 /// Arguments of `densify`.
@@ -99,6 +136,9 @@ pub struct DensifyArgs {
     pub src: PathBuf,
     /// The dense .safetensors file to write.
     pub dst: PathBuf,
+    /// Replace DST if it exists.
+    #[arg(long)]
+    pub force: bool,
     /// Print what was written as one JSON document.
     #[arg(long)]
     pub json: bool,
@@ -108,22 +148,21 @@ pub struct DensifyArgs {
 }
 
 pub fn run_densify(args: DensifyArgs) -> CmdResult {
-    let s = densify(&args.src, &args.dst, super::durability(args.sync)).map_err(quant_failure)?;
-    let out = if args.json {
-        format!(
-            "{:#}\n",
-            json!({"densified": s.densified, "copied": s.copied, "file": args.dst.display().to_string()})
+    refuse_existing(&args.dst, args.force)?;
+    let s = densify(&args.src, &args.dst, super::durability(args.sync))?;
+    if args.json {
+        return write_json(
+            "tensorseal-densify/1",
+            json!({"densified": s.densified, "copied": s.copied, "file": args.dst.display().to_string()}),
         )
-    } else {
-        format!(
-            "densified {} sparse tensor{}, copied {}; wrote {}\n",
-            s.densified,
-            if s.densified == 1 { "" } else { "s" },
-            s.copied,
-            args.dst.display()
-        )
-    };
-    write_stdout(&out)?;
+        .map(|()| EXIT_OK);
+    }
+    write_stdout(&format!(
+        "densified {}, copied {}; wrote {}\n",
+        super::plural(s.densified as u64, "sparse tensor"),
+        super::plural(s.copied as u64, "tensor"),
+        args.dst.display()
+    ))?;
     Ok(EXIT_OK)
 }
 
@@ -135,8 +174,8 @@ pub fn inspect_sections(
 ) -> Result<(Value, Value, String), Failure> {
     use std::fmt::Write;
     let mut text = String::new();
-    let source = Source::open(path).map_err(quant_failure)?;
-    let report = source.recognize().map_err(quant_failure)?;
+    let source = Source::open(path)?;
+    let report = source.recognize()?;
     let quant = if report.layers.is_empty() {
         Value::Null
     } else {
@@ -189,8 +228,8 @@ pub fn inspect_sections(
     };
     let sparse = match single_file {
         Some(f) => {
-            let file = MmapFile::open(f).map_err(|e| quant_failure(e.into()))?;
-            let d = describe(&file).map_err(quant_failure)?;
+            let file = MmapFile::open(f)?;
+            let d = describe(&file)?;
             if d.is_empty() {
                 Value::Null
             } else {

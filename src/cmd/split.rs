@@ -37,7 +37,7 @@ pub struct Args {
 
 /// The file names a split writes: `model.safetensors`, the index, and
 /// `model-NNNNN-of-MMMMM.safetensors` shards.
-fn is_split_output(name: &str) -> bool {
+pub(super) fn is_split_output(name: &str) -> bool {
     if name == "model.safetensors" || name == "model.safetensors.index.json" {
         return true;
     }
@@ -45,7 +45,7 @@ fn is_split_output(name: &str) -> bool {
 }
 
 /// The checkpoint files already in `outdir` (none if it does not exist).
-fn existing_outputs(outdir: &Path) -> Result<Vec<PathBuf>, Failure> {
+pub(super) fn existing_outputs(outdir: &Path) -> Result<Vec<PathBuf>, Failure> {
     let entries = match std::fs::read_dir(outdir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
