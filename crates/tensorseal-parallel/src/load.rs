@@ -1,0 +1,324 @@
+//! Opening a checkpoint and reading a rank's bytes with positioned reads.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+use tensorseal_format::index::{open_path, Checkpoint as Resolved};
+use tensorseal_format::read::{read_exact_at, read_header_from_file};
+use tensorseal_format::Dtype;
+
+use crate::plan::{Assignment, Plan, Rule};
+use crate::runs::{select, Run};
+use crate::ParallelError;
+
+/// Largest piece one read task handles, so that big runs spread over threads.
+const CHUNK: usize = 16 << 20;
+
+/// Alignment of each tensor in a buffer laid out by [`LoadPlan`].
+pub const ALIGN: usize = 64;
+
+/// One file of a checkpoint.
+#[derive(Debug)]
+pub struct SourceFile {
+    /// Its path.
+    pub path: PathBuf,
+    /// The open file.
+    pub file: File,
+    /// Offset of its data buffer.
+    pub data_start: u64,
+}
+
+/// One tensor of a checkpoint.
+#[derive(Debug, Clone)]
+pub struct TensorEntry {
+    /// Name.
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Full shape.
+    pub shape: Vec<usize>,
+    /// Index into [`Checkpoint::files`].
+    pub file: usize,
+    /// Absolute offset of its first byte in that file.
+    pub offset: u64,
+}
+
+/// A checkpoint whose headers were read and validated: one file, or the
+/// shards of an index (each checked against it). Counts the bytes read.
+#[derive(Debug)]
+pub struct Checkpoint {
+    files: Vec<SourceFile>,
+    tensors: Vec<TensorEntry>,
+    header_bytes: u64,
+    data_bytes: AtomicU64,
+}
+
+impl Checkpoint {
+    /// Opens a `.safetensors` file, a `*.safetensors.index.json`, or a
+    /// directory holding either (see `tensorseal_format::index::open_path`).
+    /// Reads only headers (and the index).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, ParallelError> {
+        let path = path.as_ref();
+        let mut files = Vec::new();
+        let mut tensors = Vec::new();
+        let mut header_bytes = 0u64;
+        let mut add =
+            |path: PathBuf, file: File, header: &tensorseal_format::Header, data_start: usize| {
+                let idx = files.len();
+                for (name, info) in header.tensors() {
+                    tensors.push(TensorEntry {
+                        name: name.clone(),
+                        dtype: info.dtype,
+                        shape: info.shape.clone(),
+                        file: idx,
+                        offset: (data_start + info.data_offsets.0) as u64,
+                    });
+                }
+                files.push(SourceFile {
+                    path,
+                    file,
+                    data_start: data_start as u64,
+                });
+            };
+        match open_path(path)? {
+            Resolved::Single(p) => {
+                let (file, _len, header, data_start) =
+                    read_header_from_file(&p).map_err(|e| e.in_file(&p))?;
+                header_bytes += data_start as u64;
+                add(p, file, &header, data_start);
+            }
+            Resolved::Sharded(index) => {
+                header_bytes += std::fs::metadata(index.path())
+                    .map(|m| m.len())
+                    .unwrap_or(0);
+                for shard in index.validate()? {
+                    header_bytes += shard.data_start as u64;
+                    add(shard.path, shard.handle, &shard.header, shard.data_start);
+                }
+            }
+        }
+        Ok(Checkpoint {
+            files,
+            tensors,
+            header_bytes,
+            data_bytes: AtomicU64::new(0),
+        })
+    }
+
+    /// The files, in order (shards sorted by name).
+    pub fn files(&self) -> &[SourceFile] {
+        &self.files
+    }
+
+    /// Every tensor, file by file in file order.
+    pub fn tensors(&self) -> &[TensorEntry] {
+        &self.tensors
+    }
+
+    /// Bytes of headers and index read when opening.
+    pub fn header_bytes(&self) -> u64 {
+        self.header_bytes
+    }
+
+    /// Tensor bytes read so far by [`Checkpoint::read`] and friends.
+    pub fn data_bytes_read(&self) -> u64 {
+        self.data_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Decides every tensor for `rank` of `world_size` (see [`Plan::assign`]).
+    pub fn assign<F>(
+        &self,
+        plan: &Plan,
+        rank: usize,
+        world_size: usize,
+        callable: F,
+    ) -> Result<Vec<Assignment>, ParallelError>
+    where
+        F: FnMut(usize, &str, &[usize], usize, usize) -> Result<Rule, ParallelError>,
+    {
+        let list: Vec<(&str, &[usize])> = self
+            .tensors
+            .iter()
+            .map(|t| (t.name.as_str(), t.shape.as_slice()))
+            .collect();
+        plan.assign(&list, rank, world_size, callable)
+    }
+
+    /// Plans the reads of one assignment per tensor (as [`Checkpoint::assign`]
+    /// returns them). Tensors are laid out in one buffer, each at a multiple
+    /// of [`ALIGN`].
+    pub fn plan(&self, assignments: &[Assignment]) -> Result<LoadPlan, ParallelError> {
+        if assignments.len() != self.tensors.len() {
+            return Err(ParallelError::plan(format!(
+                "{} assignments for {} tensors",
+                assignments.len(),
+                self.tensors.len()
+            )));
+        }
+        let mut tensors = Vec::new();
+        let mut at = 0usize;
+        for (i, (t, a)) in self.tensors.iter().zip(assignments).enumerate() {
+            let Some(sel) = select(&t.name, t.dtype, &t.shape, *a)? else {
+                continue;
+            };
+            let len = usize::try_from(sel.len).map_err(|_| ParallelError::Overflow {
+                tensor: t.name.clone(),
+                shape: t.shape.clone(),
+            })?;
+            let start = at.next_multiple_of(ALIGN);
+            at = start + len;
+            tensors.push(TensorLoad {
+                index: i,
+                name: t.name.clone(),
+                dtype: t.dtype,
+                shape: sel.shape,
+                assignment: *a,
+                file: t.file,
+                runs: sel
+                    .runs
+                    .iter()
+                    .map(|r| Run {
+                        offset: t.offset + r.offset,
+                        len: r.len,
+                    })
+                    .collect(),
+                start,
+                len,
+            });
+        }
+        Ok(LoadPlan {
+            tensors,
+            total_len: at,
+        })
+    }
+
+    /// Reads every tensor of `plan` into `buf` (at least
+    /// [`LoadPlan::total_len`] bytes) at the planned offsets.
+    pub fn read(&self, plan: &LoadPlan, buf: &mut [u8]) -> Result<(), ParallelError> {
+        if buf.len() < plan.total_len {
+            return Err(ParallelError::BufferSize {
+                tensor: "<all>".into(),
+                expected: plan.total_len,
+                found: buf.len(),
+            });
+        }
+        let mut parts = Vec::with_capacity(plan.tensors.len());
+        let mut rest = buf;
+        let mut at = 0usize;
+        for t in &plan.tensors {
+            let (_, tail) = std::mem::take(&mut rest).split_at_mut(t.start - at);
+            let (mine, tail) = tail.split_at_mut(t.len);
+            parts.push(mine);
+            rest = tail;
+            at = t.start + t.len;
+        }
+        self.read_each(plan, &mut parts)
+    }
+
+    /// Reads tensor `i` of `plan` into `bufs[i]`, each exactly
+    /// [`TensorLoad::len`] bytes (caller-provided memory).
+    pub fn read_each(&self, plan: &LoadPlan, bufs: &mut [&mut [u8]]) -> Result<(), ParallelError> {
+        if bufs.len() != plan.tensors.len() {
+            return Err(ParallelError::plan(format!(
+                "{} buffers for {} tensors",
+                bufs.len(),
+                plan.tensors.len()
+            )));
+        }
+        let mut tasks: Vec<(usize, u64, &mut [u8])> = Vec::new();
+        for (t, buf) in plan.tensors.iter().zip(bufs.iter_mut()) {
+            if buf.len() != t.len {
+                return Err(ParallelError::BufferSize {
+                    tensor: t.name.clone(),
+                    expected: t.len,
+                    found: buf.len(),
+                });
+            }
+            let mut rest: &mut [u8] = buf;
+            for r in &t.runs {
+                // Run lengths sum to t.len, checked equal to the buffer's.
+                let (mine, tail) = std::mem::take(&mut rest).split_at_mut(r.len as usize);
+                rest = tail;
+                let mut off = r.offset;
+                for chunk in mine.chunks_mut(CHUNK) {
+                    let n = chunk.len() as u64;
+                    tasks.push((t.file, off, chunk));
+                    off += n;
+                }
+            }
+        }
+        tasks.into_par_iter().try_for_each(|(f, off, chunk)| {
+            let src = self.files.get(f).ok_or_else(|| {
+                ParallelError::plan(format!("plan names file {f}, not in this checkpoint"))
+            })?;
+            read_exact_at(&src.file, chunk, off).map_err(|e| ParallelError::io(&src.path, e))?;
+            self.data_bytes
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            Ok(())
+        })
+    }
+
+    /// Plans and reads `rank`'s share into one fresh buffer.
+    pub fn load(
+        &self,
+        plan: &Plan,
+        rank: usize,
+        world_size: usize,
+    ) -> Result<(LoadPlan, Vec<u8>), ParallelError> {
+        let assignments = self.assign(plan, rank, world_size, |i, name, _, _, _| {
+            Err(ParallelError::plan(format!(
+                "rule of {name:?} is callable {i}, which only the Python API can run"
+            )))
+        })?;
+        let lp = self.plan(&assignments)?;
+        let mut buf = vec![0u8; lp.total_len];
+        self.read(&lp, &mut buf)?;
+        Ok((lp, buf))
+    }
+}
+
+/// The planned reads of one tensor.
+#[derive(Debug, Clone)]
+pub struct TensorLoad {
+    /// Index into [`Checkpoint::tensors`].
+    pub index: usize,
+    /// Name.
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape of the rank's part.
+    pub shape: Vec<usize>,
+    /// What was assigned.
+    pub assignment: Assignment,
+    /// Index into [`Checkpoint::files`].
+    pub file: usize,
+    /// Absolute file offsets, ascending and coalesced.
+    pub runs: Vec<Run>,
+    /// Offset in the combined buffer.
+    pub start: usize,
+    /// Byte length.
+    pub len: usize,
+}
+
+/// The planned reads of one rank.
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    /// The tensors the rank loads, in checkpoint order.
+    pub tensors: Vec<TensorLoad>,
+    /// Length of a buffer holding them all.
+    pub total_len: usize,
+}
+
+impl LoadPlan {
+    /// Sum of the tensors' bytes.
+    pub fn data_len(&self) -> u64 {
+        self.tensors.iter().map(|t| t.len as u64).sum()
+    }
+
+    /// Number of runs.
+    pub fn run_count(&self) -> usize {
+        self.tensors.iter().map(|t| t.runs.len()).sum()
+    }
+}
