@@ -356,7 +356,7 @@ impl Plan {
         match self.pipeline.as_ref().map(|p| &p.stages) {
             Some(Stages::Split { stages, .. }) => {
                 let stages = *stages;
-                if world_size % stages != 0 {
+                if !world_size.is_multiple_of(stages) {
                     return Err(ParallelError::plan(format!(
                         "world size {world_size} is not a multiple of {stages} pipeline stages"
                     )));
@@ -383,23 +383,20 @@ impl Plan {
         F: FnMut(usize, &str, &[usize], usize, usize) -> Result<Rule, ParallelError>,
     {
         let (stage, stages, tp_rank, tp_size) = self.topology(rank, world_size)?;
-        let layer_range = match &self.pipeline {
-            None => None,
-            Some(p) => Some(match p.stages {
-                Stages::Range(a, b) => (a, b),
-                Stages::Split { num_layers, .. } => {
-                    let n = match num_layers {
-                        Some(n) => n,
-                        None => tensors
-                            .iter()
-                            .filter_map(|(name, _)| p.layer_of(name))
-                            .max()
-                            .map_or(0, |m| m.saturating_add(1)),
-                    };
-                    tensor_split_block(n, stages, stage)
-                }
-            }),
-        };
+        let layer_range = self.pipeline.as_ref().map(|p| match p.stages {
+            Stages::Range(a, b) => (a, b),
+            Stages::Split { num_layers, .. } => {
+                let n = match num_layers {
+                    Some(n) => n,
+                    None => tensors
+                        .iter()
+                        .filter_map(|(name, _)| p.layer_of(name))
+                        .max()
+                        .map_or(0, |m| m.saturating_add(1)),
+                };
+                tensor_split_block(n, stages, stage)
+            }
+        });
         let mut out = Vec::with_capacity(tensors.len());
         for (name, shape) in tensors {
             if let (Some(p), Some((a, b))) = (&self.pipeline, layer_range) {

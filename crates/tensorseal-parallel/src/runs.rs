@@ -100,8 +100,10 @@ pub fn select(
         shape: shape.to_vec(),
         dim,
     };
-    let aligned = row_bits % 8 == 0
-        || (outer <= 1 && (start as u64 * row_bits) % 8 == 0 && (stop as u64 * row_bits) % 8 == 0);
+    let aligned = row_bits.is_multiple_of(8)
+        || (outer <= 1
+            && (start as u64 * row_bits).is_multiple_of(8)
+            && (stop as u64 * row_bits).is_multiple_of(8));
     if !aligned {
         return Err(unaligned());
     }
