@@ -8,6 +8,7 @@
 //! parts (dtype names, torch/numpy objects) live in the pure-Python package.
 
 mod buffer;
+mod parallel;
 mod read;
 
 use std::collections::{BTreeMap, HashSet};
@@ -676,5 +677,6 @@ fn _tensorseal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(serialize_file, m)?)?;
     m.add_function(wrap_pyfunction!(header_len, m)?)?;
     m.add_function(wrap_pyfunction!(parse_header, m)?)?;
+    parallel::register(m)?;
     Ok(())
 }
