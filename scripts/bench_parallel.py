@@ -195,15 +195,19 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--dir", default="/tmp/h14/bench")
     ap.add_argument("--cleanup", action="store_true")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--no-solo", action="store_true", help="skip phase 2")
     args = ap.parse_args()
     ckpt = os.path.join(args.dir, "ckpt")
     generate(ckpt)
     size = sum(os.path.getsize(os.path.join(ckpt, f)) for f in os.listdir(ckpt))
     print(f"checkpoint: {size / 2**30:.2f} GiB in {len(shard_files(ckpt))} shards; world size {WORLD}")
-    times = {m: [] for m in METHODS}
-    phase1 = {m: [] for m in METHODS}
+    methods = tuple(args.methods.split(","))
+    times = {m: [] for m in methods}
+    phase1 = {m: [] for m in methods}
     for rep in range(args.reps):
-        order = METHODS[rep % 3:] + METHODS[:rep % 3]
+        k = rep % len(methods)
+        order = methods[k:] + methods[:k]
         for m in order:
             res = launch(m, ckpt, range(WORLD), solo=False)
             times[m].append(res[0]["time"])
@@ -211,17 +215,17 @@ def main():
             print(f"rep {rep} {m:16s} {res[0]['time']:7.2f} s  read_bytes sum {sum(r['read_bytes'] for r in res) / 2**30:6.2f} GiB"
                   f"  rchar sum {sum(r['rchar'] for r in res) / 2**30:6.2f} GiB", flush=True)
     solo = {}
-    for m in METHODS:
+    for m in () if args.no_solo else methods:
         res = [launch(m, ckpt, [r], solo=True)[0] for r in range(WORLD)]
         solo[m] = sum(r["read_bytes"] for r in res)
         print(f"alone {m:16s} read_bytes summed over ranks {solo[m] / 2**30:6.2f} GiB "
               f"(held {sum(r['held'] for r in res) / 2**30:.2f} GiB)", flush=True)
     med = {m: statistics.median(v) for m, v in times.items()}
     print("\nmedian time until all ranks loaded (s):")
-    for m in METHODS:
+    for m in methods:
         print(f"  {m:16s} {med[m]:7.2f}   ratio vs tensorseal {med[m] / med['tensorseal']:5.2f}x")
     print("bytes read from storage, each rank alone and cold, summed (GiB):")
-    for m in METHODS:
+    for m in solo:
         print(f"  {m:16s} {solo[m] / 2**30:7.2f}   ratio vs tensorseal {solo[m] / max(solo['tensorseal'], 1):5.2f}x")
     if args.cleanup:
         import shutil

@@ -16,6 +16,74 @@ use crate::ParallelError;
 /// Largest piece one read task handles, so that big runs spread over threads.
 const CHUNK: usize = 16 << 20;
 
+/// Threads of the read pool: reads of small runs wait on storage latency,
+/// not on the CPU, so more of them than cores keep the device busy.
+const IO_THREADS: usize = 8;
+
+/// Runs shorter than this are announced to the kernel (`WILLNEED`) before
+/// they are read, so that their pages are fetched concurrently.
+const SMALL_RUN: u64 = 1 << 20;
+
+fn pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(IO_THREADS))
+            .thread_name(|i| format!("tensorseal-io-{i}"))
+            .build()
+            .ok()
+    })
+    .as_ref()
+}
+
+/// Asks the kernel to start reading the pages of `runs` (small runs of a
+/// strided block): each run's pages only, adjacent page ranges merged, so
+/// storage reads stay within one page per run of the share.
+#[cfg(target_os = "linux")]
+fn will_need(file: &File, runs: &[Run]) {
+    const PAGE: u64 = 4096;
+    let mut pending: Option<(u64, u64)> = None;
+    let flush = |range: (u64, u64)| {
+        let _ = rustix::fs::fadvise(
+            file,
+            range.0,
+            std::num::NonZeroU64::new(range.1 - range.0),
+            rustix::fs::Advice::WillNeed,
+        );
+    };
+    for r in runs.iter().filter(|r| r.len < SMALL_RUN) {
+        let start = r.offset / PAGE * PAGE;
+        let end = (r.offset + r.len).div_ceil(PAGE) * PAGE;
+        pending = match pending {
+            Some((s, e)) if start <= e => Some((s, e.max(end))),
+            Some(p) => {
+                flush(p);
+                Some((start, end))
+            }
+            None => Some((start, end)),
+        };
+    }
+    if let Some(p) = pending {
+        flush(p);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn will_need(_file: &File, _runs: &[Run]) {}
+
+/// Turns off the kernel's readahead for our descriptor: a rank reads
+/// exactly its runs (big ones as 16 MiB positioned reads), and readahead
+/// (8 MiB windows on common virtual disks) would read past each run's end,
+/// bytes some other rank keeps.
+#[cfg(target_os = "linux")]
+fn no_readahead(file: &File) {
+    let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::Random);
+}
+
+#[cfg(not(target_os = "linux"))]
+fn no_readahead(_file: &File) {}
+
 /// Alignment of each tensor in a buffer laid out by [`LoadPlan`].
 pub const ALIGN: usize = 64;
 
@@ -249,15 +317,32 @@ impl Checkpoint {
                 }
             }
         }
-        tasks.into_par_iter().try_for_each(|(f, off, chunk)| {
-            let src = self.files.get(f).ok_or_else(|| {
-                ParallelError::plan(format!("plan names file {f}, not in this checkpoint"))
-            })?;
-            read_exact_at(&src.file, chunk, off).map_err(|e| ParallelError::io(&src.path, e))?;
-            self.data_bytes
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            Ok(())
-        })
+        for src in &self.files {
+            no_readahead(&src.file);
+        }
+        for t in &plan.tensors {
+            if t.runs.len() > 1 {
+                if let Some(src) = self.files.get(t.file) {
+                    will_need(&src.file, &t.runs);
+                }
+            }
+        }
+        let run = || {
+            tasks.into_par_iter().try_for_each(|(f, off, chunk)| {
+                let src = self.files.get(f).ok_or_else(|| {
+                    ParallelError::plan(format!("plan names file {f}, not in this checkpoint"))
+                })?;
+                read_exact_at(&src.file, chunk, off)
+                    .map_err(|e| ParallelError::io(&src.path, e))?;
+                self.data_bytes
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                Ok(())
+            })
+        };
+        match pool() {
+            Some(p) => p.install(run),
+            None => run(),
+        }
     }
 
     /// Plans and reads `rank`'s share into one fresh buffer.
