@@ -18,6 +18,13 @@ pub struct Args {
     /// Print one JSON document instead of a table (schema in docs/inspect-json.md).
     #[arg(long)]
     pub json: bool,
+    /// A sharding plan (JSON, see README "Tensor- and pipeline-parallel"):
+    /// print each rank's tensor count, bytes and read runs instead.
+    #[arg(long, value_name = "PLAN.json", requires = "world_size")]
+    pub plan: Option<PathBuf>,
+    /// Number of ranks, with --plan.
+    #[arg(long, value_name = "N", requires = "plan")]
+    pub world_size: Option<usize>,
 }
 
 struct Row<'a> {
@@ -47,6 +54,9 @@ impl Totals {
 }
 
 pub fn run(args: Args) -> CmdResult {
+    if let (Some(plan), Some(world)) = (&args.plan, args.world_size) {
+        return super::parallel::inspect(&args.path, plan, world, args.json);
+    }
     let path = args.path.display().to_string();
     let checkpoint = open_path(&args.path).map_err(format_failure)?;
     let mut doc = serde_json::Map::new();

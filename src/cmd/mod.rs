@@ -8,6 +8,7 @@ pub mod convert;
 pub mod digest;
 pub mod inspect;
 pub mod merge;
+pub mod parallel;
 pub mod scan;
 pub mod sign;
 pub mod split;

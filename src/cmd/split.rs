@@ -25,6 +25,15 @@ pub struct Args {
     /// atomically (temporary file, then rename) and the OS writes it back.
     #[arg(long)]
     pub sync: bool,
+    /// A sharding plan (JSON, see README "Tensor- and pipeline-parallel"):
+    /// write one pre-sharded file per rank instead,
+    /// OUTDIR/model-rank-{R}-part-0.safetensors. FILE may then also be an
+    /// index or a directory of shards.
+    #[arg(long, value_name = "PLAN.json", requires = "world_size")]
+    pub plan: Option<PathBuf>,
+    /// Number of ranks, with --plan.
+    #[arg(long, value_name = "N", requires = "plan")]
+    pub world_size: Option<usize>,
 }
 
 /// A byte progress bar on stderr, only when stderr is a terminal.
@@ -54,6 +63,16 @@ pub(crate) fn byte_progress(label: &'static str) -> impl FnMut(u64, u64) {
 }
 
 pub fn run(args: Args) -> CmdResult {
+    if let (Some(plan), Some(world)) = (&args.plan, args.world_size) {
+        return super::parallel::split(
+            &args.file,
+            &args.outdir,
+            plan,
+            world,
+            args.json,
+            super::durability(args.sync),
+        );
+    }
     let max = shard::parse_size(&args.max_shard_size).map_err(|e| Failure {
         code: EXIT_USAGE,
         error: anyhow::anyhow!("--max-shard-size: {e}"),
