@@ -51,6 +51,9 @@ fi
 step "pytest"
 "$venv/bin/python" -m pytest -q tests/python
 
+step "GPU tests (tests/gpu: skipped, with the reason, where torch sees no GPU)"
+"$venv/bin/python" -m pytest -q -rs tests/gpu
+
 step "the reference safetensors' own Python tests, through tensorseal.install_as_safetensors()"
 # Downloads the reference's sdist from PyPI (cached in target/reference-suite);
 # says SKIPPED and goes on if it cannot be downloaded.

@@ -10,6 +10,7 @@
 mod buffer;
 mod parallel;
 mod read;
+mod stream;
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -671,6 +672,7 @@ fn _tensorseal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SafetensorError", m.py().get_type::<SafetensorError>())?;
     m.add_class::<SafeFile>()?;
     m.add_class::<Buffer>()?;
+    m.add_class::<stream::Stream>()?;
     m.add_function(wrap_pyfunction!(read_file, m)?)?;
     m.add_function(wrap_pyfunction!(deserialize, m)?)?;
     m.add_function(wrap_pyfunction!(serialize, m)?)?;
