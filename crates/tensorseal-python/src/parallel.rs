@@ -102,6 +102,9 @@ fn assignment_py<'py>(py: Python<'py>, a: Assignment) -> PyResult<Bound<'py, PyA
     })
 }
 
+/// `(entries, buffer, (data_bytes_read, header_bytes, runs))`.
+type LoadResult<'py> = (Bound<'py, PyList>, Buffer, (u64, u64, usize));
+
 /// Loads `rank`'s share of the checkpoint at `path`.
 ///
 /// Returns `(entries, buffer, stats)`: entries `(name, dtype, shape, start,
@@ -119,7 +122,7 @@ pub fn parallel_load<'py>(
     world_size: usize,
     callables: Vec<Py<PyAny>>,
     owned: Option<Vec<String>>,
-) -> PyResult<(Bound<'py, PyList>, Buffer, (u64, u64, usize))> {
+) -> PyResult<LoadResult<'py>> {
     let plan = parse_plan(py, plan)?;
     let ck = py
         .detach(|| Checkpoint::open(&path))
@@ -224,6 +227,8 @@ pub fn parallel_assignments<'py>(
 /// count.
 #[pyfunction]
 #[pyo3(signature = (plan, name, shape, rank, world_size, callables, names=None))]
+// The Python signature is the argument list.
+#[allow(clippy::too_many_arguments)]
 pub fn parallel_rank_block<'py>(
     py: Python<'py>,
     plan: &str,
@@ -330,6 +335,8 @@ impl ParallelSave {
     /// Plans the save of full tensors `specs` to `path` (a file, or with
     /// `max_shard_size` a directory of `save_pretrained`-named shards).
     #[new]
+    // The Python signature is the argument list.
+    #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (path, specs, plan, rank, world_size, metadata=None, max_shard_size=None))]
     fn new(
         py: Python<'_>,
