@@ -27,9 +27,17 @@ const SMALL_RUN: u64 = 1 << 20;
 fn pool() -> Option<&'static rayon::ThreadPool> {
     static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let n = std::env::var("TENSORSEAL_IO_THREADS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| (1..=256).contains(&n))
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map_or(1, |n| n.get())
+                    .max(IO_THREADS)
+            });
         rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(IO_THREADS))
+            .num_threads(n)
             .thread_name(|i| format!("tensorseal-io-{i}"))
             .build()
             .ok()
