@@ -129,6 +129,14 @@ pub struct Checkpoint {
     tensors: Vec<TensorEntry>,
     header_bytes: u64,
     data_bytes: AtomicU64,
+    read_gap: u64,
+}
+
+/// One read task: straight into the destination, or a span read through
+/// small gaps into scratch memory and copied out piece by piece.
+enum Task<'a> {
+    Direct(usize, u64, &'a mut [u8]),
+    Span(usize, u64, u64, Vec<(u64, &'a mut [u8])>),
 }
 
 impl Checkpoint {
@@ -180,7 +188,17 @@ impl Checkpoint {
             tensors,
             header_bytes,
             data_bytes: AtomicU64::new(0),
+            read_gap: 0,
         })
+    }
+
+    /// Reads through gaps of at most `gap` bytes between the runs of a
+    /// strided block (one read per span of up to 16 MiB instead of one per
+    /// run): more bytes, far fewer I/O operations, for ranks that share a
+    /// machine (and so a page cache). 0 (the default) reads runs exactly.
+    pub fn with_read_gap(mut self, gap: u64) -> Self {
+        self.read_gap = gap;
+        self
     }
 
     /// The files, in order (shards sorted by name).
@@ -303,7 +321,7 @@ impl Checkpoint {
                 plan.tensors.len()
             )));
         }
-        let mut tasks: Vec<(usize, u64, &mut [u8])> = Vec::new();
+        let mut tasks: Vec<Task> = Vec::new();
         for (t, buf) in plan.tensors.iter().zip(bufs.iter_mut()) {
             if buf.len() != t.len {
                 return Err(ParallelError::BufferSize {
@@ -313,37 +331,81 @@ impl Checkpoint {
                 });
             }
             let mut rest: &mut [u8] = buf;
+            let mut span: Option<(u64, u64, Vec<(u64, &mut [u8])>)> = None;
             for r in &t.runs {
                 // Run lengths sum to t.len, checked equal to the buffer's.
                 let (mine, tail) = std::mem::take(&mut rest).split_at_mut(r.len as usize);
                 rest = tail;
+                let small = t.runs.len() > 1 && r.len < CHUNK as u64 && self.read_gap > 0;
+                if small {
+                    if let Some((start, end, pieces)) = span.as_mut() {
+                        if r.offset - *end <= self.read_gap
+                            && r.offset + r.len - *start <= CHUNK as u64
+                        {
+                            pieces.push((r.offset - *start, mine));
+                            *end = r.offset + r.len;
+                            continue;
+                        }
+                    }
+                    if let Some((s0, e0, p)) = span.take() {
+                        tasks.push(Task::Span(t.file, s0, e0 - s0, p));
+                    }
+                    span = Some((r.offset, r.offset + r.len, vec![(0, mine)]));
+                    continue;
+                }
                 let mut off = r.offset;
                 for chunk in mine.chunks_mut(CHUNK) {
                     let n = chunk.len() as u64;
-                    tasks.push((t.file, off, chunk));
+                    tasks.push(Task::Direct(t.file, off, chunk));
                     off += n;
                 }
+            }
+            if let Some((s0, e0, p)) = span.take() {
+                tasks.push(Task::Span(t.file, s0, e0 - s0, p));
             }
         }
         for src in &self.files {
             no_readahead(&src.file);
         }
         for t in &plan.tensors {
-            if t.runs.len() > 1 {
+            if t.runs.len() > 1 && self.read_gap == 0 {
                 if let Some(src) = self.files.get(t.file) {
                     will_need(&src.file, &t.runs);
                 }
             }
         }
         let run = || {
-            tasks.into_par_iter().try_for_each(|(f, off, chunk)| {
+            tasks.into_par_iter().try_for_each(|task| {
+                let f = match &task {
+                    Task::Direct(f, ..) | Task::Span(f, ..) => *f,
+                };
                 let src = self.files.get(f).ok_or_else(|| {
                     ParallelError::plan(format!("plan names file {f}, not in this checkpoint"))
                 })?;
-                read_exact_at(&src.file, chunk, off)
-                    .map_err(|e| ParallelError::io(&src.path, e))?;
-                self.data_bytes
-                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                let io = |e| ParallelError::io(&src.path, e);
+                match task {
+                    Task::Direct(_, off, chunk) => {
+                        read_exact_at(&src.file, chunk, off).map_err(io)?;
+                        self.data_bytes
+                            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    }
+                    Task::Span(_, off, len, pieces) => {
+                        // len <= CHUNK: bounded scratch memory.
+                        let mut scratch = vec![0u8; len as usize];
+                        read_exact_at(&src.file, &mut scratch, off).map_err(io)?;
+                        self.data_bytes.fetch_add(len, Ordering::Relaxed);
+                        for (at, dst) in pieces {
+                            let n = dst.len();
+                            let from =
+                                scratch.get(at as usize..at as usize + n).ok_or_else(|| {
+                                    ParallelError::plan(format!(
+                                        "span piece {at}+{n} outside {len}"
+                                    ))
+                                })?;
+                            dst.copy_from_slice(from);
+                        }
+                    }
+                }
                 Ok(())
             })
         };

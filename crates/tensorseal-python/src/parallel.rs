@@ -113,7 +113,9 @@ type LoadResult<'py> = (Bound<'py, PyList>, Buffer, (u64, u64, usize));
 /// ignored for reading: the whole of each named tensor is read, nothing
 /// else; `assignment` still says what the plan gives this rank.
 #[pyfunction]
-#[pyo3(signature = (path, plan, rank, world_size, callables, owned=None))]
+#[pyo3(signature = (path, plan, rank, world_size, callables, owned=None, read_gap=0))]
+// The Python signature is the argument list.
+#[allow(clippy::too_many_arguments)]
 pub fn parallel_load<'py>(
     py: Python<'py>,
     path: PathBuf,
@@ -122,11 +124,13 @@ pub fn parallel_load<'py>(
     world_size: usize,
     callables: Vec<Py<PyAny>>,
     owned: Option<Vec<String>>,
+    read_gap: u64,
 ) -> PyResult<LoadResult<'py>> {
     let plan = parse_plan(py, plan)?;
     let ck = py
         .detach(|| Checkpoint::open(&path))
-        .map_err(|e| perr(py, e))?;
+        .map_err(|e| perr(py, e))?
+        .with_read_gap(read_gap);
     let assigned = ck
         .assign(&plan, rank, world_size, |i, name, shape, r, w| {
             call_rule(py, &callables, i, name, shape, r, w)

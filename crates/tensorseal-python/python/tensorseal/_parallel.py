@@ -125,12 +125,12 @@ def agree(fn: Callable[[], Any], world_size: int) -> Any:
 # --- loading --------------------------------------------------------------------
 
 
-def load_entries(path, plan, rank, world_size, owned=None):
+def load_entries(path, plan, rank, world_size, owned=None, read_gap=0):
     """``(entries, buffer)`` of ``rank``'s share (or, with ``owned``, of
     the whole of those tensors)."""
     text, callables = plan_json(plan)
     entries, buf, (data, headers, runs) = _native.parallel_load(
-        os.fspath(path), text, rank, world_size, callables, owned
+        os.fspath(path), text, rank, world_size, callables, owned, int(read_gap)
     )
     last_load_stats.clear()
     last_load_stats.update(data_bytes=data, header_bytes=headers, runs=runs)

@@ -84,6 +84,7 @@ def parallel_load(
     world_size: int,
     callables: List[Any],
     owned: Optional[List[str]] = None,
+    read_gap: int = 0,
 ) -> Tuple[List[Tuple[str, str, List[int], int, int, _Assignment]], Buffer, Tuple[int, int, int]]: ...
 def parallel_assignments(
     path: _Path, plan: str, world_size: int, callables: List[Any]

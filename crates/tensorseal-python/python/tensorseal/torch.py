@@ -444,6 +444,7 @@ def load_sharded(
     device: Union[str, int, torch.device, None] = "cpu",
     *,
     collective: bool = False,
+    read_gap: int = 0,
 ) -> Dict[str, torch.Tensor]:
     """Loads this rank's share of a checkpoint (one file, an index, or a
     directory of shards) under a sharding ``plan``: a dict (see README,
@@ -458,7 +459,10 @@ def load_sharded(
     plan), every rank raises (``RankError`` on the others). With
     ``collective=True`` each tensor is read by one rank and sent to the
     ranks that need it with ``torch.distributed``: every byte is read from
-    storage once across the world.
+    storage once across the world. ``read_gap`` (bytes) reads through
+    gaps up to that size between the rows of a strided (dim > 0) block, one
+    read per span instead of one per row: more bytes, far fewer I/O
+    operations, for ranks that share a machine.
     """
     from . import _parallel
 
@@ -468,7 +472,7 @@ def load_sharded(
     def run():
         if collective:
             return _parallel.load_collective_torch(path, plan, rank, world_size, torch_view)
-        entries, buf = _parallel.load_entries(path, plan, rank, world_size)
+        entries, buf = _parallel.load_entries(path, plan, rank, world_size, read_gap=read_gap)
         return {e[0]: torch_view(buf, e[1], e[2], e[3], e[4], e[0]) for e in entries}
 
     out = _parallel.agree(run, world_size) if not collective else run()
