@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use serde_json::json;
-use tensorseal_format::write::{write_file_with, TensorSpec};
+use tensorseal_format::{FileWriter, TensorSpec, WriteOptions};
 use tensorseal_parallel::{Checkpoint, LoadPlan, ParallelError, Plan};
 
 use super::{write_stdout, CmdResult, Failure, EXIT_INVALID, EXIT_OK, EXIT_USAGE};
@@ -17,7 +17,7 @@ const MAX_PLAN_BYTES: u64 = 10 << 20;
 /// I/O 2.
 fn failure(e: ParallelError) -> Failure {
     match e {
-        ParallelError::Format(f) => super::format_failure(f),
+        ParallelError::Format(f) => Failure::from(f),
         ParallelError::Io { .. }
         | ParallelError::BadPlan { .. }
         | ParallelError::BadRank { .. }
@@ -156,21 +156,25 @@ pub fn split(
                 shape: t.shape.clone(),
             })
             .collect();
-        write_file_with(&file, &specs, None, durability, |i, w| {
-            let t = lp
-                .tensors
-                .get(i)
-                .ok_or_else(|| std::io::Error::other(format!("no tensor {i}")))?;
-            let one = LoadPlan {
-                tensors: vec![t.clone()],
-                total_len: t.len,
-            };
-            let mut buf = vec![0u8; t.len];
-            ck.read_each(&one, &mut [&mut buf[..]])
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            w.write_all(&buf)
-        })
-        .map_err(super::format_failure)?;
+        let opts = WriteOptions::new().with_durability(durability);
+        FileWriter::create(&file, &specs, &opts)
+            .and_then(|w| {
+                w.fill_and_commit(|i, w| {
+                    let t = lp
+                        .tensors
+                        .get(i)
+                        .ok_or_else(|| std::io::Error::other(format!("no tensor {i}")))?;
+                    let one = LoadPlan {
+                        tensors: vec![t.clone()],
+                        total_len: t.len,
+                    };
+                    let mut buf = vec![0u8; t.len];
+                    ck.read_each(&one, &mut [&mut buf[..]])
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    w.write_all(&buf)
+                })
+            })
+            .map_err(Failure::from)?;
         written.push((file, lp.tensors.len(), lp.data_len()));
     }
     let out = if as_json {

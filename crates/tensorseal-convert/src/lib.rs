@@ -36,7 +36,8 @@ use std::sync::Arc;
 
 use tensorseal_format::shard::{index_json, plan_shards, shard_name};
 use tensorseal_format::{
-    read_exact_at, write_file_observed, AtomicFile, Dtype, Durability, PreadFile, TensorSpec,
+    read_exact_at, AtomicFile, Dtype, Durability, FileWriter, FormatError, PreadFile, ReadTensors,
+    TensorSpec, WriteOptions,
 };
 use xxhash_rust::xxh3::Xxh3;
 
@@ -577,6 +578,27 @@ fn check_swap_units(
     Ok(())
 }
 
+/// Writes `specs` with the format crate's streaming writer, calling `after`
+/// once each tensor's bytes are in the file (flushed), before the next one.
+fn write_observed<F, A>(
+    path: &Path,
+    specs: &[TensorSpec],
+    opts: &WriteOptions,
+    mut fill: F,
+    mut after: A,
+) -> Result<(), FormatError>
+where
+    F: FnMut(usize, &mut dyn Write) -> std::io::Result<()>,
+    A: FnMut(usize, &std::fs::File, std::ops::Range<u64>) -> std::io::Result<()>,
+{
+    let mut w = FileWriter::create(path, specs, opts)?;
+    for i in w.layout().order().to_vec() {
+        let range = w.write_tensor(i, |out| fill(i, out))?;
+        after(i, w.flushed_file()?, range).map_err(|e| FormatError::io(path, e))?;
+    }
+    w.commit()
+}
+
 fn spec(p: &PlannedTensor) -> TensorSpec {
     TensorSpec {
         name: p.name.clone(),
@@ -730,11 +752,13 @@ pub fn to_safetensors(
         // nothing unverified appears at the target.
         let mut ranges: Vec<std::ops::Range<u64>> = Vec::new();
         let check_before_rename = hashing && CHECK_BEFORE_RENAME;
-        let res = write_file_observed(
+        let wopts = WriteOptions::new()
+            .with_metadata(fmeta.clone())
+            .with_durability(opts.durability);
+        let res = write_observed(
             file,
             &specs,
-            Some(&fmeta),
-            opts.durability,
+            &wopts,
             |si, w| {
                 let p = &planned[g[si]];
                 let ck = &cks[p.input];

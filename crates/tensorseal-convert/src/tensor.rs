@@ -1107,7 +1107,7 @@ mod tests {
     /// A torch zip holding one 5 MiB stored tensor; returns the checkpoint
     /// and the tensor's file range.
     fn big_checkpoint(dir: &std::path::Path) -> (Checkpoint, std::ops::Range<usize>) {
-        use tensorseal_format::write::{write_file, TensorSpec};
+        use tensorseal_format::write::{FileWriter, TensorSpec, WriteOptions};
         use tensorseal_format::Durability;
         let st = dir.join("big.safetensors");
         let n = 5 << 20;
@@ -1116,10 +1116,10 @@ mod tests {
             dtype: Dtype::U8,
             shape: vec![n],
         }];
-        write_file(&st, &specs, None, |_, w| {
-            std::io::Write::write_all(w, &vec![7u8; n])
-        })
-        .unwrap();
+        FileWriter::create(&st, &specs, &WriteOptions::new())
+            .unwrap()
+            .fill_and_commit(|_, w| std::io::Write::write_all(w, &vec![7u8; n]))
+            .unwrap();
         let pt = dir.join("big.pt");
         crate::to_torch(&st, &pt, false, false, Durability::NoSync).unwrap();
         let ck = Checkpoint::open(&pt).unwrap();

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use tensorseal_format::index::{open_path, Checkpoint as StCheckpoint};
-use tensorseal_format::{AtomicFile, Dtype, Durability, PreadFile};
+use tensorseal_format::{AtomicFile, Dtype, Durability, PreadFile, ReadTensors};
 
 use crate::source::{torch_names, Checkpoint};
 use crate::{tensor, ConvertError, Report};

@@ -9,7 +9,7 @@ use tensorseal_convert::{
     plan, to_safetensors, to_torch, verify_against_input, verify_checksums, Checkpoint,
     ConvertError, Format, Options, Verify,
 };
-use tensorseal_format::{Dtype, Durability, SafeTensors};
+use tensorseal_format::{Dtype, Durability, ReadTensors, SafeTensors};
 use tensorseal_pickle::PickleError;
 
 fn fix(name: &str) -> PathBuf {
@@ -501,7 +501,7 @@ fn verification_off_writes_the_same_bytes_and_checks_nothing() {
 /// pipelined positioned-read path) and back: same bytes.
 #[test]
 fn large_tensors_stream_through_the_read_ahead_pipeline() {
-    use tensorseal_format::write::{write_file, TensorSpec};
+    use tensorseal_format::write::{FileWriter, TensorSpec, WriteOptions};
     let dir = tempfile::tempdir().unwrap();
     let st = dir.path().join("big.safetensors");
     // 3.5 MiB, exactly 1 MiB, 1 MiB + 4 bytes, and a small one.
@@ -524,7 +524,10 @@ fn large_tensors_stream_through_the_read_ahead_pipeline() {
             shape: vec![n / 4, 4],
         })
         .collect();
-    write_file(&st, &specs, None, |i, w| w.write_all(&data[i])).unwrap();
+    FileWriter::create(&st, &specs, &WriteOptions::new())
+        .unwrap()
+        .fill_and_commit(|i, w| w.write_all(&data[i]))
+        .unwrap();
     let pt = dir.path().join("big.pt");
     to_torch(&st, &pt, true, false, Durability::NoSync).unwrap();
     for opts in [verified(), full()] {

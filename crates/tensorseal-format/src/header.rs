@@ -1,9 +1,13 @@
 //! Parsing and validating the JSON header; planning the header of a new file.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use hashbrown::HashTable;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -24,23 +28,44 @@ pub const MAX_NESTING_DEPTH: usize = 127;
 /// Brackets inside strings do not count. One pass, no allocation; the JSON parser
 /// afterwards still rejects anything that is not valid JSON.
 fn check_nesting(text: &[u8]) -> Result<(), FormatError> {
+    /// Bytes the scan stops at outside strings.
+    const STOP: [bool; 256] = {
+        let mut t = [false; 256];
+        t[b'"' as usize] = true;
+        t[b'[' as usize] = true;
+        t[b'{' as usize] = true;
+        t[b']' as usize] = true;
+        t[b'}' as usize] = true;
+        t
+    };
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for (offset, &b) in text.iter().enumerate() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
+    let mut offset = 0usize;
+    loop {
+        let rest = text.get(offset..).unwrap_or_default();
+        let Some(k) = rest.iter().position(|&b| STOP[usize::from(b)]) else {
+            return Ok(());
+        };
+        offset += k;
+        match rest.get(k) {
+            Some(b'"') => {
+                // Skip the string: jump from one quote or backslash to the next.
+                let mut at = offset + 1;
+                loop {
+                    let rest = text.get(at..).unwrap_or_default();
+                    match memchr::memchr2(b'"', b'\\', rest) {
+                        // Unterminated: nothing after it nests; the parser rejects it.
+                        None => return Ok(()),
+                        Some(k) if rest.get(k) == Some(&b'\\') => at += k + 2,
+                        Some(k) => {
+                            at += k + 1;
+                            break;
+                        }
+                    }
+                }
+                offset = at;
+                continue;
             }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
+            Some(b'[' | b'{') => {
                 depth += 1;
                 if depth > MAX_NESTING_DEPTH {
                     return Err(FormatError::NestingTooDeep {
@@ -50,11 +75,10 @@ fn check_nesting(text: &[u8]) -> Result<(), FormatError> {
                     });
                 }
             }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
+            _ => depth = depth.saturating_sub(1),
         }
+        offset += 1;
     }
-    Ok(())
 }
 
 /// Key of the free-form string→string metadata map.
@@ -88,12 +112,188 @@ impl TensorInfo {
 }
 
 /// A validated header: metadata plus tensors ordered by their data offsets.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Header {
     metadata: Option<BTreeMap<String, String>>,
     tensors: Vec<(String, TensorInfo)>,
-    by_name: HashMap<String, usize>,
+    by_name: NameIndex,
     data_len: usize,
+}
+
+// The name index is derived from `tensors`: equal tensors, equal headers.
+impl PartialEq for Header {
+    fn eq(&self, other: &Self) -> bool {
+        self.metadata == other.metadata
+            && self.tensors == other.tensors
+            && self.data_len == other.data_len
+    }
+}
+
+impl Eq for Header {}
+
+/// Tensor name -> position in `Header::tensors`, without a second copy of
+/// every name: the table holds positions and hashes the names they point at.
+/// The hasher is std's randomly keyed SipHash, so crafted names cannot
+/// force collisions.
+#[derive(Clone, Default)]
+struct NameIndex {
+    table: HashTable<usize>,
+    hasher: RandomState,
+}
+
+impl fmt::Debug for NameIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NameIndex")
+            .field("len", &self.table.len())
+            .finish()
+    }
+}
+
+impl NameIndex {
+    fn with_capacity(n: usize) -> Self {
+        NameIndex {
+            table: HashTable::with_capacity(n),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn hash(&self, name: &str) -> u64 {
+        self.hasher.hash_one(name)
+    }
+
+    /// Position of `name` (whose [`NameIndex::hash`] is `hash`) among `tensors`.
+    fn find(&self, tensors: &[(String, TensorInfo)], name: &str, hash: u64) -> Option<usize> {
+        self.table
+            .find(hash, |&i| tensors.get(i).is_some_and(|(n, _)| n == name))
+            .copied()
+    }
+
+    /// Records position `at` of a name not yet in the index, whose hash is `hash`.
+    fn insert_new(&mut self, tensors: &[(String, TensorInfo)], hash: u64, at: usize) {
+        let hasher = &self.hasher;
+        self.table.insert_unique(hash, at, |&i| {
+            tensors
+                .get(i)
+                .map_or(0, |(n, _)| hasher.hash_one(n.as_str()))
+        });
+    }
+}
+
+/// The header being built, entry by entry, in document order.
+struct Builder {
+    metadata: Option<BTreeMap<String, String>>,
+    metadata_seen: bool,
+    tensors: Vec<(String, TensorInfo)>,
+    by_name: NameIndex,
+    /// The first fault found; later entries are then only checked for syntax.
+    error: Option<FormatError>,
+}
+
+impl Builder {
+    fn new(text_len: usize) -> Self {
+        // A tensor entry takes at least ~50 bytes of text: this guess
+        // never reserves more than about twice what the header can hold,
+        // and is bounded by the header length.
+        let guess = text_len / 96;
+        Builder {
+            metadata: None,
+            metadata_seen: false,
+            tensors: Vec::with_capacity(guess),
+            by_name: NameIndex::with_capacity(guess),
+            error: None,
+        }
+    }
+
+    /// Validates one top-level entry: a fast typed parse for well-formed
+    /// tensors, and a slow path (a generic value) that finds the precise
+    /// fault when the fast path fails.
+    fn entry(&mut self, name: Cow<'_, str>, entry: &RawValue) -> Result<(), FormatError> {
+        if name == METADATA_KEY {
+            if std::mem::replace(&mut self.metadata_seen, true) {
+                return Err(FormatError::DuplicateKey {
+                    key: name.into_owned(),
+                });
+            }
+            // `null` means no metadata, as in the reference.
+            self.metadata = parse_metadata(&slow_entry(entry)?)?;
+            return Ok(());
+        }
+        let hash = self.by_name.hash(&name);
+        if self.by_name.find(&self.tensors, &name, hash).is_some() {
+            return Err(FormatError::DuplicateKey {
+                key: name.into_owned(),
+            });
+        }
+        if name.is_empty() {
+            return Err(FormatError::EmptyName);
+        }
+        if name.contains('\0') {
+            return Err(FormatError::NameContainsNul {
+                name: name.into_owned(),
+            });
+        }
+        let info = parse_tensor_fast(&name, entry)?;
+        self.tensors.push((name.into_owned(), info));
+        self.by_name
+            .insert_new(&self.tensors, hash, self.tensors.len() - 1);
+        Ok(())
+    }
+}
+
+/// Reads the top-level object into a [`Builder`] without keeping the pairs.
+struct TopLevel<'b>(&'b mut Builder);
+
+impl<'de> DeserializeSeed<'de> for TopLevel<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TopLevel<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(Key(name)) = map.next_key::<Key>()? {
+            if self.0.error.is_some() {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            let raw: &RawValue = map.next_value()?;
+            if let Err(e) = self.0.entry(name, raw) {
+                self.0.error = Some(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A top-level header key, borrowed from the header text unless it holds
+/// escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
 }
 
 impl Header {
@@ -106,37 +306,50 @@ impl Header {
             valid_up_to: e.valid_up_to(),
         })?;
         check_nesting(json)?;
-        // Each entry is kept as raw JSON text, parsed below: a typed fast
-        // path for well-formed tensors, and a slow path (a generic value)
-        // that finds the precise fault when the fast path fails.
-        let raw: Pairs<&RawValue> =
-            serde_json::from_str(text).map_err(|e| FormatError::InvalidJson {
+        // One pass over the text: each entry is taken as raw JSON text and
+        // validated at once (see `Builder::entry`). Keys stay borrowed from
+        // `text`; each tensor name is copied once, into the header.
+        let mut builder = Builder::new(text.len());
+        let mut de = serde_json::Deserializer::from_str(text);
+        TopLevel(&mut builder)
+            .deserialize(&mut de)
+            .and_then(|()| de.end())
+            .map_err(|e| FormatError::InvalidJson {
                 reason: e.to_string(),
             })?;
-
-        let mut seen: HashSet<&str> = HashSet::with_capacity(raw.0.len());
-        let mut metadata = None;
-        let mut tensors = Vec::with_capacity(raw.0.len());
-        for (name, entry) in &raw.0 {
-            if !seen.insert(name.as_str()) {
-                return Err(FormatError::DuplicateKey { key: name.clone() });
-            }
-            if name == METADATA_KEY {
-                // `null` means no metadata, as in the reference.
-                metadata = parse_metadata(&slow_entry(entry)?)?;
-                continue;
-            }
-            if name.is_empty() {
-                return Err(FormatError::EmptyName);
-            }
-            if name.contains('\0') {
-                return Err(FormatError::NameContainsNul { name: name.clone() });
-            }
-            tensors.push((name.clone(), parse_tensor_fast(name, entry)?));
+        // A syntax error anywhere is reported first; then the first fault in
+        // document order.
+        if let Some(e) = builder.error {
+            return Err(e);
         }
+        let Builder {
+            metadata,
+            mut tensors,
+            mut by_name,
+            ..
+        } = builder;
 
-        // File order: by offsets. Stable sort keeps JSON order among equal offsets.
-        tensors.sort_by_key(|(_, info)| info.data_offsets);
+        // File order: by offsets. Stable sort keeps JSON order among equal
+        // offsets. Writers emit offsets in order, so this is usually a check.
+        if !tensors.is_sorted_by_key(|(_, info)| info.data_offsets) {
+            let mut order: Vec<usize> = (0..tensors.len()).collect();
+            order.sort_by_key(|&i| tensors.get(i).map(|(_, info)| info.data_offsets));
+            let mut position = vec![0usize; order.len()];
+            for (sorted, &doc) in order.iter().enumerate() {
+                if let Some(p) = position.get_mut(doc) {
+                    *p = sorted;
+                }
+            }
+            let mut slots: Vec<Option<(String, TensorInfo)>> =
+                tensors.into_iter().map(Some).collect();
+            tensors = order
+                .iter()
+                .filter_map(|&i| slots.get_mut(i).and_then(Option::take))
+                .collect();
+            for at in by_name.table.iter_mut() {
+                *at = position.get(*at).copied().unwrap_or(usize::MAX);
+            }
+        }
         let mut expected = 0usize;
         for (name, info) in &tensors {
             let (start, end) = info.data_offsets;
@@ -149,11 +362,6 @@ impl Header {
             }
             expected = end;
         }
-        let by_name = tensors
-            .iter()
-            .enumerate()
-            .map(|(i, (n, _))| (n.clone(), i))
-            .collect();
         Ok(Header {
             metadata,
             tensors,
@@ -199,7 +407,10 @@ impl Header {
 
     /// Looks a tensor up by name.
     pub fn get(&self, name: &str) -> Option<&TensorInfo> {
-        self.by_name.get(name).map(|&i| &self.tensors[i].1)
+        self.by_name
+            .find(&self.tensors, name, self.by_name.hash(name))
+            .and_then(|i| self.tensors.get(i))
+            .map(|(_, info)| info)
     }
 
     /// Looks a tensor up by name, with an error naming it if absent.
@@ -282,9 +493,9 @@ fn parse_metadata(entry: &Entry) -> Result<Option<BTreeMap<String, String>>, For
 #[derive(Deserialize)]
 struct FastTensor<'a> {
     #[serde(borrow)]
-    dtype: std::borrow::Cow<'a, str>,
-    shape: Vec<u64>,
-    data_offsets: (u64, u64),
+    dtype: Cow<'a, str>,
+    shape: Vec<usize>,
+    data_offsets: (usize, usize),
 }
 
 fn slow_entry(raw: &RawValue) -> Result<Entry, FormatError> {
@@ -293,23 +504,111 @@ fn slow_entry(raw: &RawValue) -> Result<Entry, FormatError> {
     })
 }
 
+/// A cursor over the text of one entry that is already known to be valid JSON.
+struct Canonical<'a> {
+    text: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Canonical<'a> {
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.text.get(self.at) {
+            self.at += 1;
+        }
+    }
+
+    /// Consumes `token` (after whitespace).
+    fn eat(&mut self, token: &[u8]) -> Option<()> {
+        self.skip_ws();
+        let rest = self.text.get(self.at..)?;
+        rest.starts_with(token).then(|| self.at += token.len())
+    }
+
+    /// A string without escapes.
+    fn string(&mut self) -> Option<&'a [u8]> {
+        self.eat(b"\"")?;
+        let rest = self.text.get(self.at..)?;
+        let end = memchr::memchr2(b'"', b'\\', rest)?;
+        if rest.get(end) != Some(&b'"') {
+            return None;
+        }
+        self.at += end + 1;
+        rest.get(..end)
+    }
+
+    /// A non-negative integer that fits `usize` (not a float: no `.`/`e`).
+    fn uint(&mut self) -> Option<usize> {
+        self.skip_ws();
+        let start = self.at;
+        let mut n = 0usize;
+        while let Some(&d) = self.text.get(self.at).filter(|d| d.is_ascii_digit()) {
+            n = n.checked_mul(10)?.checked_add(usize::from(d - b'0'))?;
+            self.at += 1;
+        }
+        let float = matches!(self.text.get(self.at), Some(b'.' | b'e' | b'E'));
+        (self.at > start && !float).then_some(n)
+    }
+
+    /// An array of such integers.
+    fn uints(&mut self) -> Option<Vec<usize>> {
+        self.eat(b"[")?;
+        let mut out = Vec::new();
+        if self.eat(b"]").is_some() {
+            return Some(out);
+        }
+        loop {
+            out.push(self.uint()?);
+            if self.eat(b"]").is_some() {
+                return Some(out);
+            }
+            self.eat(b",")?;
+        }
+    }
+
+    /// `{"dtype": S, "shape": [N...], "data_offsets": [N, N]}` in that
+    /// order (how writers lay entries out), whitespace allowed between
+    /// tokens; `None` for any other form, which serde then handles.
+    fn tensor(text: &'a str) -> Option<(Dtype, Vec<usize>, usize, usize)> {
+        let mut c = Canonical {
+            text: text.as_bytes(),
+            at: 0,
+        };
+        c.eat(b"{")?;
+        c.eat(b"\"dtype\"")?;
+        c.eat(b":")?;
+        let dtype = std::str::from_utf8(c.string()?)
+            .ok()?
+            .parse::<Dtype>()
+            .ok()?;
+        c.eat(b",")?;
+        c.eat(b"\"shape\"")?;
+        c.eat(b":")?;
+        let shape = c.uints()?;
+        c.eat(b",")?;
+        c.eat(b"\"data_offsets\"")?;
+        c.eat(b":")?;
+        let (start, end) = match c.uints()?.as_slice() {
+            &[start, end] => (start, end),
+            _ => return None,
+        };
+        c.eat(b"}")?;
+        c.skip_ws();
+        (c.at == c.text.len()).then_some((dtype, shape, start, end))
+    }
+}
+
 fn parse_tensor_fast(name: &str, raw: &RawValue) -> Result<TensorInfo, FormatError> {
+    // The common layout, read without serde; it yields exactly what the
+    // typed parse below would for the same text.
+    if let Some((dtype, shape, start, end)) = Canonical::tensor(raw.get()) {
+        return finish_tensor(name, dtype, shape, start, end);
+    }
     // Serde would also accept an array for a struct: only objects go fast.
     if raw.get().trim_start().starts_with('{') {
         if let Ok(fast) = serde_json::from_str::<FastTensor>(raw.get()) {
-            let shape: Option<Vec<usize>> = fast
-                .shape
-                .iter()
-                .map(|&d| usize::try_from(d).ok())
-                .collect();
-            let (start, end) = fast.data_offsets;
-            if let (Ok(dtype), Some(shape), Ok(start), Ok(end)) = (
-                fast.dtype.parse::<Dtype>(),
-                shape,
-                usize::try_from(start),
-                usize::try_from(end),
-            ) {
-                return finish_tensor(name, dtype, shape, start, end);
+            if let Ok(dtype) = fast.dtype.parse::<Dtype>() {
+                let (start, end) = fast.data_offsets;
+                return finish_tensor(name, dtype, fast.shape, start, end);
             }
         }
     }
@@ -457,20 +756,20 @@ fn as_usize(v: &Value) -> Option<usize> {
 }
 
 /// A JSON object kept as its list of pairs, duplicates included, in document order.
-pub(crate) struct Pairs<V>(pub(crate) Vec<(String, V)>);
+pub(crate) struct Pairs<V, K = String>(pub(crate) Vec<(K, V)>);
 
-impl<'de, V: Deserialize<'de>> Deserialize<'de> for Pairs<V> {
+impl<'de, V: Deserialize<'de>, K: Deserialize<'de>> Deserialize<'de> for Pairs<V, K> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V2<V>(std::marker::PhantomData<V>);
-        impl<'de, V: Deserialize<'de>> Visitor<'de> for V2<V> {
-            type Value = Pairs<V>;
+        struct V2<V, K>(std::marker::PhantomData<(V, K)>);
+        impl<'de, V: Deserialize<'de>, K: Deserialize<'de>> Visitor<'de> for V2<V, K> {
+            type Value = Pairs<V, K>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 // Capacity is bounded: the hint comes from the parser, not the input.
                 let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
-                while let Some((k, v)) = map.next_entry::<String, V>()? {
+                while let Some((k, v)) = map.next_entry::<K, V>()? {
                     out.push((k, v));
                 }
                 Ok(Pairs(out))
@@ -574,6 +873,78 @@ mod nesting_tests {
                 ..
             }
         ));
+    }
+
+    fn t(dtype: &str, shape: &str, offsets: &str) -> String {
+        format!(r#"{{"dtype":"{dtype}","shape":{shape},"data_offsets":{offsets}}}"#)
+    }
+
+    #[test]
+    fn offsets_out_of_document_order_are_sorted_and_found_by_name() {
+        let json = format!(
+            r#"{{"c":{},"__metadata__":{{"k":"v"}},"a":{},"b":{}}}"#,
+            t("F32", "[2]", "[4,12]"),
+            t("U8", "[4]", "[0,4]"),
+            t("F32", "[]", "[12,16]")
+        );
+        let h = Header::parse(json.as_bytes()).unwrap();
+        assert_eq!(h.names().collect::<Vec<_>>(), ["a", "c", "b"]);
+        assert_eq!(h.get("a").unwrap().data_offsets, (0, 4));
+        assert_eq!(h.get("c").unwrap().shape, vec![2]);
+        assert_eq!(h.get("b").unwrap().data_offsets, (12, 16));
+        assert!(h.get("d").is_none());
+        assert_eq!(h.data_len(), 16);
+        assert_eq!(h.clone(), h);
+    }
+
+    #[test]
+    fn first_fault_in_document_order_wins_and_syntax_errors_come_first() {
+        let ok = t("F32", "[1]", "[0,4]");
+        let bad = t("F32", "[2]", "[0,4]");
+        let dup = format!(r#"{{"a":{ok},"a":{ok},"b":{bad}}}"#);
+        assert_eq!(
+            Header::parse(dup.as_bytes()).unwrap_err().kind(),
+            "duplicate_key"
+        );
+        let meta = r#"{"__metadata__":null,"__metadata__":null}"#;
+        assert_eq!(
+            Header::parse(meta.as_bytes()).unwrap_err().kind(),
+            "duplicate_key"
+        );
+        let broken = format!(r#"{{"b":{bad},"a":{ok},}}"#);
+        assert_eq!(
+            Header::parse(broken.as_bytes()).unwrap_err().kind(),
+            "invalid_json"
+        );
+    }
+
+    #[test]
+    fn canonical_reader_agrees_with_the_typed_parse() {
+        let texts = [
+            t("F32", "[8,16]", "[0,512]"),
+            t("BF16", "[]", "[0,2]"),
+            " { \"dtype\" : \"F32\" ,\n\"shape\":[ 1 , 2 ] ,\"data_offsets\":[0 ,8] } ".into(),
+            t("F32", "[1.0]", "[0,4]"),
+            t("F32", "[1e0]", "[0,4]"),
+            t("F32", "[-1]", "[0,4]"),
+            t("F32", "[99999999999999999999]", "[0,4]"),
+            t("F32", "[1]", "[0,4,8]"),
+            t("F\\u0033 2", "[1]", "[0,4]"),
+            t("XYZ", "[1]", "[0,4]"),
+            r#"{"shape":[1],"dtype":"F32","data_offsets":[0,4]}"#.into(),
+            r#"{"dtype":"F32","shape":[1],"data_offsets":[0,4],"x":1}"#.into(),
+        ];
+        for text in &texts {
+            let typed = serde_json::from_str::<FastTensor>(text).ok().and_then(|f| {
+                let dtype = f.dtype.parse::<Dtype>().ok()?;
+                Some((dtype, f.shape, f.data_offsets.0, f.data_offsets.1))
+            });
+            if let Some(canonical) = Canonical::tensor(text) {
+                assert_eq!(Some(canonical), typed, "{text}");
+            }
+        }
+        assert!(Canonical::tensor(&texts[2]).is_some());
+        assert!(Canonical::tensor(&texts[3]).is_none());
     }
 
     #[test]

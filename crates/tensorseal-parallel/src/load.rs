@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 use tensorseal_format::index::{open_path, Checkpoint as Resolved};
-use tensorseal_format::read::{read_exact_at, read_header_from_file};
 use tensorseal_format::Dtype;
+use tensorseal_format::{read_exact_at, PreadFile, ReadTensors};
 
 use crate::plan::{Assignment, Plan, Rule};
 use crate::runs::{select, Run};
@@ -166,21 +166,32 @@ impl Checkpoint {
                     data_start: data_start as u64,
                 });
             };
+        let mut take = |reader: PreadFile| -> Result<(), ParallelError> {
+            let file = reader
+                .file()
+                .try_clone()
+                .map_err(|e| ParallelError::io(reader.path(), e))?;
+            header_bytes += reader.data_start() as u64;
+            add(
+                reader.path().to_owned(),
+                file,
+                reader.header(),
+                reader.data_start(),
+            );
+            Ok(())
+        };
         match open_path(path)? {
             Resolved::Single(p) => {
-                let (file, _len, header, data_start) =
-                    read_header_from_file(&p).map_err(|e| e.in_file(&p))?;
-                header_bytes += data_start as u64;
-                add(p, file, &header, data_start);
+                take(PreadFile::open(&p).map_err(|e| e.in_file(&p))?)?;
             }
             Resolved::Sharded(index) => {
-                header_bytes += std::fs::metadata(index.path())
+                let index_len = std::fs::metadata(index.path())
                     .map(|m| m.len())
                     .unwrap_or(0);
                 for shard in index.validate()? {
-                    header_bytes += shard.data_start as u64;
-                    add(shard.path, shard.handle, &shard.header, shard.data_start);
+                    take(shard.reader)?;
                 }
+                header_bytes += index_len;
             }
         }
         Ok(Checkpoint {

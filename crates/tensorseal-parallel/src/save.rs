@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use tensorseal_format::shard::{index_json, plan_shards, shard_name};
-use tensorseal_format::write::{layout, Layout, TensorSpec};
+use tensorseal_format::write::{Layout, TensorSpec};
 
 use crate::plan::{Assignment, Plan, Rule};
 use crate::runs::select;
@@ -102,12 +102,12 @@ impl SavePlan {
         specs: Vec<TensorSpec>,
         metadata: Option<&BTreeMap<String, String>>,
     ) -> Result<Self, ParallelError> {
-        let lay = layout(&specs, metadata)?;
+        let lay = Layout::plan(&specs, metadata)?;
         let base = lay.header_bytes().len() as u64;
         let place = lay
             .offsets()
             .iter()
-            .map(|&(s, _)| (0, base + s as u64))
+            .map(|r| (0, base + r.start as u64))
             .collect();
         Ok(SavePlan {
             specs,
@@ -150,10 +150,10 @@ impl SavePlan {
                 .iter()
                 .filter_map(|&i| specs.get(i).cloned())
                 .collect();
-            let lay = layout(&sub, metadata)?;
+            let lay = Layout::plan(&sub, metadata)?;
             let base = lay.header_bytes().len() as u64;
             for (k, &i) in group.iter().enumerate() {
-                let start = lay.offsets().get(k).map_or(0, |o| o.0 as u64);
+                let start = lay.offsets().get(k).map_or(0, |o| o.start as u64);
                 if let Some(p) = place.get_mut(i) {
                     *p = (fi, base + start);
                 }

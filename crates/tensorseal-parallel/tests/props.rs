@@ -3,7 +3,7 @@
 //! and saving without gathering round-trip through real files.
 
 use proptest::prelude::*;
-use tensorseal_format::{serialize, write::TensorSpec, Dtype, TensorView};
+use tensorseal_format::{serialize, write::TensorSpec, Dtype, TensorView, WriteOptions};
 use tensorseal_parallel::{
     full_specs, select, tensor_split_block, Assignment, Checkpoint, Plan, SavePlan,
 };
@@ -90,11 +90,11 @@ proptest! {
         let a: Vec<u8> = (0..rows * cols * 2).map(|i| i as u8).collect();
         let b: Vec<u8> = (0..cols * 4).map(|i| (i * 3) as u8).collect();
         let full = serialize(
-            &[
+            [
                 ("a", TensorView::new(Dtype::F16, vec![rows, cols], &a).unwrap()),
                 ("b", TensorView::new(Dtype::F32, vec![cols], &b).unwrap()),
             ],
-            None,
+            &WriteOptions::new(),
         )
         .unwrap();
         let src = dir.path().join("full.safetensors");

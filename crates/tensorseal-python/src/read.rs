@@ -60,14 +60,33 @@ pub fn read_parallel(file: &File, offset: u64, dst: &mut [u8], threads: usize) -
 
 /// Reader threads for `len` bytes of `file` from `offset`: `threads`, or
 /// at least 4 when the bytes are not in the page cache (the reads then wait
-/// on the disk, not the CPU, and more requests in flight read faster).
+/// on the disk, not the CPU, and more requests in flight read faster). For
+/// uncached bytes the kernel is also asked to read the whole range ahead,
+/// in file order, while the threads start.
 pub fn io_threads(file: &File, offset: u64, len: usize, threads: usize) -> usize {
     if len >= 2 * CHUNK && !cached(file, offset, len) {
+        advise_will_need(file, offset, len);
         threads.max(4)
     } else {
         threads
     }
 }
+
+/// `posix_fadvise(WILLNEED)` on the range: the kernel starts reading it
+/// into the page cache without waiting for it. Best effort.
+#[cfg(target_os = "linux")]
+fn advise_will_need(file: &File, offset: u64, len: usize) {
+    use std::os::fd::AsRawFd;
+    let (Ok(off), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return;
+    };
+    // SAFETY: advice only; the descriptor is open for `file`'s life and no
+    // memory is passed.
+    let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), off, len, libc::POSIX_FADV_WILLNEED) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_will_need(_file: &File, _offset: u64, _len: usize) {}
 
 /// Whether bytes `offset..offset + len` of `file` look cached: a one-byte
 /// read that refuses to wait for the disk (`RWF_NOWAIT`) at 16 points.
