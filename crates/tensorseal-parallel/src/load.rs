@@ -132,11 +132,14 @@ pub struct Checkpoint {
     read_gap: u64,
 }
 
+/// Destinations of a span's runs: (offset in the span, destination).
+type Pieces<'a> = Vec<(u64, &'a mut [u8])>;
+
 /// One read task: straight into the destination, or a span read through
 /// small gaps into scratch memory and copied out piece by piece.
 enum Task<'a> {
     Direct(usize, u64, &'a mut [u8]),
-    Span(usize, u64, u64, Vec<(u64, &'a mut [u8])>),
+    Span(usize, u64, u64, Pieces<'a>),
 }
 
 impl Checkpoint {
@@ -342,7 +345,7 @@ impl Checkpoint {
                 });
             }
             let mut rest: &mut [u8] = buf;
-            let mut span: Option<(u64, u64, Vec<(u64, &mut [u8])>)> = None;
+            let mut span: Option<(u64, u64, Pieces)> = None;
             for r in &t.runs {
                 // Run lengths sum to t.len, checked equal to the buffer's.
                 let (mine, tail) = std::mem::take(&mut rest).split_at_mut(r.len as usize);
