@@ -86,7 +86,7 @@ pub fn inspect(path: &Path, plan: &Path, world: usize, as_json: bool) -> CmdResu
         .iter()
         .map(|t| tensorseal_format::byte_size(&t.name, t.dtype, &t.shape).unwrap_or(0) as u64)
         .sum();
-    let out = if as_json {
+    let out: String = if as_json {
         let ranks: Vec<_> = plans
             .iter()
             .enumerate()
@@ -102,7 +102,8 @@ pub fn inspect(path: &Path, plan: &Path, world: usize, as_json: bool) -> CmdResu
             "header_bytes": ck.header_bytes(),
             "ranks": ranks,
         });
-        format!("{doc:#}\n")
+        super::write_json("tensorseal-inspect-plan/1", &doc)?;
+        return Ok(EXIT_OK);
     } else {
         let mut o = format!(
             "{}: {} tensors, {checkpoint_bytes} bytes, world size {world}\nrank\ttensors\tbytes\truns\tshare\n",
@@ -177,13 +178,17 @@ pub fn split(
             .map_err(Failure::from)?;
         written.push((file, lp.tensors.len(), lp.data_len()));
     }
-    let out = if as_json {
+    let out: String = if as_json {
         let files: Vec<_> = written
             .iter()
             .enumerate()
             .map(|(r, (p, t, b))| json!({"rank": r, "path": p.display().to_string(), "tensors": t, "bytes": b}))
             .collect();
-        format!("{:#}\n", json!({"world_size": world, "files": files}))
+        super::write_json(
+            "tensorseal-split-plan/1",
+            json!({"world_size": world, "files": files}),
+        )?;
+        return Ok(EXIT_OK);
     } else {
         written
             .iter()
