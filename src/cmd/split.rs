@@ -50,22 +50,7 @@ fn is_split_output(name: &str) -> bool {
     if name == "model.safetensors" || name == "model.safetensors.index.json" {
         return true;
     }
-    let Some(rest) = name
-        .strip_prefix("model-")
-        .and_then(|r| r.strip_suffix(".safetensors"))
-    else {
-        return false;
-    };
-    let b = rest.as_bytes();
-    b.len() == 14
-        && b.iter().enumerate().all(|(i, c)| {
-            if (5..9).contains(&i) {
-                true
-            } else {
-                c.is_ascii_digit()
-            }
-        })
-        && rest.get(5..9) == Some("-of-")
+    tensorseal_format::shard::is_shard_name(name)
 }
 
 /// The checkpoint files already in `outdir` (none if it does not exist).
