@@ -22,6 +22,13 @@ pub struct Args {
     /// Print one JSON document instead of a table (schema in docs/inspect-json.md).
     #[arg(long)]
     pub json: bool,
+    /// A sharding plan (JSON, see README "Tensor- and pipeline-parallel"):
+    /// print each rank's tensor count, bytes and read runs instead.
+    #[arg(long, value_name = "PLAN.json", requires = "world_size")]
+    pub plan: Option<PathBuf>,
+    /// Number of ranks, with --plan.
+    #[arg(long, value_name = "N", requires = "plan")]
+    pub world_size: Option<usize>,
 }
 
 /// Everything `inspect` shows (docs/inspect-json.md).
@@ -211,6 +218,9 @@ fn build(path: &Path) -> Result<Inspect, Failure> {
 }
 
 pub fn run(args: Args) -> CmdResult {
+    if let (Some(plan), Some(world)) = (&args.plan, args.world_size) {
+        return super::parallel::inspect(&args.path, plan, world, args.json);
+    }
     let mut doc = build(&args.path)?;
     // Quantized layers and sparse tensors; a problem there (a bad config)
     // is a warning, not a failed inspect.

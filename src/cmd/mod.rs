@@ -8,6 +8,7 @@ pub mod digest;
 pub mod docs;
 pub mod inspect;
 pub mod merge;
+pub mod parallel;
 pub mod progress;
 pub mod quant;
 pub mod scan;

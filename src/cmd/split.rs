@@ -33,6 +33,15 @@ pub struct Args {
     /// atomically (temporary file, then rename) and the OS writes it back.
     #[arg(long)]
     pub sync: bool,
+    /// A sharding plan (JSON, see README "Tensor- and pipeline-parallel"):
+    /// write one pre-sharded file per rank instead,
+    /// OUTDIR/model-rank-{R}-part-0.safetensors. FILE may then also be an
+    /// index or a directory of shards.
+    #[arg(long, value_name = "PLAN.json", requires = "world_size")]
+    pub plan: Option<PathBuf>,
+    /// Number of ranks, with --plan.
+    #[arg(long, value_name = "N", requires = "plan")]
+    pub world_size: Option<usize>,
 }
 
 /// The file names a split writes: `model.safetensors`, the index, and
@@ -83,6 +92,16 @@ struct SplitDoc {
 }
 
 pub fn run(args: Args) -> CmdResult {
+    if let (Some(plan), Some(world)) = (&args.plan, args.world_size) {
+        return super::parallel::split(
+            &args.file,
+            &args.outdir,
+            plan,
+            world,
+            args.json,
+            super::durability(args.sync),
+        );
+    }
     let before = existing_outputs(&args.outdir)?;
     // The input itself among them: writing or removing it would destroy it.
     let input = std::fs::canonicalize(&args.file).ok();

@@ -9,6 +9,7 @@
 
 mod buffer;
 mod quant;
+mod parallel;
 mod read;
 mod stream;
 
@@ -699,6 +700,7 @@ fn _tensorseal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(header_len, m)?)?;
     m.add_function(wrap_pyfunction!(parse_header, m)?)?;
     quant::register(m)?;
+    parallel::register(m)?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     Ok(())
 }
