@@ -25,9 +25,11 @@ if [ -z "${QUICK:-}" ]; then
   RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 fi
 
-step "cargo build (CLI)"
+step "cargo build (CLI and the format_tool example, for pytest)"
 cargo build --locked --bin tensorseal
+cargo build --locked -p tensorseal-format --example format_tool
 export TENSORSEAL_BIN="$root/target/debug/tensorseal"
+export TENSORSEAL_FORMAT_TOOL="$root/target/debug/examples/format_tool"
 
 step "cargo test"
 cargo test --workspace --locked
@@ -50,6 +52,9 @@ fi
 
 step "pytest"
 "$venv/bin/python" -m pytest -q tests/python
+
+step "GPU tests (tests/gpu: skipped, with the reason, where torch sees no GPU)"
+"$venv/bin/python" -m pytest -q -rs tests/gpu
 
 step "the reference safetensors' own Python tests, through tensorseal.install_as_safetensors()"
 # Downloads the reference's sdist from PyPI (cached in target/reference-suite);

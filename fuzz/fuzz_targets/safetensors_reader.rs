@@ -1,12 +1,13 @@
 //! Fuzzes the reader: header parsing and validation, iteration, whole-tensor
 //! reads and slices (arguments taken from the input's tail), the sharded
-//! index parser, then re-serialisation. Nothing may panic; every accepted
+//! index parser, naming a non-safetensors input, then re-serialisation.
+//! Nothing may panic; every accepted
 //! file must be readable and must round-trip through the writer.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use tensorseal_format::index::ShardedIndex;
-use tensorseal_format::{serialize, Header, ReadTensors, SafeTensors, SliceArg};
+use tensorseal_format::{serialize, Header, ReadTensors, SafeTensors, SliceArg, WriteOptions};
 
 fn slice_args(seed: &[u8]) -> Vec<SliceArg> {
     seed.chunks(3)
@@ -27,6 +28,7 @@ fn slice_args(seed: &[u8]) -> Vec<SliceArg> {
 
 fuzz_target!(|data: &[u8]| {
     let _ = Header::parse(data);
+    let _ = tensorseal_format::sniff::sniff(data);
     let _ = ShardedIndex::parse(std::path::Path::new("fuzz.index.json"), data);
     let Ok(st) = SafeTensors::deserialize(data) else {
         return;
@@ -35,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
     let mut total = 0usize;
     for (name, view) in st.iter() {
         total += view.data().len();
-        let owned = st.read_tensor_owned(name).expect("accepted tensor must be readable");
+        let owned = st.read_tensor(name).expect("accepted tensor must be readable");
         assert_eq!(owned.data, view.data());
         if let Ok(s) = st.read_slice(name, &args) {
             let plan = st.plan_slice(name, &args).expect("planned once, plans again");
@@ -47,8 +49,8 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(total, st.data().len());
 
     // Whatever was accepted re-serialises into a file that reads back the same.
-    let views: Vec<(&str, _)> = st.iter().collect();
-    let bytes = serialize(&views, st.metadata()).expect("accepted tensors serialise");
+    let opts = WriteOptions::new().with_metadata_opt(st.metadata().cloned());
+    let bytes = serialize(st.iter(), &opts).expect("accepted tensors serialise");
     let again = SafeTensors::deserialize(&bytes).expect("our output parses");
     assert_eq!(again.len(), st.len());
     assert_eq!(again.metadata(), st.metadata());

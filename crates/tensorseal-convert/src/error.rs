@@ -10,12 +10,13 @@ use tensorseal_pickle::PickleError;
 #[non_exhaustive]
 pub enum ConvertError {
     /// Reading or writing a file failed.
-    #[error("{}: {source}", path.display())]
+    // The I/O error is part of the message, and so not also a `source()`.
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The pickle was refused (a global off the allow-list) or is malformed.
     #[error("{}: pickle {member}: {source}", path.display())]
@@ -97,10 +98,10 @@ impl ConvertError {
         }
     }
 
-    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: &std::path::Path, error: std::io::Error) -> Self {
         ConvertError::Io {
             path: path.to_owned(),
-            source,
+            error,
         }
     }
 

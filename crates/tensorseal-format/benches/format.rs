@@ -14,7 +14,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use tensorseal_format::{serialize, serialize_to_file, Dtype, SafeTensors, TensorView};
+use tensorseal_format::{
+    serialize, serialize_to_file, Dtype, ReadTensors, SafeTensors, TensorView, WriteOptions,
+};
 
 fn many_tensors_file(n: usize) -> Vec<u8> {
     let data = vec![0u8; 4 * n];
@@ -27,7 +29,7 @@ fn many_tensors_file(n: usize) -> Vec<u8> {
         })
         .collect();
     let meta: BTreeMap<String, String> = [("format".to_string(), "pt".to_string())].into();
-    serialize(&views, Some(&meta)).unwrap()
+    serialize(views, &WriteOptions::new().with_metadata(meta)).unwrap()
 }
 
 fn parse(c: &mut Criterion) {
@@ -80,7 +82,12 @@ fn write(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(8));
     g.throughput(Throughput::Bytes(64 << 20));
     g.bench_function(BenchmarkId::new("tensorseal", "vec"), |b| {
-        b.iter(|| serialize(black_box(&ours), None).unwrap().len())
+        let opts = WriteOptions::new();
+        b.iter(|| {
+            serialize(black_box(&ours).iter().map(|(n, v)| (n, v)), &opts)
+                .unwrap()
+                .len()
+        })
     });
     g.bench_function(BenchmarkId::new("reference", "vec"), |b| {
         b.iter(|| safetensors::serialize(theirs(), None).unwrap().len())
@@ -93,7 +100,10 @@ fn write(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     g.throughput(Throughput::Bytes(64 << 20));
     g.bench_function("tensorseal_atomic_fsync", |b| {
-        b.iter(|| serialize_to_file(black_box(&ours), None, &path).unwrap())
+        let opts = WriteOptions::new();
+        b.iter(|| {
+            serialize_to_file(black_box(&ours).iter().map(|(n, v)| (n, v)), &path, &opts).unwrap()
+        })
     });
     g.bench_function("reference", |b| {
         b.iter(|| safetensors::serialize_to_file(theirs(), None, &path).unwrap())

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use serde_json::{json, Value};
 use tensorseal_format::{
     serialize_to_file, Dtype, FormatError, MmapFile, OwnedTensor, PreadFile, ReadTensors,
-    SafeTensors, SliceArg, TensorView,
+    SafeTensors, SliceArg, WriteOptions,
 };
 
 fn hex(b: &[u8]) -> String {
@@ -114,7 +114,7 @@ fn run(args: &[String]) -> Result<String, String> {
                 let h = rt.header();
                 let mut tensors = Vec::new();
                 for (name, info) in h.tensors() {
-                    let t = rt.read_tensor_owned(name)?;
+                    let t = rt.read_tensor(name)?;
                     tensors.push(json!({
                         "name": name,
                         "dtype": info.dtype.as_str(),
@@ -153,20 +153,12 @@ fn run(args: &[String]) -> Result<String, String> {
                 let shape: Vec<usize> =
                     serde_json::from_value(t["shape"].clone()).map_err(|e| e.to_string())?;
                 let data = unhex(t["hex"].as_str().ok_or("hex")?)?;
-                owned.push((
-                    t["name"].as_str().ok_or("name")?.to_owned(),
-                    dtype,
-                    shape,
-                    data,
-                ));
+                let name = t["name"].as_str().ok_or("name")?.to_owned();
+                owned.push((name, OwnedTensor { dtype, shape, data }));
             }
-            let views = owned
-                .iter()
-                .map(|(n, d, s, data)| Ok((n.clone(), TensorView::new(*d, s.clone(), data)?)))
-                .collect::<Result<Vec<_>, FormatError>>()
-                .map_err(|e| format!("{}: {e}", e.kind()))?;
-            serialize_to_file(&views, metadata.as_ref(), arg(2)?)
-                .map_err(|e| format!("{}: {e}", e.kind()))?;
+            // Any tensor type implementing `View` is written as is.
+            let opts = WriteOptions::new().with_metadata_opt(metadata);
+            serialize_to_file(owned, arg(2)?, &opts).map_err(|e| format!("{}: {e}", e.kind()))?;
             Ok(String::new())
         }
         other => Err(format!("usage: unknown command {other}")),

@@ -1,5 +1,13 @@
 //! Typed errors. Every message quotes the value at fault.
+//!
+//! A variant that wraps another error ([`FormatError::InFile`],
+//! [`FormatError::Io`]) returns it from [`std::error::Error::source`] and does
+//! not repeat it in its own message: print the chain (`{:#}` with `anyhow`,
+//! or [`FormatError::report`]) to show both.
 
+use std::path::PathBuf;
+
+use crate::sniff::FileFormat;
 use crate::Dtype;
 
 /// Everything that can be wrong with safetensors bytes, one kind per rule.
@@ -7,7 +15,7 @@ use crate::Dtype;
 #[non_exhaustive]
 pub enum FormatError {
     /// Fewer than the 8 bytes of the header-length prefix.
-    #[error("file is {len} bytes long, shorter than the 8-byte header length prefix")]
+    #[error("{}", if *len == 0 { "file is empty (0 bytes); a safetensors file starts with an 8-byte header length".to_string() } else { format!("file is {len} bytes long, shorter than the 8-byte header length prefix") })]
     FileTooSmall {
         /// Length of the input.
         len: u64,
@@ -27,6 +35,16 @@ pub enum FormatError {
         len: u64,
         /// Length of the input.
         file_len: u64,
+    },
+    /// The input is not a safetensors file but another known format (found
+    /// from its first bytes after the header length prefix proved
+    /// implausible).
+    #[error("not a safetensors file: this is {}; {}", format.description(), format.advice())]
+    NotSafetensors {
+        /// What the input is.
+        format: FileFormat,
+        /// The header length its first 8 bytes would declare.
+        header_len: u64,
     },
     /// The header is not valid UTF-8.
     #[error("header is not valid UTF-8 (invalid byte at header offset {valid_up_to})")]
@@ -188,38 +206,38 @@ pub enum FormatError {
         reason: String,
     },
     /// A sharded checkpoint index that is malformed or inconsistent.
-    #[error("sharded index {path}: {reason}")]
+    #[error("sharded index {}: {reason}", path.display())]
     InvalidIndex {
         /// Path of the index file.
-        path: String,
+        path: PathBuf,
         /// What is wrong.
         reason: String,
     },
     /// A weight_map entry names a file outside the checkpoint's directory.
-    #[error("sharded index {path}: tensor {tensor:?} maps to {file:?}, which is not a plain relative path inside the checkpoint directory")]
+    #[error("sharded index {}: tensor {tensor:?} maps to {file:?}, which is not a plain relative path inside the checkpoint directory", path.display())]
     IndexPathEscape {
         /// Path of the index file.
-        path: String,
+        path: PathBuf,
         /// Tensor name.
         tensor: String,
         /// The offending file name.
         file: String,
     },
     /// The index maps a tensor to a shard that does not hold it.
-    #[error("sharded index {path}: tensor {tensor:?} is mapped to {file:?} but that shard does not contain it")]
+    #[error("sharded index {}: tensor {tensor:?} is mapped to {file:?} but that shard does not contain it", path.display())]
     IndexTensorMissing {
         /// Path of the index file.
-        path: String,
+        path: PathBuf,
         /// Tensor name.
         tensor: String,
         /// The shard file.
         file: String,
     },
     /// A shard holds a tensor the index does not map to it.
-    #[error("sharded index {path}: shard {file:?} contains tensor {tensor:?}, which the index {}", match mapped_to { Some(f) => format!("maps to {f:?}"), None => "does not list".to_string() })]
+    #[error("sharded index {}: shard {file:?} contains tensor {tensor:?}, which the index {}", path.display(), match mapped_to { Some(f) => format!("maps to {f:?}"), None => "does not list".to_string() })]
     IndexTensorUnlisted {
         /// Path of the index file.
-        path: String,
+        path: PathBuf,
         /// Tensor name.
         tensor: String,
         /// The shard file holding it.
@@ -228,19 +246,19 @@ pub enum FormatError {
         mapped_to: Option<String>,
     },
     /// An error in a specific file (a shard of a checkpoint).
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     InFile {
         /// The file.
-        path: String,
+        path: PathBuf,
         /// The error found in it.
         #[source]
         source: Box<FormatError>,
     },
     /// An I/O error, with the path it concerns.
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     Io {
         /// The file concerned.
-        path: String,
+        path: PathBuf,
         /// The underlying error.
         #[source]
         source: std::io::Error,
@@ -254,6 +272,7 @@ impl FormatError {
             FormatError::FileTooSmall { .. } => "file_too_small",
             FormatError::HeaderTooLarge { .. } => "header_too_large",
             FormatError::HeaderPastEnd { .. } => "header_past_end",
+            FormatError::NotSafetensors { .. } => "not_safetensors",
             FormatError::InvalidUtf8 { .. } => "invalid_utf8",
             FormatError::InvalidJson { .. } => "invalid_json",
             FormatError::NestingTooDeep { .. } => "nesting_too_deep",
@@ -297,17 +316,47 @@ impl FormatError {
         match self {
             e @ (FormatError::Io { .. } | FormatError::InFile { .. }) => e,
             e => FormatError::InFile {
-                path: path.as_ref().display().to_string(),
+                path: path.as_ref().to_owned(),
                 source: Box::new(e),
             },
         }
     }
 
+    /// The message with every cause in the chain, joined by `": "` (what
+    /// `anyhow` prints with `{:#}`): one line for a log or an exception.
+    pub fn report(&self) -> String {
+        let mut out = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            out.push_str(": ");
+            out.push_str(&c.to_string());
+            cause = c.source();
+        }
+        out
+    }
+
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
         FormatError::Io {
-            path: path.as_ref().display().to_string(),
+            path: path.as_ref().to_owned(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    #[test]
+    fn a_cause_is_printed_once() {
+        let e = FormatError::io("m.safetensors", std::io::Error::other("disk on fire"));
+        assert_eq!(e.to_string(), "m.safetensors");
+        assert!(e.source().is_some());
+        assert_eq!(e.report(), "m.safetensors: disk on fire");
+        let e = FormatError::EmptyName.in_file("shard-1.safetensors");
+        assert_eq!(e.to_string(), "shard-1.safetensors");
+        assert_eq!(e.report(), "shard-1.safetensors: tensor name is empty");
     }
 }

@@ -11,14 +11,13 @@
 //! them); the check on names is lexical.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::path::{Component, Path, PathBuf};
 
 use serde_json::Value;
 
 use crate::header::{Entry, Pairs};
-use crate::read::read_header_from_file;
-use crate::{FormatError, Header};
+use crate::read::{PreadFile, ReadTensors};
+use crate::FormatError;
 
 /// Suffix of index file names.
 pub const INDEX_SUFFIX: &str = ".safetensors.index.json";
@@ -41,21 +40,13 @@ pub struct ShardedIndex {
 pub struct Shard {
     /// File name as written in the index.
     pub file: String,
-    /// Path on disk.
-    pub path: PathBuf,
-    /// The open file.
-    pub handle: File,
-    /// Its validated header.
-    pub header: Header,
-    /// Offset of its data buffer.
-    pub data_start: usize,
-    /// Its length.
-    pub file_len: u64,
+    /// The shard, open (its path, header and file handle).
+    pub reader: PreadFile,
 }
 
 fn bad(path: &Path, reason: impl Into<String>) -> FormatError {
     FormatError::InvalidIndex {
-        path: path.display().to_string(),
+        path: path.to_owned(),
         reason: reason.into(),
     }
 }
@@ -164,7 +155,7 @@ impl ShardedIndex {
             };
             if !is_safe_relative(&file) {
                 return Err(FormatError::IndexPathEscape {
-                    path: path.display().to_string(),
+                    path: path.to_owned(),
                     tensor,
                     file,
                 });
@@ -237,12 +228,12 @@ impl ShardedIndex {
         let mut shards = Vec::with_capacity(expected.len());
         for (file, tensors) in expected {
             let path = self.dir.join(file);
-            let (handle, file_len, header, data_start) =
-                read_header_from_file(&path).map_err(|e| e.in_file(&path))?;
+            let reader = PreadFile::open(&path).map_err(|e| e.in_file(&path))?;
+            let header = reader.header();
             for t in tensors {
                 if header.get(t).is_none() {
                     return Err(FormatError::IndexTensorMissing {
-                        path: self.path.display().to_string(),
+                        path: self.path.clone(),
                         tensor: t.to_owned(),
                         file: file.to_owned(),
                     });
@@ -252,7 +243,7 @@ impl ShardedIndex {
                 let mapped = self.shard_of(name);
                 if mapped != Some(file) {
                     return Err(FormatError::IndexTensorUnlisted {
-                        path: self.path.display().to_string(),
+                        path: self.path.clone(),
                         tensor: name.to_owned(),
                         file: file.to_owned(),
                         mapped_to: mapped.map(str::to_owned),
@@ -261,11 +252,7 @@ impl ShardedIndex {
             }
             shards.push(Shard {
                 file: file.to_owned(),
-                path,
-                handle,
-                header,
-                data_start,
-                file_len,
+                reader,
             });
         }
         self.check_orphans(&shards)?;
@@ -294,13 +281,12 @@ impl ShardedIndex {
                 if !path.is_file() {
                     continue;
                 }
-                let (_, _, header, _) =
-                    read_header_from_file(&path).map_err(|e| e.in_file(&path))?;
-                let first = header.names().next().map(str::to_owned);
+                let shard = PreadFile::open(&path).map_err(|e| e.in_file(&path))?;
+                let first = shard.header().names().next().map(str::to_owned);
                 if let Some(tensor) = first {
                     let mapped_to = self.shard_of(&tensor).map(str::to_owned);
                     return Err(FormatError::IndexTensorUnlisted {
-                        path: self.path.display().to_string(),
+                        path: self.path.clone(),
                         tensor,
                         file: name,
                         mapped_to,

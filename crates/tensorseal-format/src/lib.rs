@@ -10,16 +10,20 @@
 //!
 //! - Readers: [`SafeTensors`] (bytes in memory), [`MmapFile`] (lazy memory
 //!   map), [`PreadFile`] (positioned reads, never maps); all implement
-//!   [`ReadTensors`].
-//! - Slices: [`mod@slice`]. Writer: [`mod@write`]. Sharded checkpoints: [`index`],
-//!   [`shard`].
+//!   [`ReadTensors`], one set of lookup and read methods.
+//! - Writer ([`mod@write`]): [`serialize`] and [`serialize_to_file`] take any
+//!   tensor type implementing [`View`]; [`FileWriter`] streams bytes from the
+//!   caller; [`WriteOptions`] carries the metadata and the durability.
+//! - A file that is not safetensors at all is named from its first bytes
+//!   ([`mod@sniff`], [`FormatError::NotSafetensors`]).
+//! - Slices: [`mod@slice`]. Sharded checkpoints: [`index`], [`shard`].
 //!
 //! ```
-//! use tensorseal_format::{serialize, Dtype, ReadTensors, SafeTensors, SliceArg, TensorView};
+//! use tensorseal_format::{serialize, Dtype, ReadTensors, SafeTensors, SliceArg, TensorView, WriteOptions};
 //!
 //! let data: Vec<u8> = (0..6u8).collect();
 //! let view = TensorView::new(Dtype::U8, vec![2, 3], &data)?;
-//! let bytes = serialize(&[("x", view)], None)?;
+//! let bytes = serialize([("x", view)], &WriteOptions::new())?;
 //!
 //! let file = SafeTensors::deserialize(&bytes)?;
 //! assert_eq!(file.tensor("x")?.shape(), &[2, 3]);
@@ -39,6 +43,7 @@ pub mod open;
 pub mod read;
 pub mod shard;
 pub mod slice;
+pub mod sniff;
 mod view;
 pub mod write;
 
@@ -48,10 +53,11 @@ pub use header::{byte_size, Header, TensorInfo, MAX_HEADER_LEN, MAX_NESTING_DEPT
 pub use open::{open_regular, FileKind, NotRegularFile};
 pub use read::{read_exact_at, MmapFile, PreadFile, ReadTensors, SafeTensors};
 pub use slice::{SliceArg, SlicePlan};
-pub use view::{OwnedTensor, TensorView};
+pub use sniff::FileFormat;
+pub use view::{OwnedTensor, TensorView, View};
 pub use write::{
-    serialize, serialize_to_file, write_file, write_file_observed, write_file_with, AtomicFile,
-    Durability, Layout, TensorSpec,
+    serialize, serialize_to_file, AtomicFile, Durability, FileWriter, Layout, TensorSpec,
+    WriteOptions,
 };
 
 /// Alias module: the readers also live at `tensorseal_format::mmap`.

@@ -98,10 +98,10 @@ impl std::fmt::Display for FileKind {
 /// The error inside the [`io::Error`] returned for a path that is not a
 /// regular file (`io::ErrorKind::InvalidInput`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path} is a {kind}, not a regular file (refused without reading it)")]
+#[error("{} is a {kind}, not a regular file (refused without reading it)", path.display())]
 pub struct NotRegularFile {
     /// The path as given.
-    pub path: String,
+    pub path: std::path::PathBuf,
     /// What it is instead.
     pub kind: FileKind,
 }
@@ -111,7 +111,7 @@ pub fn not_regular(path: &Path, kind: FileKind) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
         NotRegularFile {
-            path: path.display().to_string(),
+            path: path.to_owned(),
             kind,
         },
     )

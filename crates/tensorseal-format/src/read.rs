@@ -14,16 +14,79 @@ use crate::slice::{self, SliceArg, SlicePlan};
 use crate::view::{OwnedTensor, TensorView};
 use crate::FormatError;
 
-/// Common reading interface of the three readers.
+/// The reading interface shared by [`SafeTensors`], [`MmapFile`] and
+/// [`PreadFile`]: the same names and signatures for looking tensors up,
+/// listing them, reading the metadata, and reading a tensor's bytes (whole or
+/// sliced, into a new buffer or the caller's).
+///
+/// The in-memory readers ([`SafeTensors`], [`MmapFile`]) also hand out
+/// zero-copy [`TensorView`]s with their inherent `tensor` and `iter`.
+///
+/// ```
+/// use tensorseal_format::{serialize_to_file, Dtype, MmapFile, PreadFile, ReadTensors};
+/// use tensorseal_format::{SafeTensors, SliceArg, TensorView, WriteOptions};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("m.safetensors");
+/// let data: Vec<u8> = (0..6).collect();
+/// let meta = [("format".to_string(), "pt".to_string())].into();
+/// let opts = WriteOptions::new().with_metadata(meta);
+/// serialize_to_file([("x", TensorView::new(Dtype::U8, vec![2, 3], &data)?)], &path, &opts)?;
+///
+/// let bytes = std::fs::read(&path)?;
+/// let readers: [Box<dyn ReadTensors>; 3] = [
+///     Box::new(SafeTensors::deserialize(&bytes)?),
+///     Box::new(MmapFile::open(&path)?),
+///     Box::new(PreadFile::open(&path)?),
+/// ];
+/// for r in &readers {
+///     assert_eq!(r.names(), ["x"]);
+///     assert_eq!(r.metadata().unwrap()["format"], "pt");
+///     assert_eq!(r.info("x")?.shape, [2, 3]);
+///     assert_eq!(r.read_tensor("x")?.data, data);
+///     // x[1, :2]
+///     let s = r.read_slice("x", &[SliceArg::Index(1), SliceArg::range(0, 2)])?;
+///     assert_eq!((s.shape, s.data), (vec![2], vec![3, 4]));
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait ReadTensors {
     /// The validated header.
     fn header(&self) -> &Header;
 
+    /// Offset of the data buffer within the file.
+    fn data_start(&self) -> usize;
+
     /// Reads `buf.len()` bytes at `offset` within the data buffer.
     fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<(), FormatError>;
 
+    /// The `__metadata__` map, if the file has one.
+    fn metadata(&self) -> Option<&BTreeMap<String, String>> {
+        self.header().metadata()
+    }
+
+    /// Tensor names in file order.
+    fn names(&self) -> Vec<&str> {
+        self.header().names().collect()
+    }
+
+    /// Number of tensors.
+    fn len(&self) -> usize {
+        self.header().len()
+    }
+
+    /// Whether the file holds no tensor.
+    fn is_empty(&self) -> bool {
+        self.header().is_empty()
+    }
+
+    /// Dtype, shape and data offsets of tensor `name`.
+    fn info(&self, name: &str) -> Result<&TensorInfo, FormatError> {
+        self.header().tensor(name)
+    }
+
     /// Reads the whole tensor `name` into `buf` (exactly its byte length).
-    fn read_tensor(&self, name: &str, buf: &mut [u8]) -> Result<(), FormatError> {
+    fn read_tensor_into(&self, name: &str, buf: &mut [u8]) -> Result<(), FormatError> {
         let info = self.header().tensor(name)?;
         if buf.len() != info.byte_len() {
             return Err(FormatError::InvalidSlice {
@@ -39,7 +102,7 @@ pub trait ReadTensors {
     }
 
     /// Reads the whole tensor `name` into a new buffer.
-    fn read_tensor_owned(&self, name: &str) -> Result<OwnedTensor, FormatError> {
+    fn read_tensor(&self, name: &str) -> Result<OwnedTensor, FormatError> {
         let info = self.header().tensor(name)?;
         // The length was validated against the actual file size.
         let mut data = vec![0u8; info.byte_len()];
@@ -151,22 +214,13 @@ pub struct SafeTensors<'a> {
 impl<'a> SafeTensors<'a> {
     /// Parses and validates a whole file held in `bytes`.
     pub fn deserialize(bytes: &'a [u8]) -> Result<Self, FormatError> {
-        let (header, data_start) = Header::parse_file_prefix(bytes)?;
+        let (header, data_start) =
+            Header::parse_file_prefix(bytes).map_err(|e| crate::sniff::explain(e, bytes))?;
         Ok(SafeTensors {
             header,
             bytes,
             data_start,
         })
-    }
-
-    /// The validated header.
-    pub fn header(&self) -> &Header {
-        &self.header
-    }
-
-    /// The `__metadata__` map, if any.
-    pub fn metadata(&self) -> Option<&BTreeMap<String, String>> {
-        self.header.metadata()
     }
 
     /// A view of tensor `name`.
@@ -179,29 +233,9 @@ impl<'a> SafeTensors<'a> {
         views_in(&self.header, self.data())
     }
 
-    /// Tensor names in file order.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.header.names()
-    }
-
-    /// Number of tensors.
-    pub fn len(&self) -> usize {
-        self.header.len()
-    }
-
-    /// Whether there are no tensors.
-    pub fn is_empty(&self) -> bool {
-        self.header.is_empty()
-    }
-
     /// The data buffer (everything after the header).
     pub fn data(&self) -> &'a [u8] {
         self.bytes.get(self.data_start..).unwrap_or_default()
-    }
-
-    /// Offset of the data buffer within the file.
-    pub fn data_start(&self) -> usize {
-        self.data_start
     }
 
     /// The whole file.
@@ -213,6 +247,9 @@ impl<'a> SafeTensors<'a> {
 impl ReadTensors for SafeTensors<'_> {
     fn header(&self) -> &Header {
         &self.header
+    }
+    fn data_start(&self) -> usize {
+        self.data_start
     }
     fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<(), FormatError> {
         read_in(self.data(), offset, buf)
@@ -247,10 +284,23 @@ pub fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::i
     Ok(())
 }
 
+/// A file whose header was read and validated, and nothing else.
+struct OpenedHeader {
+    /// The open file.
+    file: File,
+    /// Its length when opened.
+    file_len: u64,
+    /// The validated header.
+    header: Header,
+    /// Offset of the data buffer.
+    data_start: usize,
+}
+
 /// Opens `path` and reads and validates its header with positioned reads,
-/// without reading any tensor data. Returns the file, its length, the header
-/// and the offset of the data buffer.
-pub fn read_header_from_file(path: &Path) -> Result<(File, u64, Header, usize), FormatError> {
+/// without reading any tensor data. A file whose header length is
+/// implausible is named if it is another known format
+/// ([`FormatError::NotSafetensors`]).
+fn read_header_from_file(path: &Path) -> Result<OpenedHeader, FormatError> {
     // Never blocks: FIFOs, devices and directories are refused by type.
     let file = crate::open::open_regular(path).map_err(|e| FormatError::io(path, e))?;
     let meta = file.metadata().map_err(|e| FormatError::io(path, e))?;
@@ -261,13 +311,25 @@ pub fn read_header_from_file(path: &Path) -> Result<(File, u64, Header, usize), 
     }
     read_exact_at(&file, &mut prefix, 0).map_err(|e| FormatError::io(path, e))?;
     // Bounded by MAX_HEADER_LEN and by the file length.
-    let n = read_header_len(&prefix, file_len)?;
+    let n = match read_header_len(&prefix, file_len) {
+        Ok(n) => n,
+        Err(e) => {
+            let mut first = vec![0u8; file_len.min(crate::sniff::SNIFF_LEN as u64) as usize];
+            read_exact_at(&file, &mut first, 0).map_err(|e| FormatError::io(path, e))?;
+            return Err(crate::sniff::explain(e, &first));
+        }
+    };
     let mut json = vec![0u8; n];
     read_exact_at(&file, &mut json, 8).map_err(|e| FormatError::io(path, e))?;
     let header = Header::parse(&json)?;
     let data_start = 8 + n;
     header.check_data_len(file_len - data_start as u64)?;
-    Ok((file, file_len, header, data_start))
+    Ok(OpenedHeader {
+        file,
+        file_len,
+        header,
+        data_start,
+    })
 }
 
 /// A file read with positioned reads (`pread`); it never maps memory, for
@@ -285,7 +347,12 @@ impl PreadFile {
     /// Opens `path` and validates its header (only the header is read).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, FormatError> {
         let path = path.as_ref();
-        let (file, file_len, header, data_start) = read_header_from_file(path)?;
+        let OpenedHeader {
+            file,
+            file_len,
+            header,
+            data_start,
+        } = read_header_from_file(path)?;
         Ok(PreadFile {
             file,
             path: path.to_owned(),
@@ -293,21 +360,6 @@ impl PreadFile {
             data_start,
             file_len,
         })
-    }
-
-    /// The validated header.
-    pub fn header(&self) -> &Header {
-        &self.header
-    }
-
-    /// The `__metadata__` map, if any.
-    pub fn metadata(&self) -> Option<&BTreeMap<String, String>> {
-        self.header.metadata()
-    }
-
-    /// Offset of the data buffer within the file.
-    pub fn data_start(&self) -> usize {
-        self.data_start
     }
 
     /// Length of the file when it was opened.
@@ -325,25 +377,18 @@ impl PreadFile {
         &self.file
     }
 
-    /// Reads `buf.len()` bytes at `offset` within the data buffer.
-    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<(), FormatError> {
-        ReadTensors::read_at(self, offset, buf)
-    }
-
-    /// Reads the whole tensor `name` into `buf` (exactly its byte length).
-    pub fn read_tensor(&self, name: &str, buf: &mut [u8]) -> Result<(), FormatError> {
-        ReadTensors::read_tensor(self, name, buf)
-    }
-
-    /// Reads a slice of tensor `name`, only the bytes it needs.
-    pub fn read_slice(&self, name: &str, args: &[SliceArg]) -> Result<OwnedTensor, FormatError> {
-        ReadTensors::read_slice(self, name, args)
+    /// The validated header, keeping nothing else (the file is closed).
+    pub fn into_header(self) -> Header {
+        self.header
     }
 }
 
 impl ReadTensors for PreadFile {
     fn header(&self) -> &Header {
         &self.header
+    }
+    fn data_start(&self) -> usize {
+        self.data_start
     }
     fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<(), FormatError> {
         let data_len = self.header.data_len();
@@ -375,7 +420,12 @@ impl MmapFile {
     /// Opens and validates `path`; tensor data is paged in only when used.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, FormatError> {
         let path = path.as_ref();
-        let (file, file_len, header, data_start) = read_header_from_file(path)?;
+        let OpenedHeader {
+            file,
+            file_len,
+            header,
+            data_start,
+        } = read_header_from_file(path)?;
         let map = map_file(&file).map_err(|e| FormatError::io(path, e))?;
         if map.len() as u64 != file_len {
             // The file changed size between the header read and the map.
@@ -390,16 +440,6 @@ impl MmapFile {
             header,
             data_start,
         })
-    }
-
-    /// The validated header.
-    pub fn header(&self) -> &Header {
-        &self.header
-    }
-
-    /// The `__metadata__` map, if any.
-    pub fn metadata(&self) -> Option<&BTreeMap<String, String>> {
-        self.header.metadata()
     }
 
     /// A zero-copy view of tensor `name`.
@@ -422,25 +462,23 @@ impl MmapFile {
         &self.map
     }
 
-    /// Offset of the data buffer within the file.
-    pub fn data_start(&self) -> usize {
-        self.data_start
+    /// Length of the file when it was opened.
+    pub fn file_len(&self) -> u64 {
+        self.map.len() as u64
     }
 
     /// The path the file was opened from.
     pub fn path(&self) -> &Path {
         &self.path
     }
-
-    /// Reads a slice of tensor `name`, copying only the bytes it needs.
-    pub fn read_slice(&self, name: &str, args: &[SliceArg]) -> Result<OwnedTensor, FormatError> {
-        ReadTensors::read_slice(self, name, args)
-    }
 }
 
 impl ReadTensors for MmapFile {
     fn header(&self) -> &Header {
         &self.header
+    }
+    fn data_start(&self) -> usize {
+        self.data_start
     }
     fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<(), FormatError> {
         read_in(self.data(), offset, buf)

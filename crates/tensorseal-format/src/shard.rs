@@ -18,8 +18,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::index::{open_path, Checkpoint};
-use crate::read::{read_exact_at, read_header_from_file};
-use crate::write::{write_file_with, AtomicFile, Durability, TensorSpec};
+use crate::read::{read_exact_at, PreadFile, ReadTensors};
+use crate::write::{AtomicFile, Durability, FileWriter, TensorSpec, WriteOptions};
 use crate::FormatError;
 
 /// Size of the copy buffer.
@@ -91,11 +91,22 @@ pub fn shard_name(i: usize, n: usize) -> String {
     format!("model-{:05}-of-{n:05}.safetensors", i + 1)
 }
 
+/// One shard file [`split`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenShard {
+    /// Its path.
+    pub path: PathBuf,
+    /// How many tensors it holds.
+    pub tensors: usize,
+    /// Bytes of tensor data in it.
+    pub bytes: u64,
+}
+
 /// What [`split`] wrote.
 #[derive(Debug, Clone)]
 pub struct SplitReport {
-    /// Shard files written, with their tensor count and data bytes.
-    pub shards: Vec<(PathBuf, usize, u64)>,
+    /// Shard files written.
+    pub shards: Vec<WrittenShard>,
     /// The index file, if more than one shard was written.
     pub index: Option<PathBuf>,
     /// Sum of the tensors' byte sizes.
@@ -179,7 +190,8 @@ pub fn split_with_progress(
 ) -> Result<SplitReport, FormatError> {
     let input = input.as_ref();
     let outdir = outdir.as_ref();
-    let (src, _len, header, data_start) = read_header_from_file(input)?;
+    let reader = PreadFile::open(input)?;
+    let (src, header, data_start) = (reader.file(), reader.header(), reader.data_start());
     std::fs::create_dir_all(outdir).map_err(|e| FormatError::io(outdir, e))?;
     let tensors = header.tensors();
     let sizes: Vec<u64> = tensors.iter().map(|(_, t)| t.byte_len() as u64).collect();
@@ -217,10 +229,13 @@ pub fn split_with_progress(
                 }
             })
             .collect();
-        write_file_with(&path, &specs, header.metadata(), durability, |j, w| {
+        let opts = WriteOptions::new()
+            .with_metadata_opt(header.metadata().cloned())
+            .with_durability(durability);
+        FileWriter::create(&path, &specs, &opts)?.fill_and_commit(|j, w| {
             let info = &tensors[members[j]].1;
             copy_range(
-                &src,
+                src,
                 (data_start + info.data_offsets.0) as u64,
                 info.byte_len() as u64,
                 w,
@@ -235,7 +250,11 @@ pub fn split_with_progress(
         for &i in members {
             weight_map.insert(tensors[i].0.clone(), name.clone());
         }
-        report.shards.push((path, members.len(), bytes));
+        report.shards.push(WrittenShard {
+            path,
+            tensors: members.len(),
+            bytes,
+        });
     }
     if n > 1 {
         let index_path = outdir.join("model.safetensors.index.json");
@@ -247,7 +266,7 @@ pub fn split_with_progress(
         report.index = Some(index_path);
     }
     if let Ok(entries) = std::fs::read_dir(outdir) {
-        let written: Vec<&PathBuf> = report.shards.iter().map(|s| &s.0).collect();
+        let written: Vec<&PathBuf> = report.shards.iter().map(|s| &s.path).collect();
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let path = outdir.join(&name);
@@ -320,15 +339,10 @@ pub fn merge_with_progress(
     let shards = match open_path(index_or_dir.as_ref())? {
         Checkpoint::Sharded(index) => index.validate()?,
         Checkpoint::Single(path) => {
-            let (handle, file_len, header, data_start) =
-                read_header_from_file(&path).map_err(|e| e.in_file(&path))?;
+            let reader = PreadFile::open(&path).map_err(|e| e.in_file(&path))?;
             vec![crate::index::Shard {
                 file: path.display().to_string(),
-                path,
-                handle,
-                header,
-                data_start,
-                file_len,
+                reader,
             }]
         }
     };
@@ -336,13 +350,14 @@ pub fn merge_with_progress(
     let mut specs = Vec::new();
     let mut sources = Vec::new();
     for (si, shard) in shards.iter().enumerate() {
-        if let Some(m) = shard.header.metadata() {
+        let r = &shard.reader;
+        if let Some(m) = r.metadata() {
             let acc = metadata.get_or_insert_with(BTreeMap::new);
             for (k, v) in m {
                 acc.entry(k.clone()).or_insert_with(|| v.clone());
             }
         }
-        for (name, info) in shard.header.tensors() {
+        for (name, info) in r.header().tensors() {
             specs.push(TensorSpec {
                 name: name.clone(),
                 dtype: info.dtype,
@@ -350,7 +365,7 @@ pub fn merge_with_progress(
             });
             sources.push((
                 si,
-                (shard.data_start + info.data_offsets.0) as u64,
+                (r.data_start() + info.data_offsets.0) as u64,
                 info.byte_len() as u64,
             ));
         }
@@ -358,9 +373,12 @@ pub fn merge_with_progress(
     let mut buf = vec![0u8; COPY_BUF];
     let total: u64 = sources.iter().map(|s| s.2).sum();
     let mut copied = 0u64;
-    write_file_with(out, &specs, metadata.as_ref(), durability, |i, w| {
+    let opts = WriteOptions::new()
+        .with_metadata_opt(metadata)
+        .with_durability(durability);
+    FileWriter::create(out, &specs, &opts)?.fill_and_commit(|i, w| {
         let (si, off, len) = sources[i];
-        copy_range(&shards[si].handle, off, len, w, &mut buf, &mut |n| {
+        copy_range(shards[si].reader.file(), off, len, w, &mut buf, &mut |n| {
             copied += n;
             progress(copied, total);
         })

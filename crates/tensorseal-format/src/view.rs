@@ -1,8 +1,94 @@
-//! Borrowed and owned tensors.
+//! Borrowed and owned tensors, and the [`View`] trait the writer takes.
+
+use std::borrow::Cow;
 
 use crate::header::byte_size;
 use crate::slice::{self, SliceArg, SlicePlan};
 use crate::{Dtype, FormatError};
+
+/// A tensor as the writer sees it: element type, shape and little-endian,
+/// row-major bytes. Implement it for your own tensor type to pass it to
+/// [`crate::serialize`] or [`crate::serialize_to_file`] without building a
+/// [`TensorView`] first.
+///
+/// ```
+/// use std::borrow::Cow;
+/// use tensorseal_format::{serialize, Dtype, SafeTensors, View, WriteOptions};
+///
+/// /// A vector of `f32` held natively (converted to bytes when written).
+/// struct Floats { values: Vec<f32>, shape: Vec<usize> }
+///
+/// impl View for Floats {
+///     fn dtype(&self) -> Dtype { Dtype::F32 }
+///     fn shape(&self) -> &[usize] { &self.shape }
+///     fn data(&self) -> Cow<'_, [u8]> {
+///         Cow::Owned(self.values.iter().flat_map(|v| v.to_le_bytes()).collect())
+///     }
+///     fn data_len(&self) -> usize { self.values.len() * 4 }
+/// }
+///
+/// let v = Floats { values: vec![1.5, -2.0], shape: vec![2] };
+/// let bytes = serialize([("v", v)], &WriteOptions::new())?;
+/// let st = SafeTensors::deserialize(&bytes)?;
+/// assert_eq!(st.tensor("v")?.data()[..4], 1.5f32.to_le_bytes());
+/// # Ok::<(), tensorseal_format::FormatError>(())
+/// ```
+pub trait View {
+    /// Element type.
+    fn dtype(&self) -> Dtype;
+    /// Shape; empty for a 0-d tensor.
+    fn shape(&self) -> &[usize];
+    /// The bytes, little-endian and row-major; borrowed where possible.
+    fn data(&self) -> Cow<'_, [u8]>;
+    /// The length of [`View::data`] (checked against dtype and shape before
+    /// anything is written).
+    fn data_len(&self) -> usize;
+}
+
+impl<T: View + ?Sized> View for &T {
+    fn dtype(&self) -> Dtype {
+        (**self).dtype()
+    }
+    fn shape(&self) -> &[usize] {
+        (**self).shape()
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        (**self).data()
+    }
+    fn data_len(&self) -> usize {
+        (**self).data_len()
+    }
+}
+
+impl View for TensorView<'_> {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+impl View for OwnedTensor {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
 
 /// A tensor whose bytes are borrowed (from a file buffer, a memory map, or
 /// the caller). Its size is validated against dtype and shape on creation.

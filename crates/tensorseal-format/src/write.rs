@@ -7,21 +7,94 @@
 //! with spaces to a multiple of 8 bytes. With several metadata entries ours
 //! sorts the keys (the reference's order is that of a hash map: random).
 //!
-//! [`write_file`] streams tensor bytes from a callback into an [`AtomicFile`]:
-//! a temporary file in the target directory, renamed over the target only
-//! when complete, so a killed writer never leaves a partial file at the
-//! target path. [`Durability`] says whether the file (and its directory) are
-//! also fsynced before the call returns.
+//! Entry points, all configured by one [`WriteOptions`]:
+//!
+//! - [`serialize`] and [`serialize_to_file`] take `(name, tensor)` pairs
+//!   whose tensors implement [`View`] (as the `safetensors` crate's
+//!   functions of the same names do);
+//! - [`FileWriter`] streams each tensor's bytes from the caller, in layout
+//!   order, for data that is not in memory (conversions, merges).
+//!
+//! Files are written through an [`AtomicFile`]: a temporary file in the
+//! target directory, renamed over the target only when complete, so a killed
+//! writer never leaves a partial file at the target path. [`Durability`]
+//! says whether the file (and its directory) are also fsynced first.
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use tensorseal_format::{serialize, Dtype, ReadTensors, SafeTensors, TensorView, WriteOptions};
+//!
+//! let data = [1u8, 0, 2, 0];
+//! let x = TensorView::new(Dtype::U16, vec![2], &data)?;
+//! let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+//! let bytes = serialize([("x", x)], &WriteOptions::new().with_metadata(meta))?;
+//! let file = SafeTensors::deserialize(&bytes)?;
+//! assert_eq!(file.metadata().unwrap()["format"], "pt");
+//! # Ok::<(), tensorseal_format::FormatError>(())
+//! ```
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::header::{byte_size, METADATA_KEY};
-use crate::view::TensorView;
+use crate::view::View;
 use crate::{Dtype, FormatError};
+
+/// How a file is written: its `__metadata__` and its [`Durability`].
+///
+/// ```
+/// use tensorseal_format::{Durability, WriteOptions};
+/// let opts = WriteOptions::new()
+///     .with_metadata([("format".to_string(), "pt".to_string())].into())
+///     .with_durability(Durability::NoSync);
+/// assert_eq!(opts.durability(), Durability::NoSync);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    metadata: Option<BTreeMap<String, String>>,
+    durability: Durability,
+}
+
+impl WriteOptions {
+    /// No metadata, [`Durability::Sync`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Writes `metadata` as the `__metadata__` map (keys sorted). Without
+    /// it, the header has no `__metadata__` entry at all.
+    pub fn with_metadata(mut self, metadata: BTreeMap<String, String>) -> Self {
+        self.metadata = Some(metadata);
+        self
+    }
+
+    /// Sets the metadata map, or removes it with `None`.
+    pub fn with_metadata_opt(mut self, metadata: Option<BTreeMap<String, String>>) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// How far a file write goes before it returns (ignored by
+    /// [`serialize`], which writes to memory).
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// The metadata map, if any.
+    pub fn metadata(&self) -> Option<&BTreeMap<String, String>> {
+        self.metadata.as_ref()
+    }
+
+    /// The durability of file writes.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+}
 
 /// What the writer needs to know about one tensor before its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,35 +112,8 @@ pub struct TensorSpec {
 pub struct Layout {
     header: Vec<u8>,
     order: Vec<usize>,
-    offsets: Vec<(usize, usize)>,
+    offsets: Vec<Range<usize>>,
     data_len: usize,
-}
-
-impl Layout {
-    /// The 8-byte length prefix followed by the padded JSON header.
-    pub fn header_bytes(&self) -> &[u8] {
-        &self.header
-    }
-
-    /// Indices into the spec list, in the order their bytes are written.
-    pub fn order(&self) -> &[usize] {
-        &self.order
-    }
-
-    /// Data offsets `(start, end)` of each spec, indexed like the spec list.
-    pub fn offsets(&self) -> &[(usize, usize)] {
-        &self.offsets
-    }
-
-    /// Length of the data buffer.
-    pub fn data_len(&self) -> usize {
-        self.data_len
-    }
-
-    /// Length of the whole file.
-    pub fn file_len(&self) -> usize {
-        self.header.len() + self.data_len
-    }
 }
 
 fn invalid(name: &str, reason: impl Into<String>) -> FormatError {
@@ -82,251 +128,366 @@ fn json_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_default()
 }
 
-/// Plans the layout of a file holding `specs` and `metadata`.
-pub fn layout(
-    specs: &[TensorSpec],
-    metadata: Option<&BTreeMap<String, String>>,
-) -> Result<Layout, FormatError> {
-    let mut seen = HashSet::with_capacity(specs.len());
-    let mut sizes = Vec::with_capacity(specs.len());
-    for s in specs {
-        if s.name.is_empty() {
-            return Err(FormatError::EmptyName);
+impl Layout {
+    /// Plans the layout of a file holding `specs` and `metadata`: checks
+    /// the names (non-empty, no NUL, not `__metadata__`, unique) and sizes,
+    /// and builds the header.
+    pub fn plan(
+        specs: &[TensorSpec],
+        metadata: Option<&BTreeMap<String, String>>,
+    ) -> Result<Layout, FormatError> {
+        let mut seen = HashSet::with_capacity(specs.len());
+        let mut sizes = Vec::with_capacity(specs.len());
+        for s in specs {
+            if s.name.is_empty() {
+                return Err(FormatError::EmptyName);
+            }
+            if s.name.contains('\0') {
+                return Err(FormatError::NameContainsNul {
+                    name: s.name.clone(),
+                });
+            }
+            if s.name == METADATA_KEY {
+                return Err(invalid(&s.name, "the name is reserved for metadata"));
+            }
+            if !seen.insert(s.name.as_str()) {
+                return Err(FormatError::DuplicateKey {
+                    key: s.name.clone(),
+                });
+            }
+            sizes.push(byte_size(&s.name, s.dtype, &s.shape)?);
         }
-        if s.name.contains('\0') {
-            return Err(FormatError::NameContainsNul {
-                name: s.name.clone(),
-            });
-        }
-        if s.name == METADATA_KEY {
-            return Err(invalid(&s.name, "the name is reserved for metadata"));
-        }
-        if !seen.insert(s.name.as_str()) {
-            return Err(FormatError::DuplicateKey {
-                key: s.name.clone(),
-            });
-        }
-        sizes.push(byte_size(&s.name, s.dtype, &s.shape)?);
-    }
-    let mut order: Vec<usize> = (0..specs.len()).collect();
-    order.sort_by(|&a, &b| {
-        let (l, r) = (&specs[a], &specs[b]);
-        r.dtype.cmp(&l.dtype).then_with(|| l.name.cmp(&r.name))
-    });
+        let mut order: Vec<usize> = (0..specs.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (l, r) = (&specs[a], &specs[b]);
+            r.dtype.cmp(&l.dtype).then_with(|| l.name.cmp(&r.name))
+        });
 
-    let mut json = String::with_capacity(64 + specs.len() * 96);
-    json.push('{');
-    let mut first = true;
-    if let Some(meta) = metadata {
-        json.push_str("\"__metadata__\":{");
-        for (i, (k, v)) in meta.iter().enumerate() {
-            if i > 0 {
+        let mut json = String::with_capacity(64 + specs.len() * 96);
+        json.push('{');
+        let mut first = true;
+        if let Some(meta) = metadata {
+            json.push_str("\"__metadata__\":{");
+            for (i, (k, v)) in meta.iter().enumerate() {
+                if i > 0 {
+                    json.push(',');
+                }
+                json.push_str(&json_str(k));
+                json.push(':');
+                json.push_str(&json_str(v));
+            }
+            json.push('}');
+            first = false;
+        }
+        let mut offsets = vec![0..0; specs.len()];
+        let mut offset = 0usize;
+        for &i in &order {
+            let s = &specs[i];
+            let end = offset
+                .checked_add(sizes[i])
+                .ok_or_else(|| invalid(&s.name, "total size overflows"))?;
+            offsets[i] = offset..end;
+            if !first {
                 json.push(',');
             }
-            json.push_str(&json_str(k));
-            json.push(':');
-            json.push_str(&json_str(v));
+            first = false;
+            json.push_str(&json_str(&s.name));
+            json.push_str(":{\"dtype\":\"");
+            json.push_str(s.dtype.as_str());
+            json.push_str("\",\"shape\":[");
+            for (j, d) in s.shape.iter().enumerate() {
+                if j > 0 {
+                    json.push(',');
+                }
+                json.push_str(&d.to_string());
+            }
+            json.push_str("],\"data_offsets\":[");
+            json.push_str(&offset.to_string());
+            json.push(',');
+            json.push_str(&end.to_string());
+            json.push_str("]}");
+            offset = end;
         }
         json.push('}');
-        first = false;
-    }
-    let mut offsets = vec![(0usize, 0usize); specs.len()];
-    let mut offset = 0usize;
-    for &i in &order {
-        let s = &specs[i];
-        let end = offset
-            .checked_add(sizes[i])
-            .ok_or_else(|| invalid(&s.name, "total size overflows"))?;
-        offsets[i] = (offset, end);
-        if !first {
-            json.push(',');
+        let padded = json.len().div_ceil(8) * 8;
+        if padded as u64 > crate::MAX_HEADER_LEN {
+            return Err(FormatError::HeaderTooLarge {
+                len: padded as u64,
+                limit: crate::MAX_HEADER_LEN,
+            });
         }
-        first = false;
-        json.push_str(&json_str(&s.name));
-        json.push_str(":{\"dtype\":\"");
-        json.push_str(s.dtype.as_str());
-        json.push_str("\",\"shape\":[");
-        for (j, d) in s.shape.iter().enumerate() {
-            if j > 0 {
-                json.push(',');
-            }
-            json.push_str(&d.to_string());
-        }
-        json.push_str("],\"data_offsets\":[");
-        json.push_str(&offset.to_string());
-        json.push(',');
-        json.push_str(&end.to_string());
-        json.push_str("]}");
-        offset = end;
+        let mut header = Vec::with_capacity(8 + padded);
+        header.extend_from_slice(&(padded as u64).to_le_bytes());
+        header.extend_from_slice(json.as_bytes());
+        header.resize(8 + padded, b' ');
+        Ok(Layout {
+            header,
+            order,
+            offsets,
+            data_len: offset,
+        })
     }
-    json.push('}');
-    let padded = json.len().div_ceil(8) * 8;
-    let mut header = Vec::with_capacity(8 + padded);
-    header.extend_from_slice(&(padded as u64).to_le_bytes());
-    header.extend_from_slice(json.as_bytes());
-    header.resize(8 + padded, b' ');
-    if padded as u64 > crate::MAX_HEADER_LEN {
-        return Err(FormatError::HeaderTooLarge {
-            len: padded as u64,
-            limit: crate::MAX_HEADER_LEN,
-        });
+
+    /// The 8-byte length prefix followed by the padded JSON header.
+    pub fn header_bytes(&self) -> &[u8] {
+        &self.header
     }
-    Ok(Layout {
-        header,
-        order,
-        offsets,
-        data_len: offset,
-    })
+
+    /// Indices into the spec list, in the order their bytes are written.
+    pub fn order(&self) -> &[usize] {
+        &self.order
+    }
+
+    /// The byte range of each spec within the data buffer, indexed like the
+    /// spec list.
+    pub fn offsets(&self) -> &[Range<usize>] {
+        &self.offsets
+    }
+
+    /// Length of the data buffer.
+    pub fn data_len(&self) -> usize {
+        self.data_len
+    }
+
+    /// Length of the whole file.
+    pub fn file_len(&self) -> usize {
+        self.header.len() + self.data_len
+    }
 }
 
-/// Serialises tensors and metadata into a new in-memory file.
-pub fn serialize<S: AsRef<str>>(
-    tensors: &[(S, TensorView<'_>)],
-    metadata: Option<&BTreeMap<String, String>>,
-) -> Result<Vec<u8>, FormatError> {
-    let specs: Vec<TensorSpec> = tensors
+/// The specs of `(name, view)` pairs, each view's `data_len` checked.
+fn specs_of<S: AsRef<str>, V: View>(tensors: &[(S, V)]) -> Result<Vec<TensorSpec>, FormatError> {
+    tensors
         .iter()
-        .map(|(n, v)| TensorSpec {
-            name: n.as_ref().to_owned(),
-            dtype: v.dtype(),
-            shape: v.shape().to_vec(),
+        .map(|(n, v)| {
+            let name = n.as_ref();
+            let expected = byte_size(name, v.dtype(), v.shape())?;
+            if v.data_len() != expected {
+                return Err(FormatError::SizeMismatch {
+                    tensor: name.to_owned(),
+                    dtype: v.dtype(),
+                    shape: v.shape().iter().map(|&d| d as u64).collect(),
+                    expected: expected as u64,
+                    found: v.data_len() as u64,
+                });
+            }
+            Ok(TensorSpec {
+                name: name.to_owned(),
+                dtype: v.dtype(),
+                shape: v.shape().to_vec(),
+            })
         })
-        .collect();
-    let layout = layout(&specs, metadata)?;
+        .collect()
+}
+
+/// Serialises `(name, tensor)` pairs and `opts`' metadata into a new
+/// in-memory file.
+///
+/// ```
+/// use tensorseal_format::{serialize, Dtype, OwnedTensor, SafeTensors, WriteOptions};
+///
+/// let w = OwnedTensor { dtype: Dtype::F32, shape: vec![2], data: vec![0; 8] };
+/// let bytes = serialize([("w", &w)], &WriteOptions::new())?;
+/// assert_eq!(SafeTensors::deserialize(&bytes)?.tensor("w")?.shape(), &[2]);
+/// # Ok::<(), tensorseal_format::FormatError>(())
+/// ```
+pub fn serialize<S, V, I>(tensors: I, opts: &WriteOptions) -> Result<Vec<u8>, FormatError>
+where
+    S: AsRef<str>,
+    V: View,
+    I: IntoIterator<Item = (S, V)>,
+{
+    let tensors: Vec<(S, V)> = tensors.into_iter().collect();
+    let specs = specs_of(&tensors)?;
+    let layout = Layout::plan(&specs, opts.metadata())?;
     let mut out = Vec::with_capacity(layout.file_len());
     out.extend_from_slice(layout.header_bytes());
     for &i in layout.order() {
-        out.extend_from_slice(tensors[i].1.data());
+        out.extend_from_slice(&tensors[i].1.data());
     }
     Ok(out)
 }
 
-/// Serialises tensors and metadata into the file at `path`, atomically.
-pub fn serialize_to_file<S: AsRef<str>>(
-    tensors: &[(S, TensorView<'_>)],
-    metadata: Option<&BTreeMap<String, String>>,
+/// Serialises `(name, tensor)` pairs and `opts`' metadata into the file at
+/// `path`, atomically, with `opts`' [`Durability`].
+///
+/// ```
+/// use tensorseal_format::{serialize_to_file, Dtype, Durability, MmapFile, TensorView, WriteOptions};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("model.safetensors");
+/// let bias = [0u8; 12];
+/// let views = vec![("bias".to_string(), TensorView::new(Dtype::F32, vec![3], &bias)?)];
+/// serialize_to_file(views, &path, &WriteOptions::new().with_durability(Durability::NoSync))?;
+/// assert_eq!(MmapFile::open(&path)?.tensor("bias")?.data(), &bias);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn serialize_to_file<S, V, I>(
+    tensors: I,
     path: impl AsRef<Path>,
-) -> Result<(), FormatError> {
-    let specs: Vec<TensorSpec> = tensors
-        .iter()
-        .map(|(n, v)| TensorSpec {
-            name: n.as_ref().to_owned(),
-            dtype: v.dtype(),
-            shape: v.shape().to_vec(),
+    opts: &WriteOptions,
+) -> Result<(), FormatError>
+where
+    S: AsRef<str>,
+    V: View,
+    I: IntoIterator<Item = (S, V)>,
+{
+    let tensors: Vec<(S, V)> = tensors.into_iter().collect();
+    let specs = specs_of(&tensors)?;
+    FileWriter::create(path, &specs, opts)?
+        .fill_and_commit(|i, out| out.write_all(&tensors[i].1.data()))
+}
+
+/// A file being written tensor by tensor, with bytes streamed from the
+/// caller: for data that is not in memory as a whole.
+///
+/// [`FileWriter::create`] plans the [`Layout`] and writes the header to an
+/// [`AtomicFile`]; [`FileWriter::write_tensor`] is then called once per
+/// tensor, in [`Layout::order`]; [`FileWriter::commit`] renames the complete
+/// file into place. Dropped before the commit (an error), it leaves nothing
+/// at the target path.
+///
+/// ```
+/// use std::io::Write;
+/// use tensorseal_format::{Dtype, FileWriter, PreadFile, ReadTensors, TensorSpec, WriteOptions};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("big.safetensors");
+/// let specs = [TensorSpec { name: "zeros".into(), dtype: Dtype::U8, shape: vec![1 << 20] }];
+/// let mut w = FileWriter::create(&path, &specs, &WriteOptions::new())?;
+/// for i in w.layout().order().to_vec() {
+///     // Stream the tensor in pieces; exactly its byte length is required.
+///     let range = w.write_tensor(i, |out| {
+///         (0..16).try_for_each(|_| out.write_all(&[0u8; 1 << 16]))
+///     })?;
+///     // What was written can be read back before the commit.
+///     let mut check = [1u8; 4];
+///     tensorseal_format::read_exact_at(w.flushed_file()?, &mut check, range.start)?;
+///     assert_eq!(check, [0; 4]);
+/// }
+/// w.commit()?;
+/// assert_eq!(PreadFile::open(&path)?.read_tensor("zeros")?.data.len(), 1 << 20);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct FileWriter {
+    layout: Layout,
+    names: Vec<String>,
+    out: AtomicFile,
+    next: usize,
+}
+
+impl FileWriter {
+    /// Plans the layout of `specs` with `opts`' metadata, creates the
+    /// temporary file next to `path` (committed with `opts`' durability) and
+    /// writes the header.
+    pub fn create(
+        path: impl AsRef<Path>,
+        specs: &[TensorSpec],
+        opts: &WriteOptions,
+    ) -> Result<Self, FormatError> {
+        let layout = Layout::plan(specs, opts.metadata())?;
+        let mut out = AtomicFile::create_with(path.as_ref(), opts.durability())?;
+        out.write_all(layout.header_bytes())
+            .map_err(|e| FormatError::io(path.as_ref(), e))?;
+        Ok(FileWriter {
+            layout,
+            names: specs.iter().map(|s| s.name.clone()).collect(),
+            out,
+            next: 0,
         })
-        .collect();
-    write_file(path, &specs, metadata, |i, w| {
-        w.write_all(tensors[i].1.data())
-    })
-}
+    }
 
-/// Writes a file at `path` atomically and durably ([`Durability::Sync`]),
-/// streaming each tensor's bytes from `fill(spec_index, writer)`, called
-/// once per tensor in layout order. Each call must write exactly the
-/// tensor's byte length, or the write fails and nothing appears at `path`.
-pub fn write_file<F>(
-    path: impl AsRef<Path>,
-    specs: &[TensorSpec],
-    metadata: Option<&BTreeMap<String, String>>,
-    fill: F,
-) -> Result<(), FormatError>
-where
-    F: FnMut(usize, &mut dyn Write) -> io::Result<()>,
-{
-    write_file_with(path, specs, metadata, Durability::Sync, fill)
-}
+    /// The planned layout (its [`Layout::order`] is the order in which
+    /// [`FileWriter::write_tensor`] takes the tensors).
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
 
-/// [`write_file`] with a chosen [`Durability`].
-pub fn write_file_with<F>(
-    path: impl AsRef<Path>,
-    specs: &[TensorSpec],
-    metadata: Option<&BTreeMap<String, String>>,
-    durability: Durability,
-    fill: F,
-) -> Result<(), FormatError>
-where
-    F: FnMut(usize, &mut dyn Write) -> io::Result<()>,
-{
-    write_impl(path.as_ref(), specs, metadata, durability, fill, None)
-}
+    /// The path the file is committed to.
+    pub fn target(&self) -> &Path {
+        self.out.target()
+    }
 
-/// Called after each tensor by [`write_file_observed`].
-type After<'a> = &'a mut dyn FnMut(usize, &File, std::ops::Range<u64>) -> io::Result<()>;
-
-/// [`write_file_with`], also calling `after(spec_index, file, range)` once
-/// each tensor's bytes have been handed to the OS (flushed), with the file
-/// being written and the tensor's absolute byte range in it, before the next
-/// tensor is filled. Reading that range back through `file` with positioned
-/// reads (the temporary file is opened for reading and writing) sees
-/// exactly what was written, so `after` can verify the output before it is
-/// renamed into place. An error from `after` aborts the write like an error
-/// from `fill`: nothing appears at `path`. The file is renamed only after
-/// the last `after` call has returned.
-pub fn write_file_observed<F, A>(
-    path: impl AsRef<Path>,
-    specs: &[TensorSpec],
-    metadata: Option<&BTreeMap<String, String>>,
-    durability: Durability,
-    fill: F,
-    mut after: A,
-) -> Result<(), FormatError>
-where
-    F: FnMut(usize, &mut dyn Write) -> io::Result<()>,
-    A: FnMut(usize, &File, std::ops::Range<u64>) -> io::Result<()>,
-{
-    write_impl(
-        path.as_ref(),
-        specs,
-        metadata,
-        durability,
-        fill,
-        Some(&mut after),
-    )
-}
-
-fn write_impl<F>(
-    path: &Path,
-    specs: &[TensorSpec],
-    metadata: Option<&BTreeMap<String, String>>,
-    durability: Durability,
-    mut fill: F,
-    mut after: Option<After<'_>>,
-) -> Result<(), FormatError>
-where
-    F: FnMut(usize, &mut dyn Write) -> io::Result<()>,
-{
-    let layout = layout(specs, metadata)?;
-    let mut out = AtomicFile::create_with(path, durability)?;
-    let io_err = |e| FormatError::io(path, e);
-    out.write_all(layout.header_bytes()).map_err(io_err)?;
-    for &i in layout.order() {
-        let (s, e) = layout.offsets()[i];
-        let mut counting = CountingWriter {
-            inner: &mut out,
-            count: 0,
-            limit: (e - s) as u64,
-        };
-        fill(i, &mut counting).map_err(|e| FormatError::io(path, e))?;
-        if counting.count != (e - s) as u64 {
+    /// Writes the bytes of spec `index` (the next one in layout order) with
+    /// `fill`, which must write exactly the tensor's byte length. Returns the
+    /// tensor's absolute byte range in the file.
+    pub fn write_tensor<F>(&mut self, index: usize, fill: F) -> Result<Range<u64>, FormatError>
+    where
+        F: FnOnce(&mut dyn Write) -> io::Result<()>,
+    {
+        let expected = self.layout.order.get(self.next).copied();
+        if expected != Some(index) {
+            let name = self.names.get(index).map_or("<unknown>", String::as_str);
             return Err(invalid(
-                &specs[i].name,
+                name,
+                match expected {
+                    Some(e) => format!("tensor {index} written out of layout order ({e} is next)"),
+                    None => "all tensors were already written".to_string(),
+                },
+            ));
+        }
+        let range = self.layout.offsets[index].clone();
+        let len = range.len() as u64;
+        let path = self.out_path();
+        let mut counting = CountingWriter {
+            inner: &mut self.out,
+            count: 0,
+            limit: len,
+        };
+        fill(&mut counting).map_err(|e| FormatError::io(&path, e))?;
+        if counting.count != len {
+            return Err(invalid(
+                &self.names[index],
                 format!(
-                    "{} bytes were written, the tensor has {}",
-                    counting.count,
-                    e - s
+                    "{} bytes were written, the tensor has {len}",
+                    counting.count
                 ),
             ));
         }
-        if let Some(after) = after.as_mut() {
-            // Only when observed: flushing after every tensor would cost a
-            // write per tensor for files with many small ones.
-            out.flush().map_err(io_err)?;
-            let base = layout.header_bytes().len() as u64;
-            let file = out.file().map_err(io_err)?;
-            after(i, file, base + s as u64..base + e as u64).map_err(io_err)?;
-        }
+        self.next += 1;
+        let base = self.layout.header.len() as u64;
+        Ok(base + range.start as u64..base + range.end as u64)
     }
-    out.commit()
+
+    fn out_path(&self) -> PathBuf {
+        self.out.target().to_owned()
+    }
+
+    /// Flushes what was written and returns the temporary file (opened for
+    /// reading too), so that tensors can be read back with positioned reads
+    /// ([`crate::read_exact_at`]) before the commit.
+    pub fn flushed_file(&mut self) -> Result<&File, FormatError> {
+        let path = self.out_path();
+        self.out.flush().map_err(|e| FormatError::io(&path, e))?;
+        self.out.file().map_err(|e| FormatError::io(&path, e))
+    }
+
+    /// Writes every (remaining) tensor in layout order, each with
+    /// `fill(spec_index, writer)`, then commits: the streaming write in one
+    /// call, when nothing needs to happen between tensors.
+    pub fn fill_and_commit<F>(mut self, mut fill: F) -> Result<(), FormatError>
+    where
+        F: FnMut(usize, &mut dyn Write) -> io::Result<()>,
+    {
+        while let Some(&i) = self.layout.order.get(self.next) {
+            self.write_tensor(i, |w| fill(i, w))?;
+        }
+        self.commit()
+    }
+
+    /// Renames the complete file over the target (after fsyncs, per the
+    /// durability). Fails, leaving nothing at the target, unless every
+    /// tensor was written.
+    pub fn commit(self) -> Result<(), FormatError> {
+        if let Some(&missing) = self.layout.order.get(self.next) {
+            return Err(invalid(
+                &self.names[missing],
+                "the file was committed before this tensor was written",
+            ));
+        }
+        self.out.commit()
+    }
 }
 
 struct CountingWriter<'w, W: Write> {

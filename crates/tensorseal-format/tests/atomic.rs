@@ -72,9 +72,9 @@ fn create_defaults_to_sync() {
 }
 
 #[test]
-fn write_file_observed_shows_each_tensor_in_the_file_before_the_next() {
+fn file_writer_shows_each_tensor_in_the_file_before_the_next() {
     use std::os::unix::fs::FileExt;
-    use tensorseal_format::write::{layout, write_file_observed, TensorSpec};
+    use tensorseal_format::write::{FileWriter, Layout, TensorSpec, WriteOptions};
     use tensorseal_format::{Dtype, SafeTensors};
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("t.safetensors");
@@ -91,49 +91,53 @@ fn write_file_observed_shows_each_tensor_in_the_file_before_the_next() {
         .enumerate()
         .map(|(k, s)| (0..s.shape[0]).map(|i| (i * 7 + k) as u8).collect())
         .collect();
+    let opts = WriteOptions::new().with_durability(Durability::NoSync);
     let mut seen = Vec::new();
-    write_file_observed(
-        &target,
-        &specs,
-        None,
-        Durability::NoSync,
-        |i, w| w.write_all(&data[i]),
-        |i, file, range| {
-            // The tensor's bytes are already in the file, at its range.
-            let mut back = vec![0u8; (range.end - range.start) as usize];
-            file.read_exact_at(&mut back, range.start)?;
-            assert_eq!(back, data[i], "{}", specs[i].name);
-            seen.push(i);
-            Ok(())
-        },
-    )
-    .unwrap();
-    // Called once per tensor, in layout (file) order.
-    assert_eq!(seen, layout(&specs, None).unwrap().order());
+    let mut w = FileWriter::create(&target, &specs, &opts).unwrap();
+    for i in w.layout().order().to_vec() {
+        let range = w.write_tensor(i, |out| out.write_all(&data[i])).unwrap();
+        // The tensor's bytes are already in the file, at its range.
+        let mut back = vec![0u8; (range.end - range.start) as usize];
+        w.flushed_file()
+            .unwrap()
+            .read_exact_at(&mut back, range.start)
+            .unwrap();
+        assert_eq!(back, data[i], "{}", specs[i].name);
+        seen.push(i);
+    }
+    w.commit().unwrap();
+    assert_eq!(seen, Layout::plan(&specs, None).unwrap().order());
     let bytes = std::fs::read(&target).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     for (s, d) in specs.iter().zip(&data) {
         assert_eq!(st.tensor(&s.name).unwrap().data(), &d[..]);
     }
 
-    // An error from the observer aborts: nothing at the target, no temporary file.
+    // Dropped half-way (the caller's check failed): nothing at the target,
+    // no temporary file.
     let other = dir.path().join("u.safetensors");
-    let e = write_file_observed(
-        &other,
-        &specs,
-        None,
-        Durability::NoSync,
-        |i, w| w.write_all(&data[i]),
-        |i, _, _| {
-            if i == seen[2] {
-                Err(std::io::Error::other("checksum mismatch"))
-            } else {
-                Ok(())
-            }
-        },
-    )
-    .unwrap_err();
-    assert!(e.to_string().contains("checksum mismatch"), "{e}");
+    let mut w = FileWriter::create(&other, &specs, &opts).unwrap();
+    let first = w.layout().order()[0];
+    w.write_tensor(first, |out| out.write_all(&data[first]))
+        .unwrap();
+    drop(w);
+    assert_eq!(names(dir.path()), ["t.safetensors"]);
+
+    // Out of layout order, twice, or committed early: refused, nothing written.
+    let mut w = FileWriter::create(&other, &specs, &opts).unwrap();
+    let order = w.layout().order().to_vec();
+    let e = w.write_tensor(order[1], |_| Ok(())).unwrap_err();
+    assert_eq!(e.kind(), "invalid_write");
+    assert!(e.to_string().contains("out of layout order"), "{e}");
+    w.write_tensor(order[0], |out| out.write_all(&data[order[0]]))
+        .unwrap();
+    let e = w.write_tensor(order[0], |_| Ok(())).unwrap_err();
+    assert_eq!(e.kind(), "invalid_write");
+    let e = w.commit().unwrap_err();
+    assert!(
+        e.to_string().contains("before this tensor was written"),
+        "{e}"
+    );
     assert_eq!(names(dir.path()), ["t.safetensors"]);
 }
 

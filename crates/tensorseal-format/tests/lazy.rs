@@ -2,8 +2,8 @@
 //! Opening is lazy: a 100 GB (sparse) file opens by reading its header only,
 //! and slices read only what they need, through both file readers.
 
-use tensorseal_format::write::{layout, TensorSpec};
-use tensorseal_format::{Dtype, MmapFile, PreadFile, SliceArg};
+use tensorseal_format::write::{Layout, TensorSpec};
+use tensorseal_format::{Dtype, MmapFile, PreadFile, ReadTensors, SliceArg};
 
 #[test]
 fn hundred_gigabyte_file_opens_lazily() {
@@ -14,7 +14,7 @@ fn hundred_gigabyte_file_opens_lazily() {
         dtype: Dtype::F32,
         shape: vec![ROWS, COLS],
     }];
-    let l = layout(&specs, None).unwrap();
+    let l = Layout::plan(&specs, None).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("huge.safetensors");
     std::fs::write(&path, l.header_bytes()).unwrap();

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use tensorseal_format::slice::plan_for;
-use tensorseal_format::write::{layout, write_file, write_file_with, Durability, TensorSpec};
+use tensorseal_format::write::{Durability, FileWriter, Layout, TensorSpec, WriteOptions};
 use tensorseal_format::{
     byte_size, serialize, Dtype, MmapFile, PreadFile, ReadTensors, SafeTensors, SliceArg,
     TensorView,
@@ -78,7 +78,8 @@ proptest! {
             .iter()
             .map(|(n, d, s, data)| (n.clone(), TensorView::new(*d, s.clone(), data).unwrap()))
             .collect();
-        let bytes = serialize(&views, meta.as_ref()).unwrap();
+        let opts = WriteOptions::new().with_metadata_opt(meta.clone());
+        let bytes = serialize(views.iter().map(|(n, v)| (n, v)), &opts).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
         prop_assert_eq!(st.metadata(), meta.as_ref());
         prop_assert_eq!(st.len(), ts.len());
@@ -114,19 +115,20 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.safetensors");
         let specs = specs_of(&ts);
-        write_file(&path, &specs, meta.as_ref(), |i, w| w.write_all(&ts[i].3)).unwrap();
+        FileWriter::create(&path, &specs, &opts).unwrap().fill_and_commit(|i, w| w.write_all(&ts[i].3)).unwrap();
         prop_assert_eq!(std::fs::read(&path).unwrap(), bytes.clone());
         let m = MmapFile::open(&path).unwrap();
         let p = PreadFile::open(&path).unwrap();
         for (n, _, _, data) in &ts {
             prop_assert_eq!(m.tensor(n).unwrap().data(), &data[..]);
-            prop_assert_eq!(&p.read_tensor_owned(n).unwrap().data, data);
+            prop_assert_eq!(&p.read_tensor(n).unwrap().data, data);
         }
         prop_assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 
         // Without fsync: the same bytes, the same single file.
         let fast = dir.path().join("fast.safetensors");
-        write_file_with(&fast, &specs, meta.as_ref(), Durability::NoSync, |i, w| w.write_all(&ts[i].3)).unwrap();
+        let nosync = opts.clone().with_durability(Durability::NoSync);
+        FileWriter::create(&fast, &specs, &nosync).unwrap().fill_and_commit(|i, w| w.write_all(&ts[i].3)).unwrap();
         prop_assert_eq!(std::fs::read(&fast).unwrap(), bytes.clone());
         prop_assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
@@ -136,7 +138,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.safetensors");
         let specs = specs_of(&ts);
-        let e = write_file(&path, &specs, None, |i, w| {
+        let e = FileWriter::create(&path, &specs, &WriteOptions::new()).unwrap().fill_and_commit(|i, w| {
             let d = &ts[i].3;
             w.write_all(&d[..d.len().saturating_sub(1)])
         })
@@ -144,7 +146,7 @@ proptest! {
         prop_assert_eq!(e.kind(), "invalid_write");
         prop_assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         // Writing more than declared is refused too.
-        let e = write_file(&path, &specs, None, |i, w| {
+        let e = FileWriter::create(&path, &specs, &WriteOptions::new()).unwrap().fill_and_commit(|i, w| {
             w.write_all(&ts[i].3)?;
             w.write_all(&[0])
         })
@@ -152,7 +154,8 @@ proptest! {
         prop_assert_eq!(e.kind(), "io");
         prop_assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         // Same without fsync: nothing appears at the target, no temporary file stays.
-        let e = write_file_with(&path, &specs, None, Durability::NoSync, |i, w| {
+        let nosync = WriteOptions::new().with_durability(Durability::NoSync);
+        let e = FileWriter::create(&path, &specs, &nosync).unwrap().fill_and_commit(|i, w| {
             let d = &ts[i].3;
             w.write_all(&d[..d.len().saturating_sub(1)])
         })
@@ -164,11 +167,11 @@ proptest! {
     #[test]
     fn layout_offsets_tile(ts in tensors(), meta in metadata()) {
         let specs = specs_of(&ts);
-        let l = layout(&specs, meta.as_ref()).unwrap();
+        let l = Layout::plan(&specs, meta.as_ref()).unwrap();
         let mut end = 0;
         for &i in l.order() {
-            prop_assert_eq!(l.offsets()[i].0, end);
-            end = l.offsets()[i].1;
+            prop_assert_eq!(l.offsets()[i].start, end);
+            end = l.offsets()[i].end;
         }
         prop_assert_eq!(end, l.data_len());
         prop_assert_eq!(l.header_bytes().len() % 8, 0);
@@ -268,6 +271,9 @@ impl ReadTensors for Counting<'_> {
     fn header(&self) -> &tensorseal_format::Header {
         self.inner.header()
     }
+    fn data_start(&self) -> usize {
+        self.inner.data_start()
+    }
     fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<(), tensorseal_format::FormatError> {
         self.read.set(self.read.get() + buf.len());
         self.inner.read_at(offset, buf)
@@ -319,7 +325,7 @@ proptest! {
                 }
                 // Readers agree (through a real file).
                 let view = TensorView::new(d, shape.clone(), &data).unwrap();
-                let bytes = serialize(&[("t", view)], None).unwrap();
+                let bytes = serialize([("t", view)], &WriteOptions::new()).unwrap();
                 let st = SafeTensors::deserialize(&bytes).unwrap();
                 prop_assert_eq!(&st.read_slice("t", &args).unwrap().data, &wd);
                 // Only the bytes of the slice are read, each once.
@@ -374,5 +380,32 @@ proptest! {
         prop_assert_eq!(plan_for("t", Dtype::F4, &shape, &one).unwrap_err().kind(), "invalid_slice");
         one[1] = SliceArg::range(0, 2);
         prop_assert!(plan_for("t", Dtype::F4, &shape, &one).is_ok());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// Naming a file from its first bytes never panics, on any input.
+    #[test]
+    fn sniff_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+        let _ = tensorseal_format::sniff::sniff(&bytes);
+    }
+
+    /// A file our writer produced, cut inside its header, is reported as
+    /// truncated ("past the end"), never as another format, whatever its
+    /// length prefix looks like.
+    #[test]
+    fn truncated_files_are_not_misnamed(ts in tensors(), meta in metadata(), cut in any::<prop::sample::Index>()) {
+        let opts = WriteOptions::new().with_metadata_opt(meta);
+        let views: Vec<(String, TensorView)> = ts
+            .iter()
+            .map(|(n, d, s, data)| (n.clone(), TensorView::new(*d, s.clone(), data).unwrap()))
+            .collect();
+        let bytes = serialize(views, &opts).unwrap();
+        let header_end = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let at = 8 + cut.index(header_end - 8);
+        let e = SafeTensors::deserialize(&bytes[..at]).unwrap_err();
+        prop_assert_eq!(e.kind(), "header_past_end");
     }
 }

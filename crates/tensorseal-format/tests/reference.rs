@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use tensorseal_format::{serialize, Dtype, ReadTensors, SafeTensors, TensorView};
+use tensorseal_format::{serialize, Dtype, ReadTensors, SafeTensors, TensorView, WriteOptions};
 
 fn ref_dtype(d: Dtype) -> safetensors::Dtype {
     use safetensors::Dtype as R;
@@ -65,7 +65,8 @@ fn writer_matches_reference_bytes() {
             .map(|(n, d, sh, data)| (n.clone(), TensorView::new(*d, sh.clone(), data).unwrap()))
             .collect();
         let meta: BTreeMap<String, String> = [("format".to_string(), "pt".to_string())].into();
-        let ours = serialize(&ours_views, with_meta.then_some(&meta)).unwrap();
+        let opts = WriteOptions::new().with_metadata_opt(with_meta.then(|| meta.clone()));
+        let ours = serialize(ours_views, &opts).unwrap();
 
         let ref_views: Vec<(String, safetensors::tensor::TensorView)> = s
             .iter()
@@ -90,7 +91,7 @@ fn writer_matches_reference_bytes() {
             assert_eq!(view.shape(), rv.shape());
             assert_eq!(view.data(), rv.data());
             assert_eq!(ref_dtype(view.dtype()), rv.dtype());
-            assert_eq!(st.read_tensor_owned(name).unwrap().data, rv.data());
+            assert_eq!(st.read_tensor(name).unwrap().data, rv.data());
         }
     }
 }
@@ -98,7 +99,7 @@ fn writer_matches_reference_bytes() {
 #[test]
 fn empty_file_matches_reference() {
     let none: Vec<(String, TensorView)> = Vec::new();
-    let ours = serialize(&none, None).unwrap();
+    let ours = serialize(none, &WriteOptions::new()).unwrap();
     let theirs = safetensors::serialize(
         Vec::<(String, safetensors::tensor::TensorView)>::new(),
         None,

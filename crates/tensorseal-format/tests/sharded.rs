@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 use tensorseal_format::index::{open_path, Checkpoint, ShardedIndex};
 use tensorseal_format::shard::{merge, split};
-use tensorseal_format::{serialize, Dtype, SafeTensors, TensorView};
+use tensorseal_format::{serialize, Dtype, ReadTensors, SafeTensors, TensorView, WriteOptions};
 
 fn sample(dir: &Path) -> std::path::PathBuf {
     let data: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 40 * (i as usize + 1)]).collect();
@@ -22,7 +22,11 @@ fn sample(dir: &Path) -> std::path::PathBuf {
         .collect();
     let meta: BTreeMap<String, String> = [("format".into(), "pt".into())].into();
     let path = dir.join("in.safetensors");
-    std::fs::write(&path, serialize(&views, Some(&meta)).unwrap()).unwrap();
+    std::fs::write(
+        &path,
+        serialize(views, &WriteOptions::new().with_metadata(meta)).unwrap(),
+    )
+    .unwrap();
     path
 }
 
@@ -47,7 +51,7 @@ fn split_merge_round_trip_and_index() {
     let shards = index.validate().unwrap();
     assert_eq!(shards.len(), report.shards.len());
     for s in &shards {
-        assert_eq!(s.header.metadata().unwrap()["format"], "pt");
+        assert_eq!(s.reader.metadata().unwrap()["format"], "pt");
     }
     let merged = tmp.path().join("merged.safetensors");
     merge(&out, &merged).unwrap();

@@ -67,12 +67,13 @@ pub enum NpyError {
     #[error("version 3.0 header is not UTF-8: {0}")]
     Encoding(String),
     /// The header is not a Python literal numpy accepts.
-    #[error("header {header} is not a Python literal: {source}")]
+    // The parse error is part of the message, and so not also a `source()`.
+    #[error("header {header} is not a Python literal: {reason}")]
     Literal {
         /// The header text, quoted and shortened.
         header: String,
         /// The parse error.
-        source: LiteralError,
+        reason: LiteralError,
     },
     /// The header is a literal but not the dict numpy expects.
     #[error("header {header} is not valid: {why}")]
@@ -92,7 +93,7 @@ impl NpyError {
             self,
             NpyError::TooLarge { .. }
                 | NpyError::Literal {
-                    source: LiteralError::Unsupported { .. },
+                    reason: LiteralError::Unsupported { .. },
                     ..
                 }
         )
@@ -234,9 +235,9 @@ pub fn parse_header(b: &[u8], max_header: usize) -> Result<Header, NpyError> {
         raw.iter().map(|&c| char::from(c)).collect()
     };
     let header_chars = text.chars().count();
-    let lit_err = |source| NpyError::Literal {
+    let lit_err = |reason| NpyError::Literal {
         header: quote(&text, 200),
-        source,
+        reason,
     };
     let (dict, python2_ints) = match literal_eval(&text, false) {
         Ok(v) => (v, false),

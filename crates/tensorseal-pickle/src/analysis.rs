@@ -1,67 +1,12 @@
 //! Analysis mode: run the machine over every pickle of a stream, record
 //! every global and how it is used, and keep going after findings.
 
+use crate::error::PickleError;
+use crate::limits::Limits;
+use crate::opcode::{Opcode, Operand};
 use crate::policy::{self, Class};
-use crate::vm::{Machine, Mode};
-use crate::{CallKind, Limits, Opcode, PickleError};
-
-/// How the module and name of a global reference were obtained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resolution {
-    /// Operands of `GLOBAL`/`INST`.
-    Operand,
-    /// Strings on the stack consumed by `STACK_GLOBAL` (whatever opcodes,
-    /// memo lookups or `DUP`s put them there).
-    Stack,
-    /// `STACK_GLOBAL` operands that are not strings (e.g. results of calls),
-    /// or an extension code: `module`/`name` describe them. Always unknown.
-    Dynamic,
-    /// Found by a linear opcode scan after the machine stopped on an error:
-    /// `STACK_GLOBAL` names come from the two preceding string operands.
-    AfterError,
-}
-
-/// One place where a global is called (or gets its state set).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallSite {
-    /// How.
-    pub kind: CallKind,
-    /// Byte offset of the calling opcode.
-    pub offset: usize,
-}
-
-/// One global reference in a pickle.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GlobalRef {
-    /// Index of the pickle in the stream ([`Analysis::pickles`]).
-    pub pickle: usize,
-    /// Module, as written (see [`policy::normalize_module`]).
-    pub module: String,
-    /// Name.
-    pub name: String,
-    /// Byte offset of the opcode that named it.
-    pub offset: usize,
-    /// `GLOBAL`, `STACK_GLOBAL`, `INST`, or `EXT1/2/4`.
-    pub opcode: Opcode,
-    /// How module and name were obtained.
-    pub resolution: Resolution,
-    /// Every call of it (empty: only referenced).
-    pub calls: Vec<CallSite>,
-    /// Allowed, dangerous or unknown.
-    pub class: Class,
-}
-
-impl GlobalRef {
-    /// `module.name`.
-    pub fn qualified(&self) -> String {
-        format!("{}.{}", self.module, self.name)
-    }
-
-    /// Whether it is called (by any opcode other than `BUILD`).
-    pub fn is_called(&self) -> bool {
-        self.calls.iter().any(|c| c.kind != CallKind::Build)
-    }
-}
+use crate::record::{GlobalRef, Resolution};
+use crate::vm::{Machine, Mode, NestedCandidate};
 
 /// One pickle of a (possibly stacked) stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,26 +90,6 @@ impl Analysis {
     }
 }
 
-/// Whether `module.name` deserialises a pickle from its argument.
-pub(crate) fn is_pickle_loader(module: &str, name: &str) -> bool {
-    let module = policy::normalize_module(module);
-    matches!(
-        module,
-        "pickle"
-            | "_pickle"
-            | "dill"
-            | "dill._dill"
-            | "cloudpickle"
-            | "joblib"
-            | "numpy"
-            | "torch"
-            | "torch.serialization"
-    ) && matches!(
-        name,
-        "loads" | "_loads" | "load" | "_load" | "load_from_bytes"
-    ) || (module == "torch.storage" && name == "_load_from_bytes")
-}
-
 /// Analyses every pickle of `data` (a stacked stream is several
 /// `STOP`-terminated pickles back to back). Never fails: errors are recorded.
 ///
@@ -180,7 +105,7 @@ pub fn analyze(data: &[u8], limits: &Limits) -> Analysis {
     analyze_level(data, limits, 0)
 }
 
-pub(crate) fn analyze_level(data: &[u8], limits: &Limits, level: usize) -> Analysis {
+fn analyze_level(data: &[u8], limits: &Limits, level: usize) -> Analysis {
     let mut out = analyze_pass(data, limits, level, false);
     if out.pickles.len() > 1 {
         // Each pickle of a stack is read with a fresh memo by `pickle.load` in a loop and by
@@ -214,7 +139,7 @@ pub(crate) fn analyze_level(data: &[u8], limits: &Limits, level: usize) -> Analy
 /// One reading of a stream: each pickle with a fresh memo, or (`shared_memo`) one memo for
 /// all of them.
 fn analyze_pass(data: &[u8], limits: &Limits, level: usize, shared_memo: bool) -> Analysis {
-    let mut m = Machine::new(data, limits, Mode::Analyze, level);
+    let mut m = Machine::new(data, limits, Mode::Analyze);
     let mut out = Analysis::default();
     let mut pos = 0;
     while pos < data.len() {
@@ -281,8 +206,27 @@ fn analyze_pass(data: &[u8], limits: &Limits, level: usize, shared_memo: bool) -
         }
     }
     out.globals = std::mem::take(&mut m.globals);
-    out.nested = std::mem::take(&mut m.nested);
+    out.nested = m
+        .nested
+        .iter()
+        .map(|c| read_nested(&m, c, limits, level))
+        .collect();
     out
+}
+
+/// Analyses one nested-pickle candidate the machine recorded, one level deeper (not at all
+/// past [`Limits::max_nested`]).
+fn read_nested(m: &Machine, c: &NestedCandidate, limits: &Limits, level: usize) -> NestedPickle {
+    let bytes = m.candidate_bytes(c).unwrap_or_default();
+    let analysis =
+        (level < limits.max_nested).then(|| Box::new(analyze_level(&bytes, limits, level + 1)));
+    NestedPickle {
+        offset: c.offset,
+        opcode: c.opcode,
+        via: c.via.clone(),
+        len: bytes.len(),
+        analysis,
+    }
 }
 
 /// Linear opcode walk from `start` (skipping the opcode that failed),
@@ -347,54 +291,30 @@ fn tail_scan(data: &[u8], start: usize, pickle: usize, globals: &mut Vec<GlobalR
                             .into_owned(),
                     );
                 }
-                SHORT_BINSTRING | SHORT_BINUNICODE => {
-                    let n = u64::from(*take(&mut pos, 1)?.first()?);
+                SHORT_BINSTRING | SHORT_BINUNICODE | BINSTRING | BINUNICODE | BINUNICODE8 => {
+                    let Operand::Counted(w) = op.operand() else {
+                        return None;
+                    };
+                    let n = le(take(&mut pos, w as u64)?);
                     strings.push(String::from_utf8_lossy(&take(&mut pos, n)?).into_owned());
                 }
-                BINSTRING | BINUNICODE => {
-                    let n = le(take(&mut pos, 4)?);
-                    strings.push(String::from_utf8_lossy(&take(&mut pos, n)?).into_owned());
-                }
-                BINUNICODE8 => {
-                    let n = le(take(&mut pos, 8)?);
-                    strings.push(String::from_utf8_lossy(&take(&mut pos, n)?).into_owned());
-                }
-                BINBYTES => {
-                    let n = le(take(&mut pos, 4)?);
-                    take(&mut pos, n)?;
-                }
-                SHORT_BINBYTES => {
-                    let n = u64::from(*take(&mut pos, 1)?.first()?);
-                    take(&mut pos, n)?;
-                }
-                BINBYTES8 | BYTEARRAY8 => {
-                    let n = le(take(&mut pos, 8)?);
-                    take(&mut pos, n)?;
-                }
-                LONG1 => {
-                    let n = u64::from(*take(&mut pos, 1)?.first()?);
-                    take(&mut pos, n)?;
-                }
-                LONG4 => {
-                    let n = le(take(&mut pos, 4)?);
-                    take(&mut pos, n)?;
-                }
-                FLOAT | INT | LONG | GET | PUT | PERSID => {
-                    line(&mut pos)?;
-                }
-                PROTO | BININT1 | BINGET | BINPUT | EXT1 => {
-                    take(&mut pos, 1)?;
-                }
-                BININT2 | EXT2 => {
-                    take(&mut pos, 2)?;
-                }
-                BININT | LONG_BINGET | LONG_BINPUT | EXT4 => {
-                    take(&mut pos, 4)?;
-                }
-                BINFLOAT | FRAME => {
-                    take(&mut pos, 8)?;
-                }
-                _ => {}
+                _ => match op.operand() {
+                    Operand::None => {}
+                    Operand::Fixed(n) => {
+                        take(&mut pos, n as u64)?;
+                    }
+                    Operand::Line => {
+                        line(&mut pos)?;
+                    }
+                    Operand::TwoLines => {
+                        line(&mut pos)?;
+                        line(&mut pos)?;
+                    }
+                    Operand::Counted(w) => {
+                        let n = le(take(&mut pos, w as u64)?);
+                        take(&mut pos, n)?;
+                    }
+                },
             }
             Some(())
         })();

@@ -1,6 +1,6 @@
 //! Typed errors; every message names the opcode and byte offset.
 
-use crate::Opcode;
+use crate::opcode::Opcode;
 
 /// Why a pickle was refused or could not be read.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

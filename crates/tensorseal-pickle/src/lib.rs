@@ -25,88 +25,19 @@
 
 mod analysis;
 mod error;
+mod limits;
 mod opcode;
 pub mod policy;
+mod record;
 mod value;
 mod vm;
 
-pub use analysis::{
-    analyze, Analysis, CallSite, GlobalRef, NestedPickle, PickleReport, Resolution,
-};
+pub use analysis::{analyze, Analysis, NestedPickle, PickleReport};
 pub use error::PickleError;
-pub use opcode::Opcode;
-pub use value::{Call, Value};
-
-/// How a global was called (or had its state set).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CallKind {
-    /// `REDUCE`: `callable(*args)`.
-    Reduce,
-    /// `NEWOBJ`: `cls.__new__(cls, *args)`.
-    NewObj,
-    /// `NEWOBJ_EX`: `cls.__new__(cls, *args, **kwargs)`.
-    NewObjEx,
-    /// `INST`: `module.name(*args)` (protocol 0).
-    Inst,
-    /// `OBJ`: `cls(*args)` (protocol 1).
-    Obj,
-    /// `BUILD`: `obj.__setstate__(state)` on an object made from this global.
-    Build,
-}
-
-impl CallKind {
-    /// The opcode that performs this call.
-    pub fn opcode(self) -> Opcode {
-        match self {
-            CallKind::Reduce => Opcode::REDUCE,
-            CallKind::NewObj => Opcode::NEWOBJ,
-            CallKind::NewObjEx => Opcode::NEWOBJ_EX,
-            CallKind::Inst => Opcode::INST,
-            CallKind::Obj => Opcode::OBJ,
-            CallKind::Build => Opcode::BUILD,
-        }
-    }
-}
-
-/// Hard limits on what one input may cost. The defaults fit any real
-/// checkpoint's pickle (hundreds of thousands of tensors) and stay far below
-/// a machine's memory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// Opcodes executed, over all pickles of a stream.
-    pub max_ops: u64,
-    /// Memo entries.
-    pub max_memo: usize,
-    /// Stack depth (objects plus marks).
-    pub max_stack: usize,
-    /// Items in one container (tuple, list, dict, set).
-    pub max_container: usize,
-    /// Bytes the machine may allocate for objects (strings, containers,
-    /// nodes), and again for the [`Value`] tree handed out (which is also
-    /// capped at 256 bytes per input byte plus 16 MiB).
-    pub max_alloc: usize,
-    /// Nesting depth of the [`Value`] tree handed out.
-    pub max_depth: usize,
-    /// Pickles in one stacked stream.
-    pub max_pickles: usize,
-    /// Depth of nested pickles (`pickle.loads(b"...")`) analysed.
-    pub max_nested: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_ops: 50_000_000,
-            max_memo: 4_000_000,
-            max_stack: 1_000_000,
-            max_container: 16_000_000,
-            max_alloc: 1 << 30,
-            max_depth: 128,
-            max_pickles: 10_000,
-            max_nested: 4,
-        }
-    }
-}
+pub use limits::Limits;
+pub use opcode::{Opcode, Operand};
+pub use record::{CallSite, GlobalRef, Resolution};
+pub use value::{Call, CallKind, Value};
 
 /// Loads the first pickle of `data` in strict mode: plain data, every global
 /// on the allow-list.
@@ -127,7 +58,7 @@ pub fn load(data: &[u8], limits: &Limits) -> Result<Value, PickleError> {
 /// value and the offset just past its `STOP`. Used to walk formats that put
 /// several pickles and raw data in one file (legacy torch checkpoints).
 pub fn load_at(data: &[u8], offset: usize, limits: &Limits) -> Result<(Value, usize), PickleError> {
-    let mut m = vm::Machine::new(data, limits, vm::Mode::Strict, 0);
+    let mut m = vm::Machine::new(data, limits, vm::Mode::Strict);
     let root = m.run_one(offset)?;
     let value = m.value(root)?;
     Ok((value, m.pos()))
@@ -153,7 +84,7 @@ pub fn value_at(
     offset: usize,
     limits: &Limits,
 ) -> Result<(Value, usize), PickleError> {
-    let mut m = vm::Machine::new(data, limits, vm::Mode::Analyze, 0);
+    let mut m = vm::Machine::new(data, limits, vm::Mode::Analyze);
     let root = m.run_one(offset)?;
     let value = m.value(root)?;
     Ok((value, m.pos()))

@@ -1,9 +1,28 @@
-//! The pickle opcodes of protocols 0 to 5.
+//! The pickle opcodes of protocols 0 to 5: byte, name and operand layout.
+//!
+//! This is the one opcode table of the workspace: the machine decodes with it and
+//! scanners that only frame opcodes (`tensorseal-scan`'s lexer, the analysis's walk
+//! after an error) read operand lengths from [`Opcode::operand`].
 
 use std::fmt;
 
+/// How an opcode's operand is laid out in the stream, as `pickletools` describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operand {
+    /// No operand.
+    None,
+    /// This many bytes.
+    Fixed(usize),
+    /// One newline-terminated line (decimal numbers, quoted strings, memo keys, ids).
+    Line,
+    /// Two newline-terminated lines: module and name (`GLOBAL`, `INST`).
+    TwoLines,
+    /// A little-endian unsigned length of this many bytes, then that many bytes.
+    Counted(usize),
+}
+
 macro_rules! opcodes {
-    ($($name:ident = $byte:expr,)*) => {
+    ($($name:ident = $byte:expr, $operand:expr;)*) => {
         /// One pickle opcode. `Display` gives the name used by `pickletools`.
         #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,6 +49,13 @@ macro_rules! opcodes {
                 }
             }
 
+            /// How its operand is laid out.
+            pub const fn operand(self) -> Operand {
+                match self {
+                    $(Opcode::$name => $operand,)*
+                }
+            }
+
             /// The `pickletools` name.
             pub const fn name(self) -> &'static str {
                 match self {
@@ -41,74 +67,74 @@ macro_rules! opcodes {
 }
 
 opcodes! {
-    MARK = b'(',
-    STOP = b'.',
-    POP = b'0',
-    POP_MARK = b'1',
-    DUP = b'2',
-    FLOAT = b'F',
-    INT = b'I',
-    BININT = b'J',
-    BININT1 = b'K',
-    LONG = b'L',
-    BININT2 = b'M',
-    NONE = b'N',
-    PERSID = b'P',
-    BINPERSID = b'Q',
-    REDUCE = b'R',
-    STRING = b'S',
-    BINSTRING = b'T',
-    SHORT_BINSTRING = b'U',
-    UNICODE = b'V',
-    BINUNICODE = b'X',
-    APPEND = b'a',
-    BUILD = b'b',
-    GLOBAL = b'c',
-    DICT = b'd',
-    EMPTY_DICT = b'}',
-    APPENDS = b'e',
-    GET = b'g',
-    BINGET = b'h',
-    INST = b'i',
-    LONG_BINGET = b'j',
-    LIST = b'l',
-    EMPTY_LIST = b']',
-    OBJ = b'o',
-    PUT = b'p',
-    BINPUT = b'q',
-    LONG_BINPUT = b'r',
-    SETITEM = b's',
-    TUPLE = b't',
-    EMPTY_TUPLE = b')',
-    SETITEMS = b'u',
-    BINFLOAT = b'G',
-    PROTO = 0x80,
-    NEWOBJ = 0x81,
-    EXT1 = 0x82,
-    EXT2 = 0x83,
-    EXT4 = 0x84,
-    TUPLE1 = 0x85,
-    TUPLE2 = 0x86,
-    TUPLE3 = 0x87,
-    NEWTRUE = 0x88,
-    NEWFALSE = 0x89,
-    LONG1 = 0x8a,
-    LONG4 = 0x8b,
-    BINBYTES = b'B',
-    SHORT_BINBYTES = b'C',
-    SHORT_BINUNICODE = 0x8c,
-    BINUNICODE8 = 0x8d,
-    BINBYTES8 = 0x8e,
-    EMPTY_SET = 0x8f,
-    ADDITEMS = 0x90,
-    FROZENSET = 0x91,
-    NEWOBJ_EX = 0x92,
-    STACK_GLOBAL = 0x93,
-    MEMOIZE = 0x94,
-    FRAME = 0x95,
-    BYTEARRAY8 = 0x96,
-    NEXT_BUFFER = 0x97,
-    READONLY_BUFFER = 0x98,
+    MARK = b'(', Operand::None;
+    STOP = b'.', Operand::None;
+    POP = b'0', Operand::None;
+    POP_MARK = b'1', Operand::None;
+    DUP = b'2', Operand::None;
+    FLOAT = b'F', Operand::Line;
+    INT = b'I', Operand::Line;
+    BININT = b'J', Operand::Fixed(4);
+    BININT1 = b'K', Operand::Fixed(1);
+    LONG = b'L', Operand::Line;
+    BININT2 = b'M', Operand::Fixed(2);
+    NONE = b'N', Operand::None;
+    PERSID = b'P', Operand::Line;
+    BINPERSID = b'Q', Operand::None;
+    REDUCE = b'R', Operand::None;
+    STRING = b'S', Operand::Line;
+    BINSTRING = b'T', Operand::Counted(4);
+    SHORT_BINSTRING = b'U', Operand::Counted(1);
+    UNICODE = b'V', Operand::Line;
+    BINUNICODE = b'X', Operand::Counted(4);
+    APPEND = b'a', Operand::None;
+    BUILD = b'b', Operand::None;
+    GLOBAL = b'c', Operand::TwoLines;
+    DICT = b'd', Operand::None;
+    EMPTY_DICT = b'}', Operand::None;
+    APPENDS = b'e', Operand::None;
+    GET = b'g', Operand::Line;
+    BINGET = b'h', Operand::Fixed(1);
+    INST = b'i', Operand::TwoLines;
+    LONG_BINGET = b'j', Operand::Fixed(4);
+    LIST = b'l', Operand::None;
+    EMPTY_LIST = b']', Operand::None;
+    OBJ = b'o', Operand::None;
+    PUT = b'p', Operand::Line;
+    BINPUT = b'q', Operand::Fixed(1);
+    LONG_BINPUT = b'r', Operand::Fixed(4);
+    SETITEM = b's', Operand::None;
+    TUPLE = b't', Operand::None;
+    EMPTY_TUPLE = b')', Operand::None;
+    SETITEMS = b'u', Operand::None;
+    BINFLOAT = b'G', Operand::Fixed(8);
+    PROTO = 0x80, Operand::Fixed(1);
+    NEWOBJ = 0x81, Operand::None;
+    EXT1 = 0x82, Operand::Fixed(1);
+    EXT2 = 0x83, Operand::Fixed(2);
+    EXT4 = 0x84, Operand::Fixed(4);
+    TUPLE1 = 0x85, Operand::None;
+    TUPLE2 = 0x86, Operand::None;
+    TUPLE3 = 0x87, Operand::None;
+    NEWTRUE = 0x88, Operand::None;
+    NEWFALSE = 0x89, Operand::None;
+    LONG1 = 0x8a, Operand::Counted(1);
+    LONG4 = 0x8b, Operand::Counted(4);
+    BINBYTES = b'B', Operand::Counted(4);
+    SHORT_BINBYTES = b'C', Operand::Counted(1);
+    SHORT_BINUNICODE = 0x8c, Operand::Counted(1);
+    BINUNICODE8 = 0x8d, Operand::Counted(8);
+    BINBYTES8 = 0x8e, Operand::Counted(8);
+    EMPTY_SET = 0x8f, Operand::None;
+    ADDITEMS = 0x90, Operand::None;
+    FROZENSET = 0x91, Operand::None;
+    NEWOBJ_EX = 0x92, Operand::None;
+    STACK_GLOBAL = 0x93, Operand::None;
+    MEMOIZE = 0x94, Operand::None;
+    FRAME = 0x95, Operand::Fixed(8);
+    BYTEARRAY8 = 0x96, Operand::Counted(8);
+    NEXT_BUFFER = 0x97, Operand::None;
+    READONLY_BUFFER = 0x98, Operand::None;
 }
 
 impl fmt::Display for Opcode {

@@ -45,6 +45,26 @@ pub fn normalize_module(module: &str) -> &str {
     }
 }
 
+/// Whether `module.name` deserialises a pickle from its argument.
+pub(crate) fn is_pickle_loader(module: &str, name: &str) -> bool {
+    let module = normalize_module(module);
+    matches!(
+        module,
+        "pickle"
+            | "_pickle"
+            | "dill"
+            | "dill._dill"
+            | "cloudpickle"
+            | "joblib"
+            | "numpy"
+            | "torch"
+            | "torch.serialization"
+    ) && matches!(
+        name,
+        "loads" | "_loads" | "load" | "_load" | "load_from_bytes"
+    ) || (module == "torch.storage" && name == "_load_from_bytes")
+}
+
 /// The dtype objects of torch (`torch.float32` and aliases) that a pickle
 /// may name with `GLOBAL torch <name>`.
 pub const TORCH_DTYPES: &[&str] = &[
@@ -303,6 +323,121 @@ pub fn classify(module: &str, name: &str) -> Class {
     }
 }
 
+/// The restore functions torch.jit's unpickler resolves under `torch.jit._pickle`.
+const JIT_PICKLE_NAMES: &[&str] = &[
+    "build_intlist",
+    "build_tensorlist",
+    "build_doublelist",
+    "build_boollist",
+    "build_tensor_from_id",
+    "restore_type_tag",
+];
+
+/// Name components that reach code compilation, import machinery, processes, files or
+/// libraries, whatever module prefix precedes them.
+const SCRIPT_DANGEROUS_PARTS: &[&str] = &[
+    "eval",
+    "exec",
+    "execfile",
+    "compile",
+    "import_module",
+    "importlib",
+    "builtins",
+    "runpy",
+    "subprocess",
+    "os",
+    "posix",
+    "nt",
+    "sys",
+    "ctypes",
+    "marshal",
+    "pickle",
+    "_pickle",
+    "cPickle",
+    "dill",
+    "code",
+    "codeop",
+    "getattr",
+    "setattr",
+    "globals",
+    "locals",
+    "vars",
+    "open",
+    "system",
+    "popen",
+    "CompilationUnit",
+    "_jit_script_compile",
+    "_jit_script_class_compile",
+    "load_library",
+    "from_file",
+];
+
+/// How a global of a TorchScript archive's pickles (`data.pkl`, `constants.pkl`,
+/// `*.debug_pkl`) is judged, when its name carries one of
+/// TorchScript's own prefixes (`None`: the normal rules apply unchanged).
+///
+/// `__torch__.<class>` names a class compiled from the archive's `code/` (its code is
+/// reported and checked separately) and `torch.jit._pickle.<fn>` one of torch.jit's restore
+/// functions. The prefix earns nothing else: a dunder component, or a component that reaches
+/// compilation, import machinery, processes or files, is dangerous; so is any split of the
+/// remainder that the deny-list knows (`__torch__.builtins.exec`); other
+/// `torch.jit._pickle` names are unknown.
+///
+/// ```
+/// use tensorseal_pickle::policy::{classify_torchscript, Class};
+/// assert_eq!(classify_torchscript("__torch__.MyModule", "forward"), Some(Class::Allowed));
+/// assert!(matches!(
+///     classify_torchscript("__torch__.builtins", "exec"),
+///     Some(Class::Dangerous { .. })
+/// ));
+/// assert_eq!(classify_torchscript("collections", "OrderedDict"), None);
+/// ```
+pub fn classify_torchscript(module: &str, name: &str) -> Option<Class> {
+    let q = format!("{module}.{name}");
+    let (rest, jit) = match (
+        q.strip_prefix("__torch__."),
+        q.strip_prefix("torch.jit._pickle."),
+    ) {
+        (Some(r), _) => (r, false),
+        (None, Some(r)) => (r, true),
+        (None, None) => return None,
+    };
+    let parts: Vec<&str> = rest.split('.').collect();
+    if parts.iter().any(|p| p.starts_with("__")) {
+        return Some(Class::Dangerous {
+            reason: "attribute access through a dunder name under a TorchScript prefix",
+        });
+    }
+    if parts.iter().any(|p| SCRIPT_DANGEROUS_PARTS.contains(p)) {
+        return Some(Class::Dangerous {
+            reason: "reaches code compilation, import machinery, processes or files under a TorchScript prefix",
+        });
+    }
+    for i in 1..parts.len() {
+        let module = parts.get(..i).unwrap_or(&[]).join(".");
+        let name = parts.get(i..).unwrap_or(&[]).join(".");
+        if let Class::Dangerous { reason } = classify(&module, &name) {
+            return Some(Class::Dangerous { reason });
+        }
+    }
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || !p.chars().all(|c| c.is_alphanumeric() || c == '_'))
+    {
+        return Some(Class::Unknown);
+    }
+    if jit {
+        return Some(
+            if parts.len() == 1 && parts.iter().all(|p| JIT_PICKLE_NAMES.contains(p)) {
+                Class::Allowed
+            } else {
+                Class::Unknown
+            },
+        );
+    }
+    Some(Class::Allowed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,5 +518,46 @@ mod tests {
         assert_eq!(classify("mymodel", "Net"), Class::Unknown);
         assert_eq!(classify("numpy.dtypes", "ObjectDType"), Class::Unknown);
         assert_eq!(classify("codecs", "encode"), Class::Unknown);
+    }
+}
+
+#[cfg(test)]
+mod torchscript_tests {
+    use super::*;
+
+    fn torchscript_class(q: &str) -> Option<Class> {
+        let (module, name) = q.rsplit_once('.').unwrap_or((q, ""));
+        classify_torchscript(module, name)
+    }
+
+    #[test]
+    fn torchscript_prefixes_pass_only_plain_class_names() {
+        for ok in [
+            "__torch__.MyModule",
+            "__torch__.torch.nn.modules.linear.Linear",
+            "torch.jit._pickle.build_intlist",
+        ] {
+            assert_eq!(torchscript_class(ok), Some(Class::Allowed), "{ok}");
+        }
+        for bad in [
+            "__torch__.builtins.exec",
+            "__torch__.x.__globals__",
+            "__torch__.__builtins__.eval",
+            "torch.jit._pickle.__builtins__",
+            "torch.jit._pickle.eval",
+            "__torch__.torch.jit.CompilationUnit",
+            "__torch__.importlib.import_module",
+            "__torch__.torch.from_file",
+        ] {
+            assert!(
+                matches!(torchscript_class(bad), Some(Class::Dangerous { .. })),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            torchscript_class("torch.jit._pickle.other"),
+            Some(Class::Unknown)
+        );
+        assert_eq!(torchscript_class("collections.OrderedDict"), None);
     }
 }

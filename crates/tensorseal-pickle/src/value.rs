@@ -1,6 +1,6 @@
 //! Plain data built from a pickle: no Python object is ever created.
 
-use crate::CallKind;
+use crate::opcode::Opcode;
 
 /// A value built by the pickle machine.
 ///
@@ -157,6 +157,37 @@ impl Value {
             Value::PersistentId(_) => "persistent id",
             Value::Buffer => "buffer",
             Value::Ext(_) => "extension",
+        }
+    }
+}
+
+/// How a global was called (or had its state set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallKind {
+    /// `REDUCE`: `callable(*args)`.
+    Reduce,
+    /// `NEWOBJ`: `cls.__new__(cls, *args)`.
+    NewObj,
+    /// `NEWOBJ_EX`: `cls.__new__(cls, *args, **kwargs)`.
+    NewObjEx,
+    /// `INST`: `module.name(*args)` (protocol 0).
+    Inst,
+    /// `OBJ`: `cls(*args)` (protocol 1).
+    Obj,
+    /// `BUILD`: `obj.__setstate__(state)` on an object made from this global.
+    Build,
+}
+
+impl CallKind {
+    /// The opcode that performs this call.
+    pub fn opcode(self) -> Opcode {
+        match self {
+            CallKind::Reduce => Opcode::REDUCE,
+            CallKind::NewObj => Opcode::NEWOBJ,
+            CallKind::NewObjEx => Opcode::NEWOBJ_EX,
+            CallKind::Inst => Opcode::INST,
+            CallKind::Obj => Opcode::OBJ,
+            CallKind::Build => Opcode::BUILD,
         }
     }
 }

@@ -4,9 +4,14 @@
 
 use std::collections::HashMap;
 
-use crate::analysis::{self, CallSite, GlobalRef, NestedPickle, Resolution};
+use std::borrow::Cow;
+
+use crate::error::PickleError;
+use crate::limits::Limits;
+use crate::opcode::Opcode;
 use crate::policy::{self, Class};
-use crate::{Call, CallKind, Limits, Opcode, PickleError, Value};
+use crate::record::{CallSite, GlobalRef, Resolution};
+use crate::value::{Call, CallKind, Value};
 
 pub(crate) type Id = usize;
 
@@ -64,17 +69,32 @@ pub(crate) struct Machine<'a> {
     memo: HashMap<u64, Id>,
     alloc: usize,
     ops: u64,
-    /// Nesting level of this machine (0 = top-level stream).
-    pub(crate) level: usize,
     pub(crate) pickle_index: usize,
     pub(crate) protocol: Option<u8>,
     pub(crate) globals: Vec<GlobalRef>,
-    pub(crate) nested: Vec<NestedPickle>,
+    /// Bytes arguments that may be pickles, in call order; the analysis reads them.
+    pub(crate) nested: Vec<NestedCandidate>,
     /// Offset of the opcode being executed (for error reporting).
     pub(crate) op_offset: usize,
 }
 
 type R<T> = Result<T, PickleError>;
+
+/// A bytes (or, for a pickle loader, text) argument of a call that may hold a nested
+/// pickle. The machine only records it; [`crate::analyze`] reads it with
+/// [`Machine::candidate_bytes`] and analyses it one level deeper.
+#[derive(Debug)]
+pub(crate) struct NestedCandidate {
+    /// Offset of the call opcode.
+    pub(crate) offset: usize,
+    /// The calling opcode.
+    pub(crate) opcode: Opcode,
+    /// `module.name` of the callee, or `bytes argument`.
+    pub(crate) via: String,
+    /// The argument's node: bytes, bytearray or (handed to a loader) a string whose
+    /// characters are all below 256.
+    node: Id,
+}
 
 fn latin1(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| char::from(b)).collect()
@@ -89,7 +109,7 @@ fn text_of(bytes: &[u8]) -> String {
 }
 
 impl<'a> Machine<'a> {
-    pub(crate) fn new(data: &'a [u8], limits: &'a Limits, mode: Mode, level: usize) -> Self {
+    pub(crate) fn new(data: &'a [u8], limits: &'a Limits, mode: Mode) -> Self {
         Machine {
             data,
             pos: 0,
@@ -101,7 +121,6 @@ impl<'a> Machine<'a> {
             memo: HashMap::new(),
             alloc: 0,
             ops: 0,
-            level,
             pickle_index: 0,
             protocol: None,
             globals: Vec::new(),
@@ -565,56 +584,54 @@ impl<'a> Machine<'a> {
         }
     }
 
-    /// Analysis: bytes handed to a pickle loader (or that look like a pickle)
-    /// are analysed as nested pickles.
+    /// Analysis: records bytes handed to a pickle loader (or that look like a pickle) as
+    /// nested-pickle candidates.
     fn nested_pickles(&mut self, op: Opcode, target: Option<&(String, String)>, args: Id) -> R<()> {
-        let via_loader = target.is_some_and(|(m, n)| analysis::is_pickle_loader(m, n));
-        let mut found: Vec<Vec<u8>> = Vec::new();
+        let via_loader = target.is_some_and(|(m, n)| policy::is_pickle_loader(m, n));
         let arg_ids: Vec<Id> = match self.nodes.get(args) {
             Some(Node::Tuple(v)) | Some(Node::List(v)) => v.clone(),
             Some(_) => vec![args],
             None => Vec::new(),
         };
         for a in arg_ids {
-            let bytes = match self.nodes.get(a) {
-                Some(Node::Bytes(b)) | Some(Node::ByteArray(b)) => Some(b.clone()),
-                Some(Node::Str(s)) if via_loader => s
-                    .chars()
-                    .map(|c| u8::try_from(u32::from(c)).ok())
-                    .collect::<Option<Vec<u8>>>(),
-                _ => None,
+            let qualifies = match self.nodes.get(a) {
+                Some(Node::Bytes(_)) | Some(Node::ByteArray(_)) | Some(Node::Str(_)) => self
+                    .candidate_bytes_of(a, via_loader)
+                    .is_some_and(|b| via_loader || matches!(*b, [0x80, p, ..] if p <= 5)),
+                _ => false,
             };
-            if let Some(b) = bytes {
-                let looks = matches!(b.as_slice(), [0x80, p, ..] if *p <= 5);
-                if via_loader || looks {
-                    found.push(b);
-                }
-            }
-        }
-        for b in found {
-            let via = target
-                .map(|(m, n)| format!("{m}.{n}"))
-                .unwrap_or_else(|| "bytes argument".to_owned());
-            if self.level + 1 > self.limits.max_nested {
-                self.nested.push(NestedPickle {
+            if qualifies {
+                let via = target
+                    .map(|(m, n)| format!("{m}.{n}"))
+                    .unwrap_or_else(|| "bytes argument".to_owned());
+                self.nested.push(NestedCandidate {
                     offset: self.op_offset,
                     opcode: op,
                     via,
-                    len: b.len(),
-                    analysis: None,
+                    node: a,
                 });
-                continue;
             }
-            let sub = analysis::analyze_level(&b, self.limits, self.level + 1);
-            self.nested.push(NestedPickle {
-                offset: self.op_offset,
-                opcode: op,
-                via,
-                len: b.len(),
-                analysis: Some(Box::new(sub)),
-            });
         }
         Ok(())
+    }
+
+    /// The bytes of a recorded [`NestedCandidate`].
+    pub(crate) fn candidate_bytes(&self, c: &NestedCandidate) -> Option<Cow<'_, [u8]>> {
+        self.candidate_bytes_of(c.node, true)
+    }
+
+    /// Bytes of a bytes/bytearray node or, when `text` (an argument of a pickle loader),
+    /// of a string whose characters all fit a byte.
+    fn candidate_bytes_of(&self, id: Id, text: bool) -> Option<Cow<'_, [u8]>> {
+        match self.nodes.get(id)? {
+            Node::Bytes(b) | Node::ByteArray(b) => Some(Cow::Borrowed(b.as_slice())),
+            Node::Str(s) if text => s
+                .chars()
+                .map(|c| u8::try_from(u32::from(c)).ok())
+                .collect::<Option<Vec<u8>>>()
+                .map(Cow::Owned),
+            _ => None,
+        }
     }
 
     // ------------------------------------------------------------ execution

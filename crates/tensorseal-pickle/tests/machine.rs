@@ -560,3 +560,57 @@ proptest! {
         }
     }
 }
+
+/// The operand layout of the opcode table (read by scanners that only frame opcodes) is
+/// what the machine consumes: each value-pushing opcode, framed by the table alone, ends
+/// exactly where the machine's `STOP` is.
+#[test]
+fn operand_table_matches_the_machine() {
+    use tensorseal_pickle::{value_at, Opcode, Operand};
+    let cases: &[&[u8]] = &[
+        b"K\x07",
+        b"M\x07\x00",
+        b"J\x07\x00\x00\x00",
+        b"G\x3f\xf0\x00\x00\x00\x00\x00\x00",
+        b"\x8a\x01\x07",
+        b"\x8b\x01\x00\x00\x00\x07",
+        b"U\x02ab",
+        b"T\x02\x00\x00\x00ab",
+        b"\x8c\x02ab",
+        b"X\x02\x00\x00\x00ab",
+        b"\x8d\x02\x00\x00\x00\x00\x00\x00\x00ab",
+        b"C\x02ab",
+        b"B\x02\x00\x00\x00ab",
+        b"\x8e\x02\x00\x00\x00\x00\x00\x00\x00ab",
+        b"\x96\x02\x00\x00\x00\x00\x00\x00\x00ab",
+        b"I7\n",
+        b"L7\n",
+        b"F1.5\n",
+        b"S'ab'\n",
+        b"Vab\n",
+        b"cos\nsystem\n",
+    ];
+    for case in cases {
+        let op = Opcode::from_byte(case[0]).unwrap();
+        let body = &case[1..];
+        let framed = match op.operand() {
+            Operand::None => 0,
+            Operand::Fixed(n) => n,
+            Operand::Line => body.iter().position(|&b| b == b'\n').unwrap() + 1,
+            Operand::TwoLines => {
+                let first = body.iter().position(|&b| b == b'\n').unwrap() + 1;
+                first + body[first..].iter().position(|&b| b == b'\n').unwrap() + 1
+            }
+            Operand::Counted(w) => {
+                let mut le = [0u8; 8];
+                le[..w].copy_from_slice(&body[..w]);
+                w + usize::try_from(u64::from_le_bytes(le)).unwrap()
+            }
+        };
+        assert_eq!(framed, body.len(), "{op}");
+        let mut data = case.to_vec();
+        data.push(Opcode::STOP.byte());
+        let (_, end) = value_at(&data, 0, &Limits::default()).unwrap();
+        assert_eq!(end, data.len(), "{op}");
+    }
+}

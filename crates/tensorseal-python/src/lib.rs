@@ -9,6 +9,7 @@
 
 mod buffer;
 mod read;
+mod stream;
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -22,6 +23,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use tensorseal_format::write::{Layout, TensorSpec};
+use tensorseal_format::ReadTensors;
 use tensorseal_format::{AtomicFile, Dtype, Durability, FormatError, Header};
 
 use buffer::Buffer;
@@ -55,12 +57,13 @@ fn to_py(py: Python<'_>, err: FormatError) -> PyErr {
                 .and_then(|os| os.call_method1("strerror", (code,)))
                 .and_then(|s| s.extract::<String>())
                 .unwrap_or_else(|_| source.to_string());
-            return PyOSError::new_err((code, strerror, path.clone()));
+            return PyOSError::new_err((code, strerror, path.display().to_string()));
         }
-        return PyOSError::new_err(format!("{path}: {source}"));
+        return PyOSError::new_err(format!("{}: {source}", path.display()));
     }
     let kind = err.kind();
-    let pyerr = SafetensorError::new_err(err.to_string());
+    // One line with the cause (the problem found in a named shard).
+    let pyerr = SafetensorError::new_err(err.report());
     let _ = pyerr.value(py).setattr("kind", kind);
     pyerr
 }
@@ -406,7 +409,8 @@ fn deserialize<'py>(
         // SAFETY: `view` holds the exporter's buffer (ptr, len) for as long as
         // it lives, which outlasts this closure; bytes are only read.
         let bytes = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) };
-        let (header, start) = Header::parse_file_prefix(bytes)?;
+        let (header, start) = Header::parse_file_prefix(bytes)
+            .map_err(|e| tensorseal_format::sniff::explain(e, bytes))?;
         let src = bytes.get(start..).unwrap_or_default();
         let buf = Buffer::owned_with(src.len(), |dst: &mut [u8]| {
             dst.copy_from_slice(src);
@@ -419,12 +423,14 @@ fn deserialize<'py>(
     Ok((entries(py, &header, 0)?, metadata(py, &header)?, buf))
 }
 
-/// Reads and bounds the header length from a file's first 8 bytes
-/// (`prefix`), for a file of `file_len` bytes. Used when reading a file
-/// through a Python file object rather than a path.
+/// Reads and bounds the header length from a file's first bytes (`prefix`:
+/// 8 are needed; up to `sniff::SNIFF_LEN` name a file of another format),
+/// for a file of `file_len` bytes. Used when reading a file through a Python
+/// file object rather than a path.
 #[pyfunction]
 fn header_len(py: Python<'_>, prefix: &[u8], file_len: u64) -> PyResult<usize> {
-    tensorseal_format::header::read_header_len(prefix, file_len).map_err(|e| to_py(py, e))
+    tensorseal_format::header::read_header_len(prefix, file_len)
+        .map_err(|e| to_py(py, tensorseal_format::sniff::explain(e, prefix)))
 }
 
 /// Parses and validates header JSON bytes and checks that the data section
@@ -493,9 +499,8 @@ fn prepare(
         out.push(TensorSpec { name, dtype, shape });
         sources.push(source);
     }
-    let layout =
-        tensorseal_format::write::layout(&out, metadata.as_ref()).map_err(|e| to_py(py, e))?;
-    let byte_lens: Vec<usize> = layout.offsets().iter().map(|(s, e)| e - s).collect();
+    let layout = Layout::plan(&out, metadata.as_ref()).map_err(|e| to_py(py, e))?;
+    let byte_lens: Vec<usize> = layout.offsets().iter().map(|r| r.len()).collect();
     for (i, (spec, src)) in out.iter().zip(&sources).enumerate() {
         if let Source::Direct(view) = src {
             if view.len_bytes() != byte_lens[i] {
@@ -608,8 +613,7 @@ fn write_all(
         .map_err(WriteError::Io)?;
     for &i in layout.order() {
         let (name, src) = &sources[i];
-        let (start, end) = layout.offsets()[i];
-        write_source(out, src, name, end - start)?;
+        write_source(out, src, name, layout.offsets()[i].len())?;
     }
     Ok(())
 }
@@ -671,6 +675,14 @@ fn serialize_file(
     .map_err(|e| e.into_py(py, &display))
 }
 
+/// Runs the `tensorseal` command line `argv` (`argv[0]` is the program
+/// name) as the standalone binary does, without the GIL, and returns its
+/// exit code: the `tensorseal` console script and `python -m tensorseal`.
+#[pyfunction]
+fn cli_main(py: Python<'_>, argv: Vec<std::ffi::OsString>) -> u8 {
+    py.detach(|| tensorseal::run(argv))
+}
+
 /// The native module.
 #[pymodule]
 fn _tensorseal(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -678,11 +690,13 @@ fn _tensorseal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SafetensorError", m.py().get_type::<SafetensorError>())?;
     m.add_class::<SafeFile>()?;
     m.add_class::<Buffer>()?;
+    m.add_class::<stream::Stream>()?;
     m.add_function(wrap_pyfunction!(read_file, m)?)?;
     m.add_function(wrap_pyfunction!(deserialize, m)?)?;
     m.add_function(wrap_pyfunction!(serialize, m)?)?;
     m.add_function(wrap_pyfunction!(serialize_file, m)?)?;
     m.add_function(wrap_pyfunction!(header_len, m)?)?;
     m.add_function(wrap_pyfunction!(parse_header, m)?)?;
+    m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     Ok(())
 }

@@ -6,37 +6,11 @@
 //! stacked stream. Whether content *is* a pickle is decided by running the analysis machine
 //! of `tensorseal-pickle` over it (see `pickles::probe`), never by a list of start bytes.
 
-/// How an opcode's argument is laid out.
-#[derive(Clone, Copy)]
-enum Arg {
-    None,
-    Fixed(usize),
-    /// One newline-terminated line.
-    Line,
-    /// Two newline-terminated lines (GLOBAL, INST).
-    TwoLines,
-    /// A little-endian length of this many bytes, then that many bytes.
-    Counted(usize),
-}
+use tensorseal_pickle::{Opcode, Operand};
 
-fn arg_of(op: u8) -> Option<Arg> {
-    use Arg::*;
-    Some(match op {
-        b'(' | b'.' | b'0' | b'1' | b'2' | b'N' | b'R' | b'a' | b'b' | b'd' | b'}' | b'e'
-        | b'l' | b']' | b'o' | b's' | b't' | b')' | b'u' | b'Q' => None,
-        0x81 | 0x85 | 0x86 | 0x87 | 0x88 | 0x89 | 0x8f | 0x90 | 0x91 | 0x92 | 0x93 | 0x94
-        | 0x97 | 0x98 => None,
-        b'F' | b'I' | b'L' | b'S' | b'V' | b'P' | b'g' | b'p' => Line,
-        b'c' | b'i' => TwoLines,
-        b'h' | b'q' | b'K' | 0x80 | 0x82 => Fixed(1),
-        b'M' | 0x83 => Fixed(2),
-        b'J' | b'j' | b'r' | 0x84 => Fixed(4),
-        b'G' | 0x95 => Fixed(8),
-        0x8a | b'U' | 0x8c | b'C' => Counted(1),
-        b'T' | b'X' | b'B' | 0x8b => Counted(4),
-        0x8d | 0x8e | 0x96 => Counted(8),
-        _ => return Option::None,
-    })
+/// The opcode of a byte and its operand layout, from the pickle crate's one opcode table.
+fn opcode_of(byte: u8) -> Option<(Opcode, Operand)> {
+    Opcode::from_byte(byte).map(|op| (op, op.operand()))
 }
 
 /// Longest text line accepted in a protocol-0 opcode argument while framing.
@@ -81,7 +55,7 @@ pub fn frame(data: &[u8], start: usize) -> Frame {
 pub fn first_persid(data: &[u8], start: usize) -> Option<usize> {
     let mut found = None;
     frame_with(data, start, &mut |op, pos| {
-        if op == b'P' {
+        if op == Opcode::PERSID {
             found = Some(pos);
             return false;
         }
@@ -100,10 +74,11 @@ pub fn frames_call(data: &[u8], start: usize) -> bool {
     let mut named = false;
     let mut calls = false;
     let f = frame_with(data, start, &mut |op, _| {
-        if matches!(op, b'c' | b'i' | 0x93 | 0x82 | 0x83 | 0x84) {
+        use Opcode::*;
+        if matches!(op, GLOBAL | INST | STACK_GLOBAL | EXT1 | EXT2 | EXT4) {
             named = true;
         }
-        if named && matches!(op, b'R' | b'i' | b'o' | 0x81 | 0x92 | b'b') {
+        if named && matches!(op, REDUCE | INST | OBJ | NEWOBJ | NEWOBJ_EX | BUILD) {
             calls = true;
         }
         true
@@ -113,37 +88,37 @@ pub fn frames_call(data: &[u8], start: usize) -> bool {
 
 /// [`frame`], calling `visit(opcode, offset)` before each opcode; framing stops (reported as
 /// truncated) when it returns false.
-fn frame_with(data: &[u8], start: usize, visit: &mut dyn FnMut(u8, usize) -> bool) -> Frame {
+fn frame_with(data: &[u8], start: usize, visit: &mut dyn FnMut(Opcode, usize) -> bool) -> Frame {
     let mut pos = start;
     let mut ops = 0usize;
     let mut proto = None;
     let mut has_global = false;
     loop {
-        let Some(&op) = data.get(pos) else {
+        let Some(&byte) = data.get(pos) else {
             return Frame::Truncated { ops };
         };
-        let Some(arg) = arg_of(op) else {
+        let Some((op, arg)) = opcode_of(byte) else {
             return Frame::Invalid { offset: pos, ops };
         };
         if !visit(op, pos) {
             return Frame::Truncated { ops };
         }
-        if ops == 0 && op == 0x80 {
+        if ops == 0 && op == Opcode::PROTO {
             proto = data.get(pos + 1).copied();
         }
-        if matches!(op, b'c' | b'i' | 0x93) {
+        if matches!(op, Opcode::GLOBAL | Opcode::INST | Opcode::STACK_GLOBAL) {
             has_global = true;
         }
         let body = pos + 1;
         let next = match arg {
-            Arg::None => Some(body),
-            Arg::Fixed(n) => body.checked_add(n),
-            Arg::Line => match line_end(data, body) {
+            Operand::None => Some(body),
+            Operand::Fixed(n) => body.checked_add(n),
+            Operand::Line => match line_end(data, body) {
                 LineEnd::At(e) => Some(e),
                 LineEnd::Truncated => return Frame::Truncated { ops },
                 LineEnd::Bad => return Frame::Invalid { offset: pos, ops },
             },
-            Arg::TwoLines => {
+            Operand::TwoLines => {
                 let first = match line_end(data, body) {
                     LineEnd::At(e) => e,
                     LineEnd::Truncated => return Frame::Truncated { ops },
@@ -155,7 +130,7 @@ fn frame_with(data: &[u8], start: usize, visit: &mut dyn FnMut(u8, usize) -> boo
                     LineEnd::Bad => return Frame::Invalid { offset: pos, ops },
                 }
             }
-            Arg::Counted(w) => {
+            Operand::Counted(w) => {
                 let Some(len_bytes) = body.checked_add(w).and_then(|e| data.get(body..e)) else {
                     return Frame::Truncated { ops };
                 };
@@ -164,7 +139,7 @@ fn frame_with(data: &[u8], start: usize, visit: &mut dyn FnMut(u8, usize) -> boo
                     dst.copy_from_slice(len_bytes);
                 }
                 let n = u64::from_le_bytes(le);
-                if w == 4 && (op == b'T') && n > i32::MAX as u64 {
+                if op == Opcode::BINSTRING && n > i32::MAX as u64 {
                     return Frame::Invalid { offset: pos, ops };
                 }
                 usize::try_from(n)
@@ -180,7 +155,7 @@ fn frame_with(data: &[u8], start: usize, visit: &mut dyn FnMut(u8, usize) -> boo
         }
         ops += 1;
         pos = next;
-        if op == b'.' {
+        if op == Opcode::STOP {
             return Frame::Complete {
                 end: pos,
                 ops,
@@ -227,7 +202,7 @@ pub enum PickleGuess {
 /// whole content (within its limits) instead of trusting a list of start bytes.
 pub fn guess(prefix: &[u8]) -> PickleGuess {
     match prefix {
-        [0x80, p, op, ..] if *p <= 5 && arg_of(*op).is_some() => PickleGuess::Yes,
+        [0x80, p, op, ..] if *p <= 5 && opcode_of(*op).is_some() => PickleGuess::Yes,
         _ => PickleGuess::Unsure,
     }
 }
@@ -236,13 +211,13 @@ pub fn guess(prefix: &[u8]) -> PickleGuess {
 /// arguments and counted ones (whose declared length may run past the end of `data`).
 /// `None` for unknown opcodes, text-line arguments and lengths cut off by the end of `data`.
 pub fn needed_end(data: &[u8], pos: usize) -> Option<u64> {
-    let op = *data.get(pos)?;
+    let (_, operand) = opcode_of(*data.get(pos)?)?;
     let body = pos as u64 + 1;
-    match arg_of(op)? {
-        Arg::None => Some(body),
-        Arg::Fixed(n) => Some(body + n as u64),
-        Arg::Line | Arg::TwoLines => None,
-        Arg::Counted(w) => {
+    match operand {
+        Operand::None => Some(body),
+        Operand::Fixed(n) => Some(body + n as u64),
+        Operand::Line | Operand::TwoLines => None,
+        Operand::Counted(w) => {
             let start = pos.checked_add(1)?;
             let bytes = data.get(start..start.checked_add(w)?)?;
             let mut le = [0u8; 8];

@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 
 use std::collections::BTreeSet;
 
-use tensorseal_pickle::policy::{classify, Class};
-use tensorseal_pickle::{analyze, Analysis, GlobalRef, Limits, PickleError, Resolution, Value};
+use tensorseal_pickle::policy::{classify, classify_torchscript, Class};
+use tensorseal_pickle::{
+    analyze, Analysis, GlobalRef, Limits, Opcode, Operand, PickleError, Resolution, Value,
+};
 
 use crate::finding::{ids, quote};
 use crate::identify::{self, Format};
@@ -807,7 +809,7 @@ fn report(
     for g in &a.globals {
         let q = g.qualified();
         let class = if ctx.in_torchscript && !matches!(g.class, Class::Dangerous { .. }) {
-            torchscript_class(&q).unwrap_or_else(|| g.class.clone())
+            classify_torchscript(&g.module, &g.name).unwrap_or_else(|| g.class.clone())
         } else {
             g.class.clone()
         };
@@ -896,109 +898,6 @@ fn report(
     }
 }
 
-/// The restore functions torch.jit's unpickler resolves under `torch.jit._pickle`.
-const JIT_PICKLE_NAMES: &[&str] = &[
-    "build_intlist",
-    "build_tensorlist",
-    "build_doublelist",
-    "build_boollist",
-    "build_tensor_from_id",
-    "restore_type_tag",
-];
-
-/// Name components that reach code compilation, import machinery, processes, files or
-/// libraries, whatever module prefix precedes them.
-const SCRIPT_DANGEROUS_PARTS: &[&str] = &[
-    "eval",
-    "exec",
-    "execfile",
-    "compile",
-    "import_module",
-    "importlib",
-    "builtins",
-    "runpy",
-    "subprocess",
-    "os",
-    "posix",
-    "nt",
-    "sys",
-    "ctypes",
-    "marshal",
-    "pickle",
-    "_pickle",
-    "cPickle",
-    "dill",
-    "code",
-    "codeop",
-    "getattr",
-    "setattr",
-    "globals",
-    "locals",
-    "vars",
-    "open",
-    "system",
-    "popen",
-    "CompilationUnit",
-    "_jit_script_compile",
-    "_jit_script_class_compile",
-    "load_library",
-    "from_file",
-];
-
-/// How a global of a TorchScript archive's pickles is judged, when its name carries one of
-/// TorchScript's own prefixes (`None`: the normal rules apply unchanged).
-///
-/// `__torch__.<class>` names a class compiled from the archive's `code/` (its code is
-/// reported and checked separately) and `torch.jit._pickle.<fn>` one of torch.jit's restore
-/// functions. The prefix earns nothing else: a dunder component, or a component that reaches
-/// compilation, import machinery, processes or files, is dangerous; so is any split of the
-/// remainder that the deny-list knows (`__torch__.builtins.exec`); other
-/// `torch.jit._pickle` names are unknown.
-pub(crate) fn torchscript_class(q: &str) -> Option<Class> {
-    let (rest, jit) = match (
-        q.strip_prefix("__torch__."),
-        q.strip_prefix("torch.jit._pickle."),
-    ) {
-        (Some(r), _) => (r, false),
-        (None, Some(r)) => (r, true),
-        (None, None) => return None,
-    };
-    let parts: Vec<&str> = rest.split('.').collect();
-    if parts.iter().any(|p| p.starts_with("__")) {
-        return Some(Class::Dangerous {
-            reason: "attribute access through a dunder name under a TorchScript prefix",
-        });
-    }
-    if parts.iter().any(|p| SCRIPT_DANGEROUS_PARTS.contains(p)) {
-        return Some(Class::Dangerous {
-            reason: "reaches code compilation, import machinery, processes or files under a TorchScript prefix",
-        });
-    }
-    for i in 1..parts.len() {
-        let module = parts.get(..i).unwrap_or(&[]).join(".");
-        let name = parts.get(i..).unwrap_or(&[]).join(".");
-        if let Class::Dangerous { reason } = classify(&module, &name) {
-            return Some(Class::Dangerous { reason });
-        }
-    }
-    if parts
-        .iter()
-        .any(|p| p.is_empty() || !p.chars().all(|c| c.is_alphanumeric() || c == '_'))
-    {
-        return Some(Class::Unknown);
-    }
-    if jit {
-        return Some(
-            if parts.len() == 1 && parts.iter().all(|p| JIT_PICKLE_NAMES.contains(p)) {
-                Class::Allowed
-            } else {
-                Class::Unknown
-            },
-        );
-    }
-    Some(Class::Allowed)
-}
-
 /// A global reference found by byte patterns (not by running the machine).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ByteHit {
@@ -1024,10 +923,11 @@ fn is_dotted_identifier(s: &[u8]) -> bool {
 /// Reads a short string operand (`SHORT_BINUNICODE`, `BINUNICODE`, `SHORT_BINSTRING`) at
 /// `pos`, then skips a memo store; returns the string and the next position.
 fn string_operand(data: &[u8], pos: usize) -> Option<(&[u8], usize)> {
-    let op = *data.get(pos)?;
+    use Opcode::*;
+    let op = Opcode::from_byte(*data.get(pos)?)?;
     let (len, start) = match op {
-        0x8c | b'U' => (usize::from(*data.get(pos + 1)?), pos + 2),
-        b'X' => {
+        SHORT_BINUNICODE | SHORT_BINSTRING => (usize::from(*data.get(pos + 1)?), pos + 2),
+        BINUNICODE => {
             let b = data.get(pos + 1..pos + 5)?;
             (
                 u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize,
@@ -1038,11 +938,13 @@ fn string_operand(data: &[u8], pos: usize) -> Option<(&[u8], usize)> {
     };
     let s = data.get(start..start.checked_add(len)?)?;
     let mut next = start + len;
-    match data.get(next) {
-        Some(0x94) => next += 1,
-        Some(b'q') => next += 2,
-        Some(b'r') => next += 5,
-        _ => {}
+    if let Some(store @ (MEMOIZE | BINPUT | LONG_BINPUT)) =
+        data.get(next).copied().and_then(Opcode::from_byte)
+    {
+        if let Operand::Fixed(n) = store.operand() {
+            next += n;
+        }
+        next += 1;
     }
     Some((s, next))
 }
@@ -1050,11 +952,12 @@ fn string_operand(data: &[u8], pos: usize) -> Option<(&[u8], usize)> {
 /// Finds `GLOBAL`/`INST` operands and `STACK_GLOBAL`s fed by two literal strings in
 /// `data[from..]`, by pattern alone.
 pub(crate) fn byte_search_globals(data: &[u8], from: usize) -> Vec<ByteHit> {
+    use Opcode::*;
     let mut out = Vec::new();
     let mut i = from;
     while i < data.len() && out.len() < 10_000 {
-        let b = data.get(i).copied().unwrap_or(0);
-        if b == b'c' || b == b'i' {
+        let op = data.get(i).copied().and_then(Opcode::from_byte);
+        if let Some(named @ (GLOBAL | INST)) = op {
             let rest = data.get(i + 1..).unwrap_or(&[]);
             let window = rest.get(..rest.len().min(520)).unwrap_or(rest);
             let mut lines = window.splitn(3, |&c| c == b'\n');
@@ -1062,7 +965,7 @@ pub(crate) fn byte_search_globals(data: &[u8], from: usize) -> Vec<ByteHit> {
                 if is_dotted_identifier(m) && is_dotted_identifier(n) {
                     out.push(ByteHit {
                         offset: i,
-                        opcode: if b == b'c' { "GLOBAL" } else { "INST" },
+                        opcode: named.name(),
                         module: String::from_utf8_lossy(m).into_owned(),
                         name: String::from_utf8_lossy(n).into_owned(),
                     });
@@ -1071,16 +974,16 @@ pub(crate) fn byte_search_globals(data: &[u8], from: usize) -> Vec<ByteHit> {
                 }
             }
         }
-        if matches!(b, 0x8c | b'X' | b'U') {
+        if matches!(op, Some(SHORT_BINUNICODE | BINUNICODE | SHORT_BINSTRING)) {
             if let Some((m, next)) = string_operand(data, i) {
                 if let Some((n, after)) = string_operand(data, next) {
-                    if data.get(after) == Some(&0x93)
+                    if data.get(after) == Some(&STACK_GLOBAL.byte())
                         && is_dotted_identifier(m)
                         && is_dotted_identifier(n)
                     {
                         out.push(ByteHit {
                             offset: after,
-                            opcode: "STACK_GLOBAL",
+                            opcode: STACK_GLOBAL.name(),
                             module: String::from_utf8_lossy(m).into_owned(),
                             name: String::from_utf8_lossy(n).into_owned(),
                         });
@@ -1117,41 +1020,5 @@ mod tests {
     fn byte_search_ignores_text() {
         assert!(byte_search_globals(b"call me\nmaybe later", 0).is_empty());
         assert!(byte_search_globals(b"c\n\n", 0).is_empty());
-    }
-}
-
-#[cfg(test)]
-mod torchscript_tests {
-    use super::*;
-
-    #[test]
-    fn torchscript_prefixes_pass_only_plain_class_names() {
-        for ok in [
-            "__torch__.MyModule",
-            "__torch__.torch.nn.modules.linear.Linear",
-            "torch.jit._pickle.build_intlist",
-        ] {
-            assert_eq!(torchscript_class(ok), Some(Class::Allowed), "{ok}");
-        }
-        for bad in [
-            "__torch__.builtins.exec",
-            "__torch__.x.__globals__",
-            "__torch__.__builtins__.eval",
-            "torch.jit._pickle.__builtins__",
-            "torch.jit._pickle.eval",
-            "__torch__.torch.jit.CompilationUnit",
-            "__torch__.importlib.import_module",
-            "__torch__.torch.from_file",
-        ] {
-            assert!(
-                matches!(torchscript_class(bad), Some(Class::Dangerous { .. })),
-                "{bad}"
-            );
-        }
-        assert_eq!(
-            torchscript_class("torch.jit._pickle.other"),
-            Some(Class::Unknown)
-        );
-        assert_eq!(torchscript_class("collections.OrderedDict"), None);
     }
 }

@@ -2,19 +2,48 @@
 //!
 //! One run; `tool.driver.rules` lists every rule of [`crate::RULES`] (so `ruleIndex` is
 //! stable across runs); each finding is a result with `ruleId`, `ruleIndex`, `level`,
-//! `message.text` and a location whose `artifactLocation.uri` is the scanned file. Archive
-//! members are given as a logical location (`outer!member!member`), byte offsets as a
-//! `region.byteOffset` when they are offsets in the file itself.
+//! `message.text`, a `partialFingerprints` entry ([`FINGERPRINT_KEY`]) and a location whose
+//! `artifactLocation.uri` is the scanned file with `region.startLine` 1: GitHub code
+//! scanning requires a line, and model files are binary, so the whole file is line 1.
+//! Archive members are located at their archive (the file that exists in a repository)
+//! plus a logical location `outer!member!member`. Byte offsets go in `properties`
+//! (`byteOffset` in the file itself, `memberByteOffset` in the innermost member), not in
+//! the region, where they would have to agree with the line.
 
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
-use crate::finding::{Severity, RULES};
+use crate::finding::{Finding, Severity, RULES};
 use crate::report::ScanRun;
 
 /// The SARIF version written.
 pub const SARIF_VERSION: &str = "2.1.0";
 /// The JSON schema URI of SARIF 2.1.0.
 pub const SARIF_SCHEMA: &str = "https://json.schemastore.org/sarif-2.1.0.json";
+/// The `partialFingerprints` key of a result: see [`fingerprint`].
+pub const FINGERPRINT_KEY: &str = "tensorsealFinding/v1";
+
+/// The stable identity of a finding across runs: the SHA-256 (first 16 bytes, hex) of rule,
+/// path, archive members and evidence (the pickle global, else the message), each
+/// length-prefixed so that no two different tuples hash the same input. Code-scanning
+/// dashboards use it to match an alert of one run to the same alert of the next.
+pub fn fingerprint(f: &Finding) -> String {
+    let mut h = Sha256::new();
+    let evidence = f.global.as_deref().unwrap_or(&f.message);
+    let parts = [f.rule, f.path.as_str()]
+        .into_iter()
+        .chain(f.member.iter().map(String::as_str))
+        .chain([evidence]);
+    for part in parts {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 fn security_severity(s: Severity) -> &'static str {
     match s {
@@ -81,10 +110,10 @@ pub fn to_sarif(run: &ScanRun, tool_version: &str) -> Value {
     for f in &run.files {
         for x in &f.findings {
             let index = RULES.iter().position(|r| r.id == x.rule).unwrap_or(0);
-            let mut physical = json!({"artifactLocation": {"uri": path_uri(&x.path)}});
-            if let (Some(off), true) = (x.offset, x.member.is_empty()) {
-                physical["region"] = json!({"byteOffset": off, "byteLength": 1});
-            }
+            let physical = json!({
+                "artifactLocation": {"uri": path_uri(&x.path)},
+                "region": {"startLine": 1},
+            });
             let mut location = json!({"physicalLocation": physical});
             if !x.member.is_empty() {
                 location["logicalLocations"] = json!([{
@@ -103,6 +132,8 @@ pub fn to_sarif(run: &ScanRun, tool_version: &str) -> Value {
                 if let Some(off) = x.offset {
                     props["memberByteOffset"] = json!(off);
                 }
+            } else if let Some(off) = x.offset {
+                props["byteOffset"] = json!(off);
             }
             if let Some(g) = &x.global {
                 props["global"] = json!(g);
@@ -122,6 +153,7 @@ pub fn to_sarif(run: &ScanRun, tool_version: &str) -> Value {
                 "level": x.severity.sarif_level(),
                 "message": {"text": x.message},
                 "locations": [location],
+                "partialFingerprints": {FINGERPRINT_KEY: fingerprint(x)},
                 "properties": props,
             }));
         }
@@ -155,5 +187,45 @@ mod tests {
         assert_eq!(path_uri("a b/c.bin"), "a%20b/c.bin");
         assert_eq!(path_uri("/x/y.pt"), "file:///x/y.pt");
         assert_eq!(camel("pickle-dangerous-global"), "PickleDangerousGlobal");
+    }
+
+    #[test]
+    fn fingerprints_are_stable_and_tell_findings_apart() {
+        let f = Finding {
+            rule: "pickle-dangerous-global",
+            severity: Severity::Critical,
+            path: "models/a.bin".into(),
+            member: vec!["archive/data.pkl".into()],
+            offset: Some(7),
+            global: Some("os.system".into()),
+            message: "calls os.system at byte 7".into(),
+            fails_policy: true,
+        };
+        let fp = fingerprint(&f);
+        assert_eq!(fp.len(), 32);
+        assert!(fp.bytes().all(|b| b.is_ascii_hexdigit()));
+        // Not the offset or message when a global is the evidence: a moved call is the same alert.
+        let moved = Finding {
+            offset: Some(9),
+            message: "calls os.system at byte 9".into(),
+            ..f.clone()
+        };
+        assert_eq!(fingerprint(&moved), fp);
+        // Each identifying part counts, and parts cannot run into each other.
+        let other_member = Finding {
+            member: vec!["archive/data.pk".into(), "l".into()],
+            ..f.clone()
+        };
+        let other_path = Finding {
+            path: "models/b.bin".into(),
+            ..f.clone()
+        };
+        let other_global = Finding {
+            global: Some("os.popen".into()),
+            ..f.clone()
+        };
+        for g in [other_member, other_path, other_global] {
+            assert_ne!(fingerprint(&g), fp);
+        }
     }
 }

@@ -59,8 +59,15 @@ pub enum ZipError {
         size: u64,
     },
     /// An I/O error.
+    // The I/O error is part of the message, and so not also a `source()`.
     #[error("read error: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+}
+
+impl From<io::Error> for ZipError {
+    fn from(e: io::Error) -> Self {
+        ZipError::Io(e)
+    }
 }
 
 /// A little-endian cursor over a byte slice that never panics.

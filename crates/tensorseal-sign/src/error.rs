@@ -7,13 +7,13 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum SignError {
     /// An I/O operation on a path failed.
-    #[error("{path}: {source}")]
+    // The I/O error is part of the message, and so not also a `source()`.
+    #[error("{}: {error}", path.display())]
     Io {
         /// The path being read, listed or written.
         path: PathBuf,
         /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A symbolic link was found and links are not allowed.
     #[error("{path} is a symbolic link; links are refused unless allowed (--allow-symlinks)")]
@@ -79,10 +79,10 @@ pub enum SignError {
 }
 
 impl SignError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         SignError::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 
@@ -103,3 +103,16 @@ impl SignError {
 
 /// Result alias of the crate.
 pub type Result<T, E = SignError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_cause_is_printed_once() {
+        let e = SignError::io("model/w.bin", std::io::Error::other("disk on fire"));
+        assert_eq!(e.to_string(), "model/w.bin: disk on fire");
+        // Quoted in the message, so not also the source: a chain prints it once.
+        assert!(std::error::Error::source(&e).is_none());
+    }
+}

@@ -1,16 +1,18 @@
 """Errors: exception types, messages quoting the value at fault, kinds."""
 
+import io
 import os
 import struct
 
 import numpy as np
 import pytest
+import safetensors
 import safetensors.torch as ref_pt
 import torch
 
 import tensorseal.numpy as ts_np
 import tensorseal.torch as ts_pt
-from tensorseal import SafetensorError, safe_open
+from tensorseal import SafetensorError, _safe_open_handle, safe_open
 
 
 def write(tmp_path, data, name="bad.safetensors"):
@@ -194,3 +196,81 @@ def test_failed_save_leaves_no_file(tmp_path):
     with pytest.raises(SafetensorError, match="needs 8 bytes"):
         serialize_file([("a", "U8", [8], np.zeros(4, np.uint8))], target)
     assert list(tmp_path.iterdir()) == []
+
+
+def _torch_zip(tmp_path):
+    p = tmp_path / "model.pt"
+    torch.save({"w": torch.ones(2)}, p)
+    return p.read_bytes()
+
+
+def _torch_legacy(tmp_path):
+    p = tmp_path / "legacy.pt"
+    torch.save({"w": torch.ones(2)}, p, _use_new_zipfile_serialization=False)
+    return p.read_bytes()
+
+
+def _npy(tmp_path):
+    p = tmp_path / "a.npy"
+    np.save(p, np.ones(3, dtype=np.float32))
+    return p.read_bytes()
+
+
+def _npz(tmp_path):
+    p = tmp_path / "a.npz"
+    np.savez(p, a=np.ones(3))
+    return p.read_bytes()
+
+
+CONVERT = "convert it with `tensorseal convert`"
+
+# (what the file holds, its bytes, fragments the message must contain)
+OTHER_FORMATS = [
+    ("torch_zip", _torch_zip, ["a PyTorch zip checkpoint", CONVERT]),
+    ("torch_legacy", _torch_legacy, ["legacy PyTorch checkpoint", CONVERT]),
+    ("npy", _npy, ["a NumPy .npy array", CONVERT]),
+    ("npz", _npz, ["a NumPy .npz archive", CONVERT]),
+    ("gguf", lambda _: b"GGUF\x03\x00\x00\x00" + b"\x07" * 64, ["a GGUF model"]),
+    ("json", lambda _: b'{"architectures": ["BertModel"], "hidden_size": 768}\n', ["a JSON text file"]),
+    (
+        "git_lfs_pointer",
+        lambda _: b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 548105171\n",
+        ["a Git LFS pointer", "git lfs pull"],
+    ),
+]
+
+
+@pytest.mark.parametrize("name,make,fragments", OTHER_FORMATS, ids=[c[0] for c in OTHER_FORMATS])
+def test_other_formats_are_named(tmp_path, name, make, fragments):
+    """A file that is not safetensors raises the reference's exception type
+    (as the reference does for it), with a message naming what it is and
+    what to do, instead of an absurd header length."""
+    data = make(tmp_path)
+    p = write(tmp_path, data)
+    # The reference refuses it with its SafetensorError too.
+    with pytest.raises(safetensors.SafetensorError):
+        ref_pt.load_file(p)
+    for call in (
+        lambda: safe_open(p, "np"),
+        lambda: ts_np.load_file(p),
+        lambda: ts_pt.load_file(p),
+        lambda: ts_np.load(data),
+        lambda: ts_pt.load(data),
+        lambda: _safe_open_handle(io.BytesIO(data), framework="np"),
+    ):
+        with pytest.raises(SafetensorError) as e:
+            call()
+        msg = str(e.value)
+        assert e.value.kind == "not_safetensors", msg
+        assert "not a safetensors file: this is " in msg, msg
+        for f in fragments:
+            assert f in msg, msg
+        assert "header length" not in msg, msg
+
+
+def test_empty_file_says_empty(tmp_path):
+    p = write(tmp_path, b"")
+    with pytest.raises(SafetensorError) as e:
+        safe_open(p, "np")
+    assert e.value.kind == "file_too_small"
+    assert "file is empty (0 bytes)" in str(e.value)

@@ -100,9 +100,9 @@ def test_sarif_structure(run_cli, tmp_path):
         loc = res["locations"][0]
         uri = loc["physicalLocation"]["artifactLocation"]["uri"]
         assert uri and " " not in uri
-        region = loc["physicalLocation"].get("region")
-        if region is not None:
-            assert region["byteOffset"] >= 0
+        assert loc["physicalLocation"]["region"]["startLine"] == 1
+        if "byteOffset" in res["properties"]:
+            assert res["properties"]["byteOffset"] >= 0 and not res["properties"].get("member")
         if res["properties"].get("member"):
             assert loc["logicalLocations"][0]["fullyQualifiedName"].count("!") >= 1
     assert run["invocations"][0]["exitCode"] == 1

@@ -62,7 +62,9 @@ class _StreamFile:
         if not isinstance(size, int):
             size = f.tell()
         self._size = size
-        prefix = self._read(0, min(8, size), exact=False)
+        # 8 bytes hold the header length; the first 512 also let a file of
+        # another format (a torch checkpoint, ...) be named in the error.
+        prefix = self._read(0, min(512, size), exact=False)
         try:
             n = _header_len(prefix, size)
             entries, self._metadata = _parse_header(self._read(8, n), size - 8 - n)

@@ -384,6 +384,9 @@ class safe_open:
     valid after the file is closed.
     """
 
+    #: The staged device loader (``_gpu.Loader``), made on first use.
+    _loader = None
+
     def __init__(
         self,
         filename: "Union[str, os.PathLike[str]]",
@@ -419,6 +422,24 @@ class safe_open:
     def close(self) -> None:
         """Releases the file. Tensors already returned stay valid."""
         self._file = None
+        if self._loader is not None:
+            self._loader.close()  # frees the pinned staging ring
+            self._loader = None
+
+    def _staged(self, f: SafeFile):
+        """For torch on a CUDA (or ROCm) device, the loader that streams
+        tensors through a pinned staging ring (``_gpu``); None otherwise."""
+        dev = self._dev
+        if self._fw != "pt" or dev is None or dev.type != "cuda" or not isinstance(f, SafeFile):
+            # (_safe_open_handle's streams are read through Python: .to(device))
+            return None
+        if self._loader is None:
+            from ._gpu import Loader
+
+            entries = f.entries()
+            self._loader = Loader(dev)
+            self._loader.size_hint = entries[-1][4] - entries[0][3] if entries else 0
+        return self._loader
 
     def _handle(self) -> SafeFile:
         f = self._file
@@ -446,6 +467,9 @@ class safe_open:
         Nothing done to a returned tensor changes what a later call returns."""
         f = self._handle()
         dtype, shape, start, end = f.info(name)
+        staged = self._staged(f)
+        if staged is not None:
+            return staged.load(f, [(name, dtype, shape, start, end)], staged.size_hint)[name]
         t = _view(f, self._fw, self._copy, name, dtype, shape, start, end)
         if self._convert is not None:
             return self._convert(t)
@@ -457,6 +481,9 @@ class safe_open:
         """Every tensor, keyed by name, in file order (torch views share one
         fresh copy-on-write mapping, read ahead in parallel)."""
         f = self._handle()
+        staged = self._staged(f)
+        if staged is not None:
+            return staged.load(f, f.entries())
         out = {}
         if self._fw == "pt" and not self._copy:
             buf = f.map_cow(populate=self._dev is None)

@@ -367,7 +367,8 @@ def load_file(
     copied = copy_mode("pt", backend, copy)
     dev = torch_device(device)  # checked before reading anything
     if dev.type != "cpu":
-        # One tensor at a time, so host memory stays bounded by one tensor.
+        # CUDA/ROCm: the staged pipeline (_gpu: pinned ring, copy stream),
+        # host memory bounded by the ring; other devices one tensor at a time.
         with safe_open(filename, framework="pt", device=dev, backend=backend, copy=copy) as f:
             return f.get_tensors()
     if copied:
