@@ -37,6 +37,10 @@ enum Command {
     Scan(cmd::scan::Args),
     /// Convert a pickle checkpoint (torch zip or legacy, NumPy) to safetensors without running it, or back with --to torch.
     Convert(cmd::convert::Args),
+    /// Write the dense equivalent of a quantized checkpoint (GPTQ, AWQ, block FP8, compressed-tensors, NVFP4, MXFP4, bitsandbytes).
+    Dequantize(cmd::quant::DequantizeArgs),
+    /// Write the dense equivalent of a file holding sparse tensors (docs/sparse.md).
+    Densify(cmd::quant::DensifyArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     Completions(cmd::docs::CompletionsArgs),
     /// Print the man page (roff) on stdout: `tensorseal man > tensorseal.1`.
@@ -73,6 +77,8 @@ where
         Command::Digest(args) => cmd::digest::run(args),
         Command::Scan(args) => cmd::scan::run(args),
         Command::Convert(args) => cmd::convert::run(args),
+        Command::Dequantize(args) => cmd::quant::run_dequantize(args),
+        Command::Densify(args) => cmd::quant::run_densify(args),
         Command::Completions(args) => cmd::docs::completions(args),
         Command::Man(args) => cmd::docs::man(args),
     };

@@ -22,6 +22,13 @@ pub struct Args {
     /// Print one JSON document instead of a table (schema in docs/inspect-json.md).
     #[arg(long)]
     pub json: bool,
+    /// A sharding plan (JSON, see README "Tensor- and pipeline-parallel"):
+    /// print each rank's tensor count, bytes and read runs instead.
+    #[arg(long, value_name = "PLAN.json", requires = "world_size")]
+    pub plan: Option<PathBuf>,
+    /// Number of ranks, with --plan.
+    #[arg(long, value_name = "N", requires = "plan")]
+    pub world_size: Option<usize>,
 }
 
 /// Everything `inspect` shows (docs/inspect-json.md).
@@ -49,6 +56,12 @@ struct Inspect {
     shards: Option<Vec<ShardDoc>>,
     tensors: Vec<TensorDoc>,
     totals: Totals,
+    /// Quantized layers (docs/quant.md), when any is recognised.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quantization: Option<serde_json::Value>,
+    /// Logical sparse tensors (docs/sparse.md), when the file has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sparse: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -125,6 +138,8 @@ fn build(path: &Path) -> Result<Inspect, Failure> {
         shards: None,
         tensors: Vec::new(),
         totals: Totals::default(),
+        quantization: None,
+        sparse: None,
     };
     // (shard file name, header) in order.
     let headers = match resolve(path)? {
@@ -203,11 +218,32 @@ fn build(path: &Path) -> Result<Inspect, Failure> {
 }
 
 pub fn run(args: Args) -> CmdResult {
-    let doc = build(&args.path)?;
+    if let (Some(plan), Some(world)) = (&args.plan, args.world_size) {
+        return super::parallel::inspect(&args.path, plan, world, args.json);
+    }
+    let mut doc = build(&args.path)?;
+    // Quantized layers and sparse tensors; a problem there (a bad config)
+    // is a warning, not a failed inspect.
+    let single = (doc.index.is_none()).then(|| PathBuf::from(&doc.resolved));
+    let source = doc
+        .index
+        .clone()
+        .map_or_else(|| PathBuf::from(&doc.resolved), PathBuf::from);
+    let (quant, sparse, extra) = super::quant::inspect_sections(&source, single.as_deref())
+        .unwrap_or_else(|f| {
+            eprintln!("warning: {:#}", f.error);
+            (
+                serde_json::Value::Null,
+                serde_json::Value::Null,
+                String::new(),
+            )
+        });
+    doc.quantization = (!quant.is_null()).then_some(quant);
+    doc.sparse = (!sparse.is_null()).then_some(sparse);
     if args.json {
         write_json(doc.schema, &doc)?;
     } else {
-        write_stdout(&text(&doc))?;
+        write_stdout(&(text(&doc) + &extra))?;
     }
     Ok(EXIT_OK)
 }

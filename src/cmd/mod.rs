@@ -8,7 +8,9 @@ pub mod digest;
 pub mod docs;
 pub mod inspect;
 pub mod merge;
+pub mod parallel;
 pub mod progress;
+pub mod quant;
 pub mod scan;
 pub mod sign;
 pub mod split;
@@ -102,6 +104,22 @@ impl From<tensorseal_convert::ConvertError> for Failure {
             EXIT_INVALID
         } else {
             EXIT_USAGE
+        };
+        Failure {
+            code,
+            error: e.into(),
+        }
+    }
+}
+
+impl From<tensorseal_quant::QuantError> for Failure {
+    fn from(e: tensorseal_quant::QuantError) -> Failure {
+        // Environment problems are usage/I/O errors; invalid or unsupported
+        // content is invalid input.
+        let code = if e.is_environment() {
+            EXIT_USAGE
+        } else {
+            EXIT_INVALID
         };
         Failure {
             code,

@@ -33,34 +33,28 @@ pub struct Args {
     /// atomically (temporary file, then rename) and the OS writes it back.
     #[arg(long)]
     pub sync: bool,
+    /// A sharding plan (JSON, see README "Tensor- and pipeline-parallel"):
+    /// write one pre-sharded file per rank instead,
+    /// OUTDIR/model-rank-{R}-part-0.safetensors. FILE may then also be an
+    /// index or a directory of shards.
+    #[arg(long, value_name = "PLAN.json", requires = "world_size")]
+    pub plan: Option<PathBuf>,
+    /// Number of ranks, with --plan.
+    #[arg(long, value_name = "N", requires = "plan")]
+    pub world_size: Option<usize>,
 }
 
 /// The file names a split writes: `model.safetensors`, the index, and
 /// `model-NNNNN-of-MMMMM.safetensors` shards.
-fn is_split_output(name: &str) -> bool {
+pub(super) fn is_split_output(name: &str) -> bool {
     if name == "model.safetensors" || name == "model.safetensors.index.json" {
         return true;
     }
-    let Some(rest) = name
-        .strip_prefix("model-")
-        .and_then(|r| r.strip_suffix(".safetensors"))
-    else {
-        return false;
-    };
-    let b = rest.as_bytes();
-    b.len() == 14
-        && b.iter().enumerate().all(|(i, c)| {
-            if (5..9).contains(&i) {
-                true
-            } else {
-                c.is_ascii_digit()
-            }
-        })
-        && rest.get(5..9) == Some("-of-")
+    tensorseal_format::shard::is_shard_name(name)
 }
 
 /// The checkpoint files already in `outdir` (none if it does not exist).
-fn existing_outputs(outdir: &Path) -> Result<Vec<PathBuf>, Failure> {
+pub(super) fn existing_outputs(outdir: &Path) -> Result<Vec<PathBuf>, Failure> {
     let entries = match std::fs::read_dir(outdir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -98,6 +92,16 @@ struct SplitDoc {
 }
 
 pub fn run(args: Args) -> CmdResult {
+    if let (Some(plan), Some(world)) = (&args.plan, args.world_size) {
+        return super::parallel::split(
+            &args.file,
+            &args.outdir,
+            plan,
+            world,
+            args.json,
+            super::durability(args.sync),
+        );
+    }
     let before = existing_outputs(&args.outdir)?;
     // The input itself among them: writing or removing it would destroy it.
     let input = std::fs::canonicalize(&args.file).ok();

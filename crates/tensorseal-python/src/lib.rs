@@ -8,6 +8,8 @@
 //! parts (dtype names, torch/numpy objects) live in the pure-Python package.
 
 mod buffer;
+mod quant;
+mod parallel;
 mod read;
 mod stream;
 
@@ -697,6 +699,8 @@ fn _tensorseal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(serialize_file, m)?)?;
     m.add_function(wrap_pyfunction!(header_len, m)?)?;
     m.add_function(wrap_pyfunction!(parse_header, m)?)?;
+    quant::register(m)?;
+    parallel::register(m)?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     Ok(())
 }
