@@ -173,7 +173,7 @@ fn malicious_pickles_are_refused_with_the_global() {
             .err()
             .unwrap();
         match &err {
-            ConvertError::Pickle { source, .. } => match source.as_ref() {
+            ConvertError::Pickle { error, .. } => match error.as_ref() {
                 PickleError::Forbidden {
                     module, name: n, ..
                 } => {
