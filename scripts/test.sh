@@ -25,9 +25,11 @@ if [ -z "${QUICK:-}" ]; then
   RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 fi
 
-step "cargo build (CLI)"
+step "cargo build (CLI and the format_tool example, for pytest)"
 cargo build --locked --bin tensorseal
+cargo build --locked -p tensorseal-format --example format_tool
 export TENSORSEAL_BIN="$root/target/debug/tensorseal"
+export TENSORSEAL_FORMAT_TOOL="$root/target/debug/examples/format_tool"
 
 step "cargo test"
 cargo test --workspace --locked

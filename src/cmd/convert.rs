@@ -1,15 +1,15 @@
 //! `tensorseal convert`: pickle checkpoints (torch zip, legacy torch, NumPy)
 //! to safetensors without running them, and safetensors back to torch.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tensorseal_convert::{ConvertError, Options, Progress, Report, Verify};
-use tensorseal_format::shard;
+use tensorseal_convert::{Options, Progress, Report, Verify};
 
-use super::{write_stdout, CmdResult, Failure, EXIT_INVALID, EXIT_OK, EXIT_USAGE};
+use super::args::{parse_size, Size};
+use super::progress::Bar;
+use super::{bytes, plural, write_json, write_stdout, CmdResult, Failure, EXIT_OK};
 
 /// Arguments of `convert`.
 #[derive(clap::Args)]
@@ -33,8 +33,8 @@ pub struct Args {
     #[arg(long, conflicts_with = "select")]
     pub flatten: bool,
     /// Shard the output directory: 5GB, 500MB, 10GiB or bytes (HF rules).
-    #[arg(long, value_name = "SIZE")]
-    pub max_shard_size: Option<String>,
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_shard_size: Option<Size>,
     /// Check the output after writing it. checksum: hash each tensor while
     /// copying it, then re-read only the output and compare hashes, names,
     /// dtypes and shapes. full: re-read the input and the output and compare
@@ -51,8 +51,8 @@ pub struct Args {
     /// plus 256 MiB. Expanded (stride-0) and overlapping views are written
     /// as torch returns them, so a few input bytes can stand for far more
     /// output; this bounds it.
-    #[arg(long, value_name = "SIZE")]
-    pub max_output_size: Option<String>,
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_output_size: Option<Size>,
     /// Replace existing output files.
     #[arg(long)]
     pub force: bool,
@@ -121,31 +121,13 @@ impl Signals {
     }
 }
 
-fn failure(e: ConvertError) -> Failure {
-    Failure {
-        code: if e.is_invalid_input() {
-            EXIT_INVALID
-        } else {
-            EXIT_USAGE
-        },
-        error: match e {
-            // Its message leaves the cause to the error chain.
-            ConvertError::Safetensors(e) => anyhow::Error::new(e),
-            e => anyhow::anyhow!("{e}"),
-        },
-    }
-}
-
 pub fn run(args: Args) -> CmdResult {
     // Only the safetensors direction polls the flag; `--to torch` keeps the
     // default action of the signals.
     let signals = matches!(args.to, Target::Safetensors).then(Signals::install);
     match convert(args, signals.as_ref()) {
         Err(f) => Err(match signals.as_ref().and_then(Signals::exit_code) {
-            Some(code) => Failure {
-                code,
-                error: f.error,
-            },
+            Some(code) => f.with_code(code),
             None => f,
         }),
         ok => ok,
@@ -158,20 +140,8 @@ fn convert(args: Args, signals: Option<&Signals>) -> CmdResult {
         (_, VerifyMode::Checksum) => Verify::Checksum,
         (_, VerifyMode::Full) => Verify::Full,
     };
-    let max_shard_size = match &args.max_shard_size {
-        Some(s) => Some(shard::parse_size(s).map_err(|e| Failure {
-            code: EXIT_USAGE,
-            error: anyhow::anyhow!("--max-shard-size: {e}"),
-        })?),
-        None => None,
-    };
-    let max_output_size = match &args.max_output_size {
-        Some(s) => Some(shard::parse_size(s).map_err(|e| Failure {
-            code: EXIT_USAGE,
-            error: anyhow::anyhow!("--max-output-size: {e}"),
-        })?),
-        None => None,
-    };
+    let max_shard_size = args.max_shard_size.map(|s| s.0);
+    let max_output_size = args.max_output_size.map(|s| s.0);
     let report = match args.to {
         Target::Torch => {
             if args.select.is_some()
@@ -179,12 +149,9 @@ fn convert(args: Args, signals: Option<&Signals>) -> CmdResult {
                 || max_shard_size.is_some()
                 || max_output_size.is_some()
             {
-                return Err(Failure {
-                    code: EXIT_USAGE,
-                    error: anyhow::anyhow!(
-                        "--select, --flatten, --max-shard-size and --max-output-size apply to safetensors output only"
-                    ),
-                });
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "--select, --flatten, --max-shard-size and --max-output-size apply to safetensors output only"
+                )));
             }
             tensorseal_convert::to_torch(
                 &args.src,
@@ -192,8 +159,7 @@ fn convert(args: Args, signals: Option<&Signals>) -> CmdResult {
                 verify != Verify::Off,
                 args.force,
                 super::durability(args.sync),
-            )
-            .map_err(failure)?
+            )?
         }
         Target::Safetensors => {
             let opts = Options {
@@ -206,36 +172,19 @@ fn convert(args: Args, signals: Option<&Signals>) -> CmdResult {
                 max_output_size,
                 cancel: signals.map(|s| Arc::clone(&s.cancel)),
             };
-            let show = std::io::stderr().is_terminal() && !args.json;
-            let mut bar: Option<indicatif::ProgressBar> = None;
+            let bar = if args.json {
+                Bar::hidden()
+            } else {
+                Bar::bytes("converting")
+            };
             let mut on = |p: Progress<'_>| match p {
-                Progress::Start { total_bytes, .. } if show => {
-                    let b = indicatif::ProgressBar::new(total_bytes);
-                    if let Ok(style) = indicatif::ProgressStyle::with_template(
-                        "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})",
-                    ) {
-                        b.set_style(style.progress_chars("=> "));
-                    }
-                    b.set_message("converting");
-                    bar = Some(b);
-                }
-                Progress::Tensor { bytes, .. } => {
-                    if let Some(b) = &bar {
-                        b.inc(bytes);
-                    }
-                }
-                Progress::Verify => {
-                    if let Some(b) = &bar {
-                        b.set_message("verifying");
-                    }
-                }
-                _ => {}
+                Progress::Start { total_bytes, .. } => bar.set_total(total_bytes),
+                Progress::Tensor { bytes, .. } => bar.inc(bytes),
+                Progress::Verify => bar.set_message("verifying"),
             };
             let r = tensorseal_convert::to_safetensors(&args.src, &args.dst, &opts, &mut on);
-            if let Some(b) = bar.take() {
-                b.finish_and_clear();
-            }
-            r.map_err(failure)?
+            bar.finish();
+            r?
         }
     };
     if let Some(key) = &report.chosen {
@@ -246,7 +195,7 @@ fn convert(args: Args, signals: Option<&Signals>) -> CmdResult {
     if args.json {
         let mut j = json_report(&report);
         j["verification"] = serde_json::json!(verify_name(verify, args.to));
-        write_stdout(&format!("{j}\n"))?;
+        write_json("tensorseal-convert/1", j)?;
     } else {
         let mut out = String::new();
         for o in &report.outputs {
@@ -257,16 +206,20 @@ fn convert(args: Args, signals: Option<&Signals>) -> CmdResult {
         }
         write_stdout(&out)?;
         eprintln!(
-            "converted {} tensors ({} bytes) from {}{}{}",
-            report.tensors,
-            report.total_bytes,
-            report.format.map(|f| f.name()).unwrap_or("?"),
+            "converted {} ({}) from {}{}{}",
+            plural(report.tensors as u64, "tensor"),
+            bytes(report.total_bytes),
+            report
+                .format
+                .map(|f| format_name(f.name()))
+                .unwrap_or_else(|| "?".into()),
             if report.aliases.is_empty() {
                 String::new()
             } else {
+                let n = report.aliases.len();
                 format!(
-                    ", {} identical aliases recorded in metadata",
-                    report.aliases.len()
+                    ", {n} identical alias{} recorded in metadata",
+                    if n == 1 { "" } else { "es" }
                 )
             },
             if report.verified {
@@ -290,7 +243,7 @@ fn verify_name(v: Verify, to: Target) -> &'static str {
 fn json_report(r: &Report) -> serde_json::Value {
     serde_json::json!({
         "inputs": r.inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-        "format": r.format.map(|f| f.name()),
+        "format": r.format.map(|f| format_name(f.name())),
         "selected": r.chosen,
         "tensors": r.tensors,
         "aliases": r.aliases.iter().map(|(a, k)| serde_json::json!({"alias": a, "kept": k})).collect::<Vec<_>>(),
@@ -300,4 +253,10 @@ fn json_report(r: &Report) -> serde_json::Value {
         "total_bytes": r.total_bytes,
         "verified": r.verified,
     })
+}
+
+/// A checkpoint format as every command spells it (`scan`'s snake_case
+/// names: `torch_zip`, `torch_legacy`, `npy`, `npz`).
+fn format_name(name: &str) -> String {
+    name.replace(' ', "_")
 }

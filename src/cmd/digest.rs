@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use tensorseal_sign::manifest::{self, to_hex};
 
-use super::sign::{hash_options, sign_failure, Bar, HashArgs};
-use super::{CmdResult, EXIT_OK};
+use super::progress::Bar;
+use super::sign::{hash_options, HashArgs};
+use super::{write_json, write_stdout, CmdResult, EXIT_OK};
 
 /// Arguments of `digest`.
 #[derive(clap::Args, Debug)]
@@ -25,8 +26,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> CmdResult {
     let opts = hash_options(&args.model, &args.hash, Some(&args.signature))?;
-    let bar = Bar::new("hashing");
-    let m = manifest::hash_model(&args.model, &opts, &bar).map_err(sign_failure)?;
+    let bar = Bar::bytes("hashing");
+    let m = manifest::hash_model(&args.model, &opts, &bar)?;
     bar.finish();
     let root = to_hex(&m.root_digest());
     if args.json {
@@ -49,9 +50,9 @@ pub fn run(args: Args) -> CmdResult {
                 "name": r.name, "algorithm": r.algorithm, "digest": r.digest_hex(),
             })).collect::<Vec<_>>(),
         });
-        println!("{out:#}");
+        write_json("tensorseal-digest/1", out)?;
     } else {
-        println!("{root}");
+        write_stdout(&format!("{root}\n"))?;
     }
     Ok(EXIT_OK)
 }

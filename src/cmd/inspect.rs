@@ -1,180 +1,251 @@
 //! `tensorseal inspect`: metadata, tensor table and totals of a file, a
-//! sharded checkpoint's index, or a directory holding either.
+//! sharded checkpoint's index, or a directory holding either. The text and
+//! the JSON are two renderings of one [`Inspect`] document.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
+use serde::Serialize;
 use tensorseal_format::index::{open_path, Checkpoint};
-use tensorseal_format::{Dtype, Header, PreadFile, ReadTensors};
+use tensorseal_format::{Dtype, PreadFile, ReadTensors};
 
-use super::{format_failure, write_stdout, CmdResult, EXIT_OK};
+use super::{bytes, group, plural, write_json, write_stdout, CmdResult, Failure, EXIT_OK};
 
 /// Arguments of `inspect`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// A .safetensors file, a *.safetensors.index.json, or a directory holding either.
+    /// A .safetensors file, a *.safetensors.index.json, or a directory
+    /// holding either (model.safetensors first, then
+    /// model.safetensors.index.json, as transformers looks for them).
     pub path: PathBuf,
     /// Print one JSON document instead of a table (schema in docs/inspect-json.md).
     #[arg(long)]
     pub json: bool,
+    /// A sharding plan (JSON, see README "Tensor- and pipeline-parallel"):
+    /// print each rank's tensor count, bytes and read runs instead.
+    #[arg(long, value_name = "PLAN.json", requires = "world_size")]
+    pub plan: Option<PathBuf>,
+    /// Number of ranks, with --plan.
+    #[arg(long, value_name = "N", requires = "plan")]
+    pub world_size: Option<usize>,
 }
 
-struct Row<'a> {
-    name: &'a str,
-    dtype: Dtype,
-    shape: &'a [usize],
-    offsets: (usize, usize),
-    file: Option<&'a str>,
+/// Everything `inspect` shows (docs/inspect-json.md).
+#[derive(Serialize)]
+struct Inspect {
+    schema: &'static str,
+    /// The PATH argument as given.
+    path: String,
+    /// The file PATH resolved to: itself, or the checkpoint file in a directory.
+    resolved: String,
+    /// `safetensors` or `sharded`.
+    format: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file_len: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    header_len: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_start: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    metadata: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shards: Option<Vec<ShardDoc>>,
+    tensors: Vec<TensorDoc>,
+    totals: Totals,
+    /// Quantized layers (docs/quant.md), when any is recognised.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quantization: Option<serde_json::Value>,
+    /// Logical sparse tensors (docs/sparse.md), when the file has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sparse: Option<serde_json::Value>,
 }
 
-#[derive(Default)]
-struct Totals {
+#[derive(Serialize)]
+struct ShardDoc {
+    file: String,
+    file_len: u64,
+    tensors: usize,
+    data_len: usize,
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Serialize)]
+struct TensorDoc {
+    name: String,
+    dtype: &'static str,
+    shape: Vec<usize>,
+    data_offsets: [usize; 2],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<String>,
+}
+
+impl TensorDoc {
+    fn bytes(&self) -> u64 {
+        self.data_offsets[1].saturating_sub(self.data_offsets[0]) as u64
+    }
+    fn parameters(&self) -> u128 {
+        self.shape.iter().map(|&d| d as u128).product()
+    }
+}
+
+#[derive(Serialize, Default)]
+struct Count {
     tensors: u64,
-    parameters: u128,
+    parameters: u64,
     bytes: u64,
 }
 
-impl Totals {
-    fn add(&mut self, r: &Row) {
-        self.tensors += 1;
-        self.parameters += r.shape.iter().map(|&d| d as u128).product::<u128>();
-        self.bytes += (r.offsets.1 - r.offsets.0) as u64;
-    }
-    fn json(&self) -> Value {
-        json!({"tensors": self.tensors, "parameters": self.parameters as u64, "bytes": self.bytes})
-    }
+#[derive(Serialize, Default)]
+struct Totals {
+    tensors: u64,
+    parameters: u64,
+    bytes: u64,
+    /// Per dtype, in dtype order (by element size, then name).
+    by_dtype: serde_json::Map<String, serde_json::Value>,
 }
 
-pub fn run(args: Args) -> CmdResult {
-    let path = args.path.display().to_string();
-    let checkpoint = open_path(&args.path).map_err(format_failure)?;
-    let mut doc = serde_json::Map::new();
-    doc.insert("path".into(), path.clone().into());
-    let files: Vec<(Option<String>, Header, Option<u64>, usize)> = match checkpoint {
+/// The checkpoint at `path`. A directory is resolved as `transformers`
+/// does: `model.safetensors`, then `model.safetensors.index.json`; only when
+/// neither exists, the single `.safetensors` file or index it holds.
+fn resolve(path: &Path) -> Result<Checkpoint, Failure> {
+    if path.is_dir() {
+        for name in ["model.safetensors", "model.safetensors.index.json"] {
+            let p = path.join(name);
+            if std::fs::symlink_metadata(&p).is_ok() {
+                return Ok(open_path(&p)?);
+            }
+        }
+    }
+    Ok(open_path(path)?)
+}
+
+fn build(path: &Path) -> Result<Inspect, Failure> {
+    let mut doc = Inspect {
+        schema: "tensorseal-inspect/1",
+        path: path.display().to_string(),
+        resolved: String::new(),
+        format: "safetensors",
+        file_len: None,
+        header_len: None,
+        data_start: None,
+        index: None,
+        index_metadata: None,
+        metadata: None,
+        shards: None,
+        tensors: Vec::new(),
+        totals: Totals::default(),
+        quantization: None,
+        sparse: None,
+    };
+    // (shard file name, header) in order.
+    let headers = match resolve(path)? {
         Checkpoint::Single(p) => {
-            let f = PreadFile::open(&p).map_err(|e| format_failure(e.in_file(&p)))?;
-            doc.insert("format".into(), "safetensors".into());
-            doc.insert("file_len".into(), f.file_len().into());
-            doc.insert("header_len".into(), (f.data_start() - 8).into());
-            doc.insert("data_start".into(), f.data_start().into());
-            vec![(None, f.header().clone(), Some(f.file_len()), f.data_start())]
+            let f = PreadFile::open(&p).map_err(|e| e.in_file(&p))?;
+            doc.resolved = p.display().to_string();
+            doc.file_len = Some(f.file_len());
+            doc.header_len = Some((f.data_start() - 8) as u64);
+            doc.data_start = Some(f.data_start() as u64);
+            vec![(None, f.header().clone())]
         }
         Checkpoint::Sharded(index) => {
-            let shards = index.validate().map_err(format_failure)?;
-            doc.insert("format".into(), "sharded".into());
-            doc.insert("index".into(), index.path().display().to_string().into());
-            doc.insert(
-                "index_metadata".into(),
-                Value::Object(index.metadata().clone()),
+            let shards = index.validate()?;
+            doc.format = "sharded";
+            doc.resolved = index.path().display().to_string();
+            doc.index = Some(doc.resolved.clone());
+            doc.index_metadata = Some(index.metadata().clone());
+            doc.shards = Some(
+                shards
+                    .iter()
+                    .map(|s| ShardDoc {
+                        file: s.file.clone(),
+                        file_len: s.reader.file_len(),
+                        tensors: s.reader.header().len(),
+                        data_len: s.reader.header().data_len(),
+                        metadata: s.reader.header().metadata().cloned(),
+                    })
+                    .collect(),
             );
             shards
                 .into_iter()
-                .map(|s| {
-                    let (len, start) = (s.reader.file_len(), s.reader.data_start());
-                    (Some(s.file), s.reader.into_header(), Some(len), start)
-                })
+                .map(|s| (Some(s.file), s.reader.into_header()))
                 .collect()
         }
     };
-
     // Metadata: the file's, or for shards the union (first shard wins).
-    let mut metadata: Option<BTreeMap<String, String>> = None;
-    for (_, h, _, _) in &files {
+    for (_, h) in &headers {
         if let Some(m) = h.metadata() {
-            let acc = metadata.get_or_insert_with(BTreeMap::new);
+            let acc = doc.metadata.get_or_insert_with(BTreeMap::new);
             for (k, v) in m {
                 acc.entry(k.clone()).or_insert_with(|| v.clone());
             }
         }
     }
-    let rows: Vec<Row> = files
-        .iter()
-        .flat_map(|(file, h, _, _)| {
-            h.tensors().iter().map(move |(n, t)| Row {
-                name: n,
-                dtype: t.dtype,
-                shape: &t.shape,
-                offsets: t.data_offsets,
-                file: file.as_deref(),
-            })
+    let mut by_dtype: BTreeMap<Dtype, Count> = BTreeMap::new();
+    for (file, h) in &headers {
+        for (name, t) in h.tensors() {
+            let row = TensorDoc {
+                name: name.clone(),
+                dtype: t.dtype.as_str(),
+                shape: t.shape.clone(),
+                data_offsets: [t.data_offsets.0, t.data_offsets.1],
+                file: file.clone(),
+            };
+            let c = by_dtype.entry(t.dtype).or_default();
+            c.tensors += 1;
+            c.parameters = c.parameters.saturating_add(row.parameters() as u64);
+            c.bytes += row.bytes();
+            doc.totals.tensors += 1;
+            doc.totals.parameters = doc
+                .totals
+                .parameters
+                .saturating_add(row.parameters() as u64);
+            doc.totals.bytes += row.bytes();
+            doc.tensors.push(row);
+        }
+    }
+    doc.totals.by_dtype = by_dtype
+        .into_iter()
+        .map(|(d, c)| {
+            let v = serde_json::to_value(c).unwrap_or_default();
+            (d.as_str().to_owned(), v)
         })
         .collect();
-    let mut total = Totals::default();
-    let mut by_dtype: BTreeMap<Dtype, Totals> = BTreeMap::new();
-    for r in &rows {
-        total.add(r);
-        by_dtype.entry(r.dtype).or_default().add(r);
-    }
-
-    let out = if args.json {
-        doc.insert(
-            "metadata".into(),
-            metadata.as_ref().map_or(Value::Null, |m| json!(m)),
-        );
-        if files.first().is_some_and(|f| f.0.is_some()) {
-            doc.insert(
-                "shards".into(),
-                files
-                    .iter()
-                    .map(|(f, h, len, _)| {
-                        json!({
-                            "file": f,
-                            "file_len": len,
-                            "tensors": h.len(),
-                            "data_len": h.data_len(),
-                            "metadata": h.metadata(),
-                        })
-                    })
-                    .collect(),
-            );
-        }
-        doc.insert(
-            "tensors".into(),
-            rows.iter()
-                .map(|r| {
-                    let mut t = json!({
-                        "name": r.name,
-                        "dtype": r.dtype.as_str(),
-                        "shape": r.shape,
-                        "data_offsets": [r.offsets.0, r.offsets.1],
-                    });
-                    if let (Some(f), Some(o)) = (r.file, t.as_object_mut()) {
-                        o.insert("file".into(), f.into());
-                    }
-                    t
-                })
-                .collect(),
-        );
-        let mut totals = total.json();
-        let per: serde_json::Map<String, Value> = by_dtype
-            .iter()
-            .map(|(d, t)| (d.as_str().to_owned(), t.json()))
-            .collect();
-        if let Some(o) = totals.as_object_mut() {
-            o.insert("by_dtype".into(), Value::Object(per));
-        }
-        doc.insert("totals".into(), totals);
-        let mut s = serde_json::to_string_pretty(&Value::Object(doc)).unwrap_or_default();
-        s.push('\n');
-        s
-    } else {
-        human(&doc, metadata.as_ref(), &rows, &total, &by_dtype)
-    };
-    write_stdout(&out)?;
-    Ok(EXIT_OK)
+    Ok(doc)
 }
 
-fn group(n: u128) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
+pub fn run(args: Args) -> CmdResult {
+    if let (Some(plan), Some(world)) = (&args.plan, args.world_size) {
+        return super::parallel::inspect(&args.path, plan, world, args.json);
     }
-    out
+    let mut doc = build(&args.path)?;
+    // Quantized layers and sparse tensors; a problem there (a bad config)
+    // is a warning, not a failed inspect.
+    let single = (doc.index.is_none()).then(|| PathBuf::from(&doc.resolved));
+    let source = doc
+        .index
+        .clone()
+        .map_or_else(|| PathBuf::from(&doc.resolved), PathBuf::from);
+    let (quant, sparse, extra) = super::quant::inspect_sections(&source, single.as_deref())
+        .unwrap_or_else(|f| {
+            eprintln!("warning: {:#}", f.error);
+            (
+                serde_json::Value::Null,
+                serde_json::Value::Null,
+                String::new(),
+            )
+        });
+    doc.quantization = (!quant.is_null()).then_some(quant);
+    doc.sparse = (!sparse.is_null()).then_some(sparse);
+    if args.json {
+        write_json(doc.schema, &doc)?;
+    } else {
+        write_stdout(&(text(&doc) + &extra))?;
+    }
+    Ok(EXIT_OK)
 }
 
 fn shape_str(shape: &[usize]) -> String {
@@ -182,37 +253,30 @@ fn shape_str(shape: &[usize]) -> String {
     format!("[{}]", inner.join(", "))
 }
 
-fn human(
-    doc: &serde_json::Map<String, Value>,
-    metadata: Option<&BTreeMap<String, String>>,
-    rows: &[Row],
-    total: &Totals,
-    by_dtype: &BTreeMap<Dtype, Totals>,
-) -> String {
-    use std::fmt::Write;
+/// The table rendering of `doc`.
+fn text(doc: &Inspect) -> String {
     let mut o = String::new();
-    let field = |k: &str| doc.get(k).and_then(Value::as_u64).unwrap_or(0) as u128;
-    let path = doc.get("path").and_then(Value::as_str).unwrap_or("");
-    if doc.get("format").and_then(Value::as_str) == Some("sharded") {
-        let index = doc.get("index").and_then(Value::as_str).unwrap_or("");
+    if let Some(index) = &doc.index {
         let _ = writeln!(o, "index: {index}");
         if let Some(ts) = doc
-            .get("index_metadata")
+            .index_metadata
+            .as_ref()
             .and_then(|m| m.get("total_size"))
-            .and_then(Value::as_u64)
+            .and_then(serde_json::Value::as_u64)
         {
-            let _ = writeln!(o, "total_size (from index): {}", group(ts as u128));
+            let _ = writeln!(o, "total_size (from index): {}", bytes(ts));
         }
     } else {
+        let _ = writeln!(o, "file: {}", doc.resolved);
         let _ = writeln!(
             o,
-            "file: {path} ({} bytes; header {} bytes; data starts at {})",
-            group(field("file_len")),
-            group(field("header_len")),
-            group(field("data_start"))
+            "size: {}; header {}; data starts at {}",
+            bytes(doc.file_len.unwrap_or(0)),
+            bytes(doc.header_len.unwrap_or(0)),
+            group(doc.data_start.unwrap_or(0) as u128)
         );
     }
-    match metadata {
+    match &doc.metadata {
         None => o.push_str("metadata: none\n"),
         Some(m) if m.is_empty() => o.push_str("metadata: {}\n"),
         Some(m) => {
@@ -223,32 +287,32 @@ fn human(
         }
     }
     o.push('\n');
-    let sharded = rows.iter().any(|r| r.file.is_some());
-    let mut table: Vec<Vec<String>> = Vec::with_capacity(rows.len() + 1);
+    let sharded = doc.shards.is_some();
+    let mut table: Vec<Vec<String>> = Vec::with_capacity(doc.tensors.len() + 1);
     let mut head = vec!["name", "dtype", "shape", "bytes", "offsets"];
     if sharded {
         head.push("file");
     }
     table.push(head.into_iter().map(String::from).collect());
-    for r in rows {
+    for r in &doc.tensors {
         let mut row = vec![
             r.name.escape_debug().to_string(),
-            r.dtype.as_str().to_owned(),
-            shape_str(r.shape),
-            group((r.offsets.1 - r.offsets.0) as u128),
-            format!("[{}, {})", r.offsets.0, r.offsets.1),
+            r.dtype.to_owned(),
+            shape_str(&r.shape),
+            group(r.bytes() as u128),
+            format!("[{}, {})", r.data_offsets[0], r.data_offsets[1]),
         ];
-        if let Some(f) = r.file {
-            row.push(f.to_owned());
+        if let Some(f) = &r.file {
+            row.push(f.clone());
         }
         table.push(row);
     }
-    let ncol = table[0].len();
+    let ncol = table.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..ncol)
         .map(|c| {
             table
                 .iter()
-                .map(|r| r[c].chars().count())
+                .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
                 .max()
                 .unwrap_or(0)
         })
@@ -256,7 +320,7 @@ fn human(
     for row in &table {
         let mut line = String::new();
         for (c, cell) in row.iter().enumerate() {
-            let pad = widths[c] - cell.chars().count();
+            let pad = widths.get(c).copied().unwrap_or(0) - cell.chars().count();
             if c == 3 {
                 line.push_str(&" ".repeat(pad));
                 line.push_str(cell);
@@ -274,27 +338,23 @@ fn human(
         o.push('\n');
     }
     o.push('\n');
+    let t = &doc.totals;
     let _ = writeln!(
         o,
-        "total: {} {}, {} parameters, {} bytes",
-        group(total.tensors as u128),
-        if total.tensors == 1 {
-            "tensor"
-        } else {
-            "tensors"
-        },
-        group(total.parameters),
-        group(total.bytes as u128)
+        "total: {}, {}, {}",
+        plural(t.tensors, "tensor"),
+        plural(t.parameters, "parameter"),
+        bytes(t.bytes)
     );
-    for (d, t) in by_dtype {
+    for (d, c) in &t.by_dtype {
+        let get = |k: &str| c.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
         let _ = writeln!(
             o,
-            "  {:<12} {} {}, {} parameters, {} bytes",
-            d.as_str(),
-            group(t.tensors as u128),
-            if t.tensors == 1 { "tensor" } else { "tensors" },
-            group(t.parameters),
-            group(t.bytes as u128)
+            "  {:<12} {}, {}, {}",
+            d,
+            plural(get("tensors"), "tensor"),
+            plural(get("parameters"), "parameter"),
+            bytes(get("bytes"))
         );
     }
     o

@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 
+use serde::Serialize;
 use tensorseal_format::shard;
 
-use super::{format_failure, write_stdout, CmdResult, EXIT_OK};
+use super::progress::Bar;
+use super::{bytes, plural, write_json, write_stdout, CmdResult, Failure, EXIT_OK};
 
 /// Arguments of `merge`.
 #[derive(clap::Args)]
@@ -13,6 +15,9 @@ pub struct Args {
     pub index_or_dir: PathBuf,
     /// The .safetensors file to write (atomically).
     pub out: PathBuf,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    pub force: bool,
     /// Print what was written as one JSON document.
     #[arg(long)]
     pub json: bool,
@@ -23,31 +28,47 @@ pub struct Args {
     pub sync: bool,
 }
 
+#[derive(Serialize)]
+struct MergeDoc {
+    path: String,
+    shards: usize,
+    tensors: usize,
+    bytes: u64,
+}
+
 pub fn run(args: Args) -> CmdResult {
-    let mut progress = super::split::byte_progress("merge");
+    if !args.force && std::fs::symlink_metadata(&args.out).is_ok() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "{} exists (use --force to replace it)",
+            args.out.display()
+        )));
+    }
+    let bar = Bar::bytes("merge");
     let r = shard::merge_with_progress(
         &args.index_or_dir,
         &args.out,
         super::durability(args.sync),
-        &mut progress,
-    )
-    .map_err(format_failure)?;
+        &mut |done, total| bar.update(done, total),
+    )?;
+    bar.finish();
     if args.json {
-        let doc = serde_json::json!({
-            "path": args.out.display().to_string(),
-            "shards": r.shards,
-            "tensors": r.tensors,
-            "bytes": r.data_bytes,
-        });
-        write_stdout(&format!("{doc:#}\n"))?;
-        return Ok(EXIT_OK);
+        return write_json(
+            "tensorseal-merge/1",
+            MergeDoc {
+                path: args.out.display().to_string(),
+                shards: r.shards,
+                tensors: r.tensors,
+                bytes: r.data_bytes,
+            },
+        )
+        .map(|()| EXIT_OK);
     }
     write_stdout(&format!(
-        "{}\t{} tensors from {} shards\t{} bytes\n",
+        "{}\t{} from {}\t{}\n",
         args.out.display(),
-        r.tensors,
-        r.shards,
-        r.data_bytes
+        plural(r.tensors as u64, "tensor"),
+        plural(r.shards as u64, "shard"),
+        bytes(r.data_bytes)
     ))?;
     Ok(EXIT_OK)
 }

@@ -11,7 +11,9 @@ use tensorseal_format::FileKind;
 use tensorseal_scan::report::ScanRun;
 use tensorseal_scan::{Config, Policy, Scanner, Severity};
 
-use super::{write_stdout, CmdResult, Failure, EXIT_USAGE};
+use super::args::SeverityArg;
+use super::progress::Bar;
+use super::{write_stdout, CmdResult, Failure};
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PolicyArg {
@@ -64,15 +66,12 @@ pub struct Args {
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Do not print findings of severity below this (they still count in the summary).
-    #[arg(long, value_name = "SEVERITY", default_value = "info", value_parser = ["info", "low", "medium", "high", "critical"])]
-    pub min_severity: String,
+    #[arg(long, value_enum, value_name = "SEVERITY", default_value = "info")]
+    pub min_severity: SeverityArg,
 }
 
 fn usage(e: anyhow::Error) -> Failure {
-    Failure {
-        code: EXIT_USAGE,
-        error: e,
-    }
+    Failure::usage(e)
 }
 
 fn globset(globs: &[String]) -> Result<Option<GlobSet>, Failure> {
@@ -399,19 +398,10 @@ pub fn run(args: Args) -> CmdResult {
     };
     let scanner = Scanner::new(cfg);
     let files = plan(collect(&args, &scanner)?);
-    let progress = if std::io::stderr().is_terminal() && files.len() > 1 {
-        let pb = indicatif::ProgressBar::new(files.len() as u64);
-        pb.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} scanning [{bar:30}] {pos}/{len} files, {msg} findings ({elapsed})",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        pb.set_message("0");
-        Some(pb)
+    let progress = if files.len() > 1 {
+        Bar::files("scanning", files.len() as u64)
     } else {
-        None
+        Bar::hidden()
     };
     let found = AtomicU64::new(0);
     let mut reports: Vec<_> = files
@@ -426,18 +416,14 @@ pub fn run(args: Args) -> CmdResult {
                 }
                 Work::Report(r) => (**r).clone(),
             };
-            if let Some(pb) = &progress {
-                let n = found.fetch_add(r.findings.len() as u64, Ordering::Relaxed)
-                    + r.findings.len() as u64;
-                pb.set_message(n.to_string());
-                pb.inc(1);
-            }
+            let n = found.fetch_add(r.findings.len() as u64, Ordering::Relaxed)
+                + r.findings.len() as u64;
+            progress.set_message(&n.to_string());
+            progress.inc(1);
             r
         })
         .collect();
-    if let Some(pb) = progress {
-        pb.finish_and_clear();
-    }
+    progress.finish();
     // Path order, whichever alias a file was scanned under.
     reports.sort_by(|a, b| a.path.cmp(&b.path));
     let run = ScanRun {
@@ -451,13 +437,7 @@ pub fn run(args: Args) -> CmdResult {
     } else {
         args.format
     };
-    let min = match args.min_severity.as_str() {
-        "low" => Severity::Low,
-        "medium" => Severity::Medium,
-        "high" => Severity::High,
-        "critical" => Severity::Critical,
-        _ => Severity::Info,
-    };
+    let min = Severity::from(args.min_severity);
     let text = match format {
         OutputFormat::Json => {
             let mut s = serde_json::to_string_pretty(&run.to_json(version))

@@ -1,24 +1,25 @@
 //! `tensorseal sign`, and what `sign`, `verify` and `digest` share: key and
-//! ignore-path handling, progress bars.
+//! ignore-path handling.
 
-use std::io::IsTerminal;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{anyhow, Context};
-use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
 use tensorseal_sign::keys::PrivateKey;
-use tensorseal_sign::manifest::{self, Progress};
-use tensorseal_sign::{HashOptions, IgnorePath, SignError};
+use tensorseal_sign::manifest;
+use tensorseal_sign::{HashOptions, IgnorePath};
 
-use super::{CmdResult, Failure, EXIT_INVALID, EXIT_OK, EXIT_USAGE};
+use super::progress::Bar;
+use super::{bytes, plural, write_json, CmdResult, Failure, EXIT_OK};
 
 /// Hashing options shared by `sign`, `verify` and `digest`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct HashArgs {
-    /// Paths to leave out (files or directories, with everything below them).
-    /// Relative paths are taken from the current directory, as model_signing
-    /// does; paths outside MODEL have no effect.
-    #[arg(long = "ignore-paths", value_name = "PATH", num_args = 1..)]
+    /// A path to leave out (a file, or a directory with everything below
+    /// it); repeat the flag for more, one path each, as model_signing takes
+    /// it. Relative paths are taken from the current directory, as
+    /// model_signing does; paths outside MODEL have no effect.
+    #[arg(long = "ignore-paths", value_name = "PATH")]
     pub ignore_paths: Vec<PathBuf>,
     /// Include git metadata (.git/, .gitattributes, .github/, .gitignore),
     /// which is ignored by default.
@@ -53,22 +54,6 @@ pub struct Args {
     pub json: bool,
 }
 
-pub(crate) fn fail(code: u8, error: anyhow::Error) -> Failure {
-    Failure { code, error }
-}
-
-/// Maps a library error to an exit code: environment problems (files, keys,
-/// links) are usage/I/O errors, everything about the signature is invalid
-/// input.
-pub(crate) fn sign_failure(e: SignError) -> Failure {
-    let code = if e.is_environment() {
-        EXIT_USAGE
-    } else {
-        EXIT_INVALID
-    };
-    fail(code, e.into())
-}
-
 /// Turns a command-line path into an ignore path relative to the model, as
 /// model_signing's `_resolve_ignore_paths` does. `None` when outside.
 pub(crate) fn relative_to_model(model: &Path, p: &Path) -> Option<IgnorePath> {
@@ -98,13 +83,10 @@ pub(crate) fn hash_options(
     for p in &args.ignore_paths {
         match relative_to_model(model, p) {
             Some(i) if i.is_root() => {
-                return Err(fail(
-                    EXIT_USAGE,
-                    anyhow!(
-                        "--ignore-paths {}: that is the model itself; nothing would be signed",
-                        p.display()
-                    ),
-                ))
+                return Err(Failure::usage(anyhow!(
+                    "--ignore-paths {}: that is the model itself; nothing would be signed",
+                    p.display()
+                )))
             }
             Some(i) => opts.ignore_paths.push(i),
             None => eprintln!(
@@ -118,10 +100,10 @@ pub(crate) fn hash_options(
     if let Some(sig) = signature {
         match relative_to_model(model, sig) {
             Some(i) if i.is_root() => {
-                return Err(fail(
-                    EXIT_USAGE,
-                    anyhow!("--signature {} is the model file itself", sig.display()),
-                ))
+                return Err(Failure::usage(anyhow!(
+                    "--signature {} is the model file itself",
+                    sig.display()
+                )))
             }
             Some(i) => opts.ignore_paths.push(i),
             None => {}
@@ -130,55 +112,12 @@ pub(crate) fn hash_options(
     Ok(opts)
 }
 
-/// A byte progress bar on stderr, only when stderr is a terminal.
-pub(crate) struct Bar(Option<ProgressBar>);
-
-impl Bar {
-    pub(crate) fn new(verb: &str) -> Self {
-        if !std::io::stderr().is_terminal() {
-            return Bar(None);
-        }
-        let pb = ProgressBar::hidden();
-        let template = if std::env::var_os("NO_COLOR").is_some() {
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}"
-        } else {
-            "{msg} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}"
-        };
-        if let Ok(style) = ProgressStyle::with_template(template) {
-            pb.set_style(style.progress_chars("=> "));
-        }
-        pb.set_message(verb.to_owned());
-        Bar(Some(pb))
-    }
-
-    pub(crate) fn finish(&self) {
-        if let Some(pb) = &self.0 {
-            pb.finish_and_clear();
-        }
-    }
-}
-
-impl Progress for Bar {
-    fn listed(&self, _files: usize, bytes: u64) {
-        if let Some(pb) = &self.0 {
-            pb.set_length(bytes);
-            pb.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-        }
-    }
-    fn hashed(&self, bytes: u64) {
-        if let Some(pb) = &self.0 {
-            pb.inc(bytes);
-        }
-    }
-}
-
 /// Reads the password of an encrypted key, if one was given.
 fn password(args: &Args) -> Result<Option<Vec<u8>>, Failure> {
     if let Some(f) = &args.password_file {
         let bytes = super::read_secret(f, "password file")?;
         let s = String::from_utf8(bytes)
-            .with_context(|| format!("reading password file {}", f.display()))
-            .map_err(|e| fail(EXIT_USAGE, e))?;
+            .with_context(|| format!("reading password file {}", f.display()))?;
         return Ok(Some(s.lines().next().unwrap_or("").as_bytes().to_vec()));
     }
     Ok(std::env::var("TENSORSEAL_KEY_PASSWORD")
@@ -193,13 +132,12 @@ pub fn run(args: Args) -> CmdResult {
         &key_bytes,
         pw.as_deref(),
         &args.private_key.display().to_string(),
-    )
-    .map_err(sign_failure)?;
+    )?;
     let opts = hash_options(&args.model, &args.hash, Some(&args.signature))?;
-    let bar = Bar::new("hashing");
-    let files = manifest::list_files(&args.model, &opts).map_err(sign_failure)?;
-    let bytes: u64 = files.iter().map(|f| f.size).sum();
-    let resources = manifest::hash_files(&files, &bar).map_err(sign_failure)?;
+    let bar = Bar::bytes("hashing");
+    let files = manifest::list_files(&args.model, &opts)?;
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    let resources = manifest::hash_files(&files, &bar)?;
     bar.finish();
     let m = tensorseal_sign::Manifest {
         model_name: manifest::model_name(&args.model),
@@ -213,29 +151,41 @@ pub fn run(args: Args) -> CmdResult {
     };
     let bundle = tensorseal_sign::sign_manifest(&m, &key);
     std::fs::write(&args.signature, &bundle)
-        .with_context(|| format!("writing signature {}", args.signature.display()))
-        .map_err(|e| fail(EXIT_USAGE, e))?;
+        .with_context(|| format!("writing signature {}", args.signature.display()))?;
     let root = manifest::to_hex(&m.root_digest());
     if args.json {
-        let out = serde_json::json!({
-            "model": args.model.display().to_string(),
-            "signature": args.signature.display().to_string(),
-            "files": m.len(),
-            "bytes": bytes,
-            "root_digest": root,
-            "key_hint": key.public_key().hint(),
-            "curve": key.curve(),
-        });
-        println!("{out:#}");
+        write_json(
+            "tensorseal-sign/1",
+            SignDoc {
+                model: args.model.display().to_string(),
+                signature: args.signature.display().to_string(),
+                files: m.len(),
+                bytes: total,
+                root_digest: root.clone(),
+                key_hint: key.public_key().hint(),
+                curve: key.curve(),
+            },
+        )?;
     }
     eprintln!(
-        "signed {} ({} files, {} bytes, root sha256 {}) with {} key -> {}",
+        "signed {} ({}, {}, root sha256 {}) with {} key -> {}",
         args.model.display(),
-        m.len(),
-        bytes,
+        plural(m.len() as u64, "file"),
+        bytes(total),
         root,
         key.curve(),
         args.signature.display()
     );
     Ok(EXIT_OK)
+}
+
+#[derive(Serialize)]
+struct SignDoc {
+    model: String,
+    signature: String,
+    files: usize,
+    bytes: u64,
+    root_digest: String,
+    key_hint: String,
+    curve: &'static str,
 }

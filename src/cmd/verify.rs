@@ -8,8 +8,11 @@ use tensorseal_sign::keys::PublicKey;
 use tensorseal_sign::manifest::to_hex;
 use tensorseal_sign::{SignError, VerifyOptions, MAX_SIGNATURE_BYTES};
 
-use super::sign::{fail, hash_options, Bar, HashArgs};
-use super::{CmdResult, Failure, EXIT_INVALID, EXIT_OK, EXIT_USAGE};
+use super::progress::Bar;
+use super::sign::{hash_options, HashArgs};
+use super::{
+    plural, write_json, write_stdout, CmdResult, Failure, EXIT_INVALID, EXIT_OK, EXIT_USAGE,
+};
 
 /// Arguments of `verify`.
 #[derive(clap::Args, Debug)]
@@ -55,9 +58,10 @@ pub fn run(args: Args) -> CmdResult {
                     "model": args.model.display().to_string(),
                     "signature": args.signature.display().to_string(),
                     "error_kind": kind,
-                    "error": format!("{:#}", f.error),
+                    "error": f.message(),
                 });
-                println!("{out:#}");
+                // stdout already failed if this fails: the error below says why.
+                let _ = write_json(SCHEMA, out);
             }
             _ => {}
         }
@@ -65,12 +69,35 @@ pub fn run(args: Args) -> CmdResult {
     r.map_err(|(_, f)| f)
 }
 
+const SCHEMA: &str = "tensorseal-verify/1";
+
+/// A private key PEM where the public key belongs: refused, although its
+/// public half could be derived, because handing a private key to every
+/// verifier is the mistake worth catching.
+fn refuse_private_key(pem: &[u8], path: &std::path::Path) -> Result<(), Failure> {
+    let text = String::from_utf8_lossy(pem);
+    let private = text.lines().any(|l| {
+        let l = l.trim();
+        l.starts_with("-----BEGIN ") && l.ends_with("PRIVATE KEY-----")
+    });
+    if private {
+        return Err(Failure::usage(anyhow!(
+            "--public-key {}: this is a private key; verify with its public half \
+             (`openssl pkey -in {} -pubout`), and keep the private key secret",
+            path.display(),
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 type Checked = Result<u8, (&'static str, Failure)>;
 
 fn check(args: &Args) -> Checked {
     let key_bytes = super::read_secret(&args.public_key, "public key").map_err(|e| ("io", e))?;
+    refuse_private_key(&key_bytes, &args.public_key).map_err(|e| ("key", e))?;
     let key = PublicKey::from_pem(&key_bytes, &args.public_key.display().to_string())
-        .map_err(|e| ("key", fail(EXIT_USAGE, e.into())))?;
+        .map_err(|e| ("key", Failure::usage(e)))?;
     let bundle = read_limited(&args.signature).map_err(|e| ("io", e))?;
     let hash =
         hash_options(&args.model, &args.hash, Some(&args.signature)).map_err(|e| ("usage", e))?;
@@ -78,7 +105,7 @@ fn check(args: &Args) -> Checked {
         hash,
         ignore_unsigned_files: args.ignore_unsigned_files,
     };
-    let bar = Bar::new("verifying");
+    let bar = Bar::bytes("verifying");
     let v = tensorseal_sign::verify_model(&args.model, &bundle, &key, &opts, &bar);
     bar.finish();
     let v = v.map_err(|e| {
@@ -93,7 +120,7 @@ fn check(args: &Args) -> Checked {
             _ => "",
         };
         let err = anyhow!("{}: {e}{hint}", args.signature.display());
-        (kind, fail(code, err))
+        (kind, Failure::usage(err).with_code(code))
     })?;
     let c = &v.comparison;
     let root = to_hex(&v.expected.root_digest());
@@ -113,26 +140,28 @@ fn check(args: &Args) -> Checked {
             "missing": c.missing,
             "extra": c.extra,
         });
-        println!("{out:#}");
+        write_json(SCHEMA, out).map_err(|e| ("io", e))?;
     } else {
+        let mut out = String::new();
         for x in &c.changed {
-            println!(
-                "changed  {}  (signed sha256 {}, found {})",
+            out.push_str(&format!(
+                "changed  {}  (signed sha256 {}, found {})\n",
                 x.name, x.expected, x.actual
-            );
+            ));
         }
         for x in &c.missing {
-            println!("missing  {x}");
+            out.push_str(&format!("missing  {x}\n"));
         }
         for x in &c.extra {
-            println!("extra    {x}");
+            out.push_str(&format!("extra    {x}\n"));
         }
+        write_stdout(&out).map_err(|e| ("io", e))?;
     }
     if c.is_match() {
         eprintln!(
-            "verified {}: {} files match {} (root sha256 {}, {} key)",
+            "verified {}: {} match {} (root sha256 {}, {} key)",
             args.model.display(),
-            c.matched,
+            plural(c.matched as u64, "file"),
             args.signature.display(),
             root,
             key.curve()
@@ -141,17 +170,14 @@ fn check(args: &Args) -> Checked {
     } else {
         Err((
             "mismatch",
-            fail(
-                EXIT_INVALID,
-                anyhow!(
-                    "{} does not match {} (signature valid): {} changed, {} missing, {} extra",
-                    args.model.display(),
-                    args.signature.display(),
-                    c.changed.len(),
-                    c.missing.len(),
-                    c.extra.len()
-                ),
-            ),
+            Failure::invalid(anyhow!(
+                "{} does not match {} (signature valid): {} changed, {} missing, {} extra",
+                args.model.display(),
+                args.signature.display(),
+                c.changed.len(),
+                c.missing.len(),
+                c.extra.len()
+            )),
         ))
     }
 }
@@ -160,21 +186,16 @@ fn check(args: &Args) -> Checked {
 fn read_limited(path: &std::path::Path) -> Result<Vec<u8>, Failure> {
     // A signature is model input: never block on a FIFO or read a device.
     let f = tensorseal_format::open_regular(path)
-        .with_context(|| format!("reading signature {}", path.display()))
-        .map_err(|e| fail(EXIT_USAGE, e))?;
+        .with_context(|| format!("reading signature {}", path.display()))?;
     let mut buf = Vec::new();
     f.take(MAX_SIGNATURE_BYTES + 1)
         .read_to_end(&mut buf)
-        .with_context(|| format!("reading signature {}", path.display()))
-        .map_err(|e| fail(EXIT_USAGE, e))?;
+        .with_context(|| format!("reading signature {}", path.display()))?;
     if buf.len() as u64 > MAX_SIGNATURE_BYTES {
-        return Err(fail(
-            EXIT_INVALID,
-            anyhow!(
-                "{}: larger than {MAX_SIGNATURE_BYTES} bytes, not a signature",
-                path.display()
-            ),
-        ));
+        return Err(Failure::invalid(anyhow!(
+            "{}: larger than {MAX_SIGNATURE_BYTES} bytes, not a signature",
+            path.display()
+        )));
     }
     Ok(buf)
 }

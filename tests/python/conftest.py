@@ -1,4 +1,9 @@
-"""Shared pytest fixtures: where the tensorseal binary is, scratch folders."""
+"""Shared pytest fixtures: where the tensorseal binary is, scratch folders.
+
+The binary is built before pytest runs (scripts/test.sh does
+`cargo build --bin tensorseal` and exports TENSORSEAL_BIN); the tests never
+build it themselves.
+"""
 
 import os
 import pathlib
@@ -11,12 +16,18 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def tensorseal_bin() -> pathlib.Path:
-    """Path of the tensorseal CLI built by scripts/test.sh (or TENSORSEAL_BIN)."""
+    """Path of the tensorseal CLI named by TENSORSEAL_BIN."""
     path = os.environ.get("TENSORSEAL_BIN")
-    if path:
-        return pathlib.Path(path)
-    subprocess.run(["cargo", "build", "--quiet", "--bin", "tensorseal"], cwd=ROOT, check=True)
-    return ROOT / "target" / "debug" / "tensorseal"
+    if not path:
+        pytest.fail(
+            "TENSORSEAL_BIN is not set: build the CLI first (cargo build --bin tensorseal) and run "
+            "with TENSORSEAL_BIN=$PWD/target/debug/tensorseal, or run scripts/test.sh",
+            pytrace=False,
+        )
+    p = pathlib.Path(path)
+    if not p.is_file() or not os.access(p, os.X_OK):
+        pytest.fail(f"TENSORSEAL_BIN={path} is not an executable file; build it with cargo build --bin tensorseal", pytrace=False)
+    return p
 
 
 @pytest.fixture

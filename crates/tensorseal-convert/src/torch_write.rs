@@ -11,8 +11,12 @@ use std::path::{Path, PathBuf};
 use tensorseal_format::index::{open_path, Checkpoint as StCheckpoint};
 use tensorseal_format::{AtomicFile, Dtype, Durability, PreadFile, ReadTensors};
 
-use crate::source::{torch_names, Checkpoint};
-use crate::{tensor, ConvertError, Report};
+use crate::dtypes::torch_names;
+use crate::error::ConvertError;
+use crate::recognise;
+use crate::report::Report;
+use crate::sources::{Checkpoint, Format};
+use crate::stream::Streamer;
 
 /// Size of the reads that copy tensor bytes.
 const COPY_CHUNK: usize = 8 << 20;
@@ -283,7 +287,7 @@ pub fn to_torch(
     z.finish().map_err(zerr)?.commit()?;
     let mut report = Report {
         inputs: files.clone(),
-        format: Some(crate::Format::TorchZip),
+        format: Some(Format::TorchZip),
         tensors: entries.len(),
         aliases: alias_pairs,
         outputs: vec![dst.to_owned()],
@@ -296,7 +300,7 @@ pub fn to_torch(
         let mut found = Vec::new();
         let mut extras = serde_json::Map::new();
         let mut inline = Vec::new();
-        tensor::collect(
+        recognise::collect(
             ck.root(),
             ck.big_endian(),
             &mut found,
@@ -310,6 +314,7 @@ pub fn to_torch(
                 why: format!("holds {} tensors, expected {}", found.len(), entries.len()),
             });
         }
+        let mut streamer = Streamer::new();
         for (name, t) in found {
             let t = t.map_err(|why| ConvertError::Verify {
                 path: dst.to_owned(),
@@ -342,7 +347,7 @@ pub fn to_torch(
             let mut pos = start;
             let mut same = true;
             let mut back = Vec::new();
-            tensor::emit(&ck, &name, &t, None, &mut |b| {
+            streamer.emit(0, &ck, &name, &t, None, &mut |b| {
                 if same && pos + b.len() <= end {
                     back.resize(b.len(), 0);
                     same = m.read_at(pos, &mut back).is_ok() && back == b;

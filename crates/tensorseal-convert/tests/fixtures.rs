@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 use tensorseal_convert::{
     plan, to_safetensors, to_torch, verify_against_input, verify_checksums, Checkpoint,
-    ConvertError, Format, Options, Verify,
+    ConvertError, Format, Options, Plan, Verify,
 };
 use tensorseal_format::{Dtype, Durability, ReadTensors, SafeTensors};
 use tensorseal_pickle::PickleError;
@@ -102,7 +102,11 @@ fn big_endian_and_renamed_root_match_the_plain_file() {
 #[test]
 fn every_dtype_is_mapped() {
     let inputs = vec![fix("every_dtype.pt")];
-    let (_, planned, report, _) = plan(&inputs, &Options::default()).unwrap();
+    let Plan {
+        tensors: planned,
+        report,
+        ..
+    } = plan(&inputs, &Options::default()).unwrap();
     assert_eq!(report.format, Some(Format::TorchZip));
     let get = |n: &str| planned.iter().find(|p| p.name == n).unwrap().tensor.dtype;
     for (n, d) in [
@@ -119,7 +123,7 @@ fn every_dtype_is_mapped() {
         assert_eq!(get(n), d, "{n}");
     }
     let legacy = vec![fix("every_dtype_legacy.pt")];
-    let (_, _, report, _) = plan(&legacy, &Options::default()).unwrap();
+    let report = plan(&legacy, &Options::default()).unwrap().report;
     assert_eq!(report.format, Some(Format::TorchLegacy));
 }
 
@@ -127,12 +131,12 @@ fn every_dtype_is_mapped() {
 fn nested_selection() {
     let inputs = vec![fix("nested.pt")];
     let names = |o: &Options| -> Vec<String> {
-        let (_, p, _, _) = plan(&inputs, o).unwrap();
+        let p = plan(&inputs, o).unwrap().tensors;
         let mut v: Vec<String> = p.into_iter().map(|p| p.name).collect();
         v.sort();
         v
     };
-    let (_, _, report, _) = plan(&inputs, &Options::default()).unwrap();
+    let report = plan(&inputs, &Options::default()).unwrap().report;
     assert_eq!(report.chosen.as_deref(), Some("state_dict"));
     assert_eq!(names(&Options::default()), ["a", "b"]);
     let sel = Options {
@@ -464,7 +468,11 @@ fn full_verification_detects_a_corrupted_output() {
         assert!(report.verified);
         assert!(report.written.is_empty());
         let inputs = vec![fix(f)];
-        let (cks, planned, _, _) = plan(&inputs, &full()).unwrap();
+        let Plan {
+            checkpoints: cks,
+            tensors: planned,
+            ..
+        } = plan(&inputs, &full()).unwrap();
         let pairs = || planned.iter().map(|p| (p, &cks[p.input]));
         verify_against_input(&out, pairs()).unwrap();
         let victim = planned
@@ -666,4 +674,34 @@ fn a_cancelled_conversion_removes_its_temporary_file() {
     // Mid-write failure: a storage missing after earlier tensors were written.
     let (_d, e) = convert_err(&fix("exact/missing_storage.pt"), &verified());
     assert!(e.to_string().contains("not in the file"), "{e}");
+}
+
+#[test]
+fn a_torch_index_is_read_by_the_strict_safetensors_index_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let ix = dir.path().join("pytorch_model.bin.index.json");
+    let refused = [
+        (
+            r#"{"weight_map": {"a": "x.bin", "a": "y.bin"}}"#,
+            "duplicate key",
+        ),
+        (
+            r#"{"weight_map": {"a": "../x.bin"}}"#,
+            "not a plain relative path",
+        ),
+        (r#"{"weight_map": {"a": 1}}"#, "not a file name"),
+        (r#"{"weight_map": {}}"#, "index names no shards"),
+    ];
+    for (text, why) in refused {
+        std::fs::write(&ix, text).unwrap();
+        let e = tensorseal_convert::resolve_inputs(dir.path()).unwrap_err();
+        assert!(e.to_string().contains(why), "{text}: {e}");
+    }
+    std::fs::write(
+        &ix,
+        r#"{"weight_map": {"b": "2.bin", "a": "1.bin", "c": "2.bin"}}"#,
+    )
+    .unwrap();
+    let shards = tensorseal_convert::resolve_inputs(&ix).unwrap();
+    assert_eq!(shards, [dir.path().join("1.bin"), dir.path().join("2.bin")]);
 }

@@ -117,8 +117,9 @@ pub struct SplitReport {
     pub stale: Vec<PathBuf>,
 }
 
-/// Whether `name` looks like `model-00001-of-00002.safetensors`.
-fn is_shard_name(name: &str) -> bool {
+/// Whether `name` looks like `model-00001-of-00002.safetensors`, the name
+/// [`split`] gives a shard.
+pub fn is_shard_name(name: &str) -> bool {
     let Some(rest) = name
         .strip_prefix("model-")
         .and_then(|r| r.strip_suffix(".safetensors"))

@@ -2,10 +2,10 @@
 //! memoryviews) in place, without a copy.
 //!
 //! The default, version-specific build takes them through the buffer
-//! protocol (`PyBuffer`). The stable-ABI build (feature `abi3`, CPython
-//! >= 3.9) cannot: `PyObject_GetBuffer` joined the limited API only in 3.11.
-//! There `bytes` is read through its own (limited) C API, and any other
-//! object through `tensorseal._raw._address_of`, which finds
+//! protocol (`PyBuffer`). The stable-ABI build (feature `abi3`, for
+//! CPython 3.9 and later) cannot: `PyObject_GetBuffer` joined the limited
+//! API only in 3.11. There `bytes` is read through its own (limited) C API,
+//! and any other object through `tensorseal._raw._address_of`, which finds
 //! the address of its memory in Python (ctypes for writable buffers, numpy
 //! for read-only ones) and returns an object that keeps that memory alive
 //! and in place.
@@ -48,7 +48,13 @@ impl InBuf {
         let py = obj.py();
         if let Ok(b) = obj.cast::<PyBytes>() {
             let bytes = b.as_bytes();
-            return Ok(InBuf::fallback(bytes.as_ptr() as usize, bytes.len(), true, true, obj));
+            return Ok(InBuf::fallback(
+                bytes.as_ptr() as usize,
+                bytes.len(),
+                true,
+                true,
+                obj,
+            ));
         }
         let found = py
             .import("tensorseal._raw")?
@@ -59,7 +65,13 @@ impl InBuf {
         if let Ok(b) = keep.cast::<PyBytes>() {
             // A read-only buffer copied, numpy being unavailable.
             let bytes = b.as_bytes();
-            return Ok(InBuf::fallback(bytes.as_ptr() as usize, bytes.len(), true, true, &keep));
+            return Ok(InBuf::fallback(
+                bytes.as_ptr() as usize,
+                bytes.len(),
+                true,
+                true,
+                &keep,
+            ));
         }
         Ok(InBuf::fallback(addr, len, contiguous, readonly, &keep))
     }

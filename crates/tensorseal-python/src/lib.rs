@@ -9,6 +9,8 @@
 
 mod buffer;
 mod inbuf;
+mod parallel;
+mod quant;
 mod read;
 mod stream;
 
@@ -675,6 +677,14 @@ fn serialize_file(
     .map_err(|e| e.into_py(py, &display))
 }
 
+/// Runs the `tensorseal` command line `argv` (`argv[0]` is the program
+/// name) as the standalone binary does, without the GIL, and returns its
+/// exit code: the `tensorseal` console script and `python -m tensorseal`.
+#[pyfunction]
+fn cli_main(py: Python<'_>, argv: Vec<std::ffi::OsString>) -> u8 {
+    py.detach(|| tensorseal::run(argv))
+}
+
 /// The native module.
 #[pymodule]
 fn _tensorseal(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -692,5 +702,8 @@ fn _tensorseal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(serialize_file, m)?)?;
     m.add_function(wrap_pyfunction!(header_len, m)?)?;
     m.add_function(wrap_pyfunction!(parse_header, m)?)?;
+    quant::register(m)?;
+    parallel::register(m)?;
+    m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     Ok(())
 }

@@ -94,10 +94,7 @@ impl Stream {
                 r.offset, r.len
             )));
         }
-        let slots = slots
-            .iter()
-            .map(InBuf::get)
-            .collect::<PyResult<Vec<_>>>()?;
+        let slots = slots.iter().map(InBuf::get).collect::<PyResult<Vec<_>>>()?;
         let mut ring = Vec::with_capacity(slots.len());
         for (i, b) in slots.iter().enumerate() {
             if b.readonly() || !b.is_c_contiguous() {

@@ -168,38 +168,50 @@ impl ScanRun {
         let verdict = match self.exit_code() {
             EXIT_CLEAN => "PASS".to_owned(),
             EXIT_FINDINGS => format!(
-                "FAIL ({} files violate policy {})",
-                s.failed_files,
+                "FAIL ({} {} policy {})",
+                count(s.failed_files as u64, "file", "files"),
+                if s.failed_files == 1 {
+                    "violates"
+                } else {
+                    "violate"
+                },
                 self.policy.as_str()
             ),
             EXIT_NOTHING_SCANNED => {
                 "NOTHING SCANNED (no file found to scan: check the paths and --include/--exclude)"
                     .to_owned()
             }
-            _ => format!("ERROR ({} files could not be read)", s.errors),
+            _ => format!(
+                "ERROR ({} could not be read)",
+                count(s.errors as u64, "file", "files")
+            ),
         };
         let mut extra = String::new();
         if s.skipped > 0 {
             extra.push_str(&format!(
-                "; {} paths not regular files, not opened",
-                s.skipped
+                "; {} not regular files, not opened",
+                count(s.skipped as u64, "path", "paths")
             ));
         }
         if s.aliases > 0 {
             extra.push_str(&format!(
-                "; {} paths reach a file already scanned (aliases)",
-                s.aliases
+                "; {} a file already scanned (aliases)",
+                if s.aliases == 1 {
+                    "1 path reaches".to_owned()
+                } else {
+                    format!("{} paths reach", s.aliases)
+                }
             ));
         }
         format!(
-            "scanned {} files ({}); {} findings{}{extra}\nresult: {verdict}",
-            s.files,
+            "scanned {} ({}); {}{}{extra}\nresult: {verdict}",
+            count(s.files as u64, "file", "files"),
             if formats.is_empty() {
                 "none".to_owned()
             } else {
                 formats.join(", ")
             },
-            s.findings,
+            count(s.findings as u64, "finding", "findings"),
             if sev.is_empty() {
                 String::new()
             } else {
@@ -207,4 +219,9 @@ impl ScanRun {
             },
         )
     }
+}
+
+/// "1 file", "2 files".
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

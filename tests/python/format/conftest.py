@@ -7,19 +7,21 @@ import subprocess
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[3]
-
 
 @pytest.fixture(scope="session")
 def format_tool() -> pathlib.Path:
-    """Builds (if needed) and returns crates/tensorseal-format/examples/format_tool."""
-    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-    subprocess.run(
-        ["cargo", "build", "--quiet", "-p", "tensorseal-format", "--example", "format_tool"],
-        cwd=ROOT,
-        check=True,
-    )
-    return target / "debug" / "examples" / "format_tool"
+    """crates/tensorseal-format/examples/format_tool, built before pytest runs
+    (scripts/test.sh: `cargo build -p tensorseal-format --example format_tool`)
+    and named by TENSORSEAL_FORMAT_TOOL."""
+    path = os.environ.get("TENSORSEAL_FORMAT_TOOL")
+    if not path or not pathlib.Path(path).is_file():
+        pytest.fail(
+            f"TENSORSEAL_FORMAT_TOOL={path!r} is not a built file: run "
+            "cargo build -p tensorseal-format --example format_tool and set it to "
+            "target/debug/examples/format_tool (scripts/test.sh does both)",
+            pytrace=False,
+        )
+    return pathlib.Path(path)
 
 
 @pytest.fixture

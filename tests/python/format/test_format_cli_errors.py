@@ -51,9 +51,10 @@ def test_io_and_usage_errors_exit_2(run_cli, tmp_path):
     _one_line_error(p)
     p = run_cli("inspect")
     assert p.returncode == 2
+    # A bad size is a usage error from the argument parser, naming the flag and the value.
     p = run_cli("split", ROOT / "examples" / "tiny.safetensors", tmp_path / "o", "--max-shard-size", "5XB")
     assert p.returncode == 2
-    _one_line_error(p)
+    assert p.stderr.startswith("error: invalid value '5XB' for '--max-shard-size <SIZE>'"), p.stderr
 
 
 def test_index_escaping_the_directory_is_refused(run_cli, tmp_path):
@@ -98,22 +99,35 @@ def test_no_temp_files_left_behind(run_cli, tmp_path):
     assert sorted(x.name for x in tmp_path.iterdir()) == ["model.safetensors.index.json"]
 
 
-def test_split_json_and_stale_warning(run_cli, tmp_path):
+def test_split_over_an_older_split(run_cli, tmp_path):
+    """A second split into the same directory is refused without --force; with
+    it, the earlier split's files it does not overwrite are removed, so a
+    loader (or inspect) never sees a mix of the two."""
     src = ROOT / "examples" / "tiny.safetensors"
     first = run_cli("split", src, tmp_path, "--max-shard-size", "300", "--json")
     assert first.returncode == 0, first.stderr
     doc = json.loads(first.stdout)
-    assert doc["total_size"] == 1236 and doc["stale"] == [] and len(doc["shards"]) == 5
+    assert doc["schema"] == "tensorseal-split/1"
+    assert doc["total_size"] == 1236 and doc["removed"] == [] and len(doc["shards"]) == 5
     assert sum(s["bytes"] for s in doc["shards"]) == 1236
-    second = run_cli("split", src, tmp_path, "--max-shard-size", "600", "--json")
-    assert second.returncode == 0
+    refused = run_cli("split", src, tmp_path, "--max-shard-size", "600", "--json")
+    assert refused.returncode == 2 and "--force" in _one_line_error(refused)
+    assert refused.stdout == ""
+    second = run_cli("split", src, tmp_path, "--max-shard-size", "600", "--json", "--force")
+    assert second.returncode == 0, second.stderr
     doc2 = json.loads(second.stdout)
-    assert sorted(doc2["stale"]) == sorted(s["path"] for s in doc["shards"])
-    assert second.stderr.count("warning:") == 5
+    written = {s["path"] for s in doc2["shards"]}
+    assert sorted(doc2["removed"]) == sorted(s["path"] for s in doc["shards"] if s["path"] not in written)
+    assert sorted(x.name for x in tmp_path.iterdir()) == sorted(
+        [pathlib.Path(p).name for p in written] + ["model.safetensors.index.json"]
+    )
     merged = run_cli("merge", tmp_path, tmp_path / "m.safetensors", "--json")
     assert json.loads(merged.stdout) == {
+        "schema": "tensorseal-merge/1",
         "path": str(tmp_path / "m.safetensors"), "shards": 3, "tensors": 9, "bytes": 1236,
     }
+    again = run_cli("merge", tmp_path, tmp_path / "m.safetensors")
+    assert again.returncode == 2 and "--force" in _one_line_error(again)
     assert (tmp_path / "m.safetensors").read_bytes() == src.read_bytes()
 
 

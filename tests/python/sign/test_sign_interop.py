@@ -251,7 +251,8 @@ def test_ignore_paths_interop(tmp_path, run_cli):
     _, priv, pub = make_keys(tmp_path, "p256")
     model = make_model(tmp_path)
     sig = tmp_path / "a.sig"
-    r = run_cli("sign", model, "--private-key", priv, "--signature", sig, "--ignore-paths", model / "README.md", model / "tokenizer")
+    # One path per flag, as model_signing takes them.
+    r = run_cli("sign", "--private-key", priv, "--signature", sig, "--ignore-paths", model / "README.md", "--ignore-paths", model / "tokenizer", model)
     assert r.returncode == 0, r.stderr
     st = statement(sig)
     names = [x["name"] for x in st["predicate"]["resources"]]
@@ -350,6 +351,13 @@ def test_usage_and_garbage_errors(tmp_path, run_cli):
     # A public key where a private key is needed.
     r = run_cli("sign", model, "--private-key", pub, "--signature", sig)
     assert r.returncode == 2 and "public key" in r.stderr
+    # A private key where the public key is needed: refused, although its public half would do.
+    assert run_cli("sign", model, "--private-key", priv, "--signature", sig).returncode == 0
+    r = run_cli("verify", model, "--public-key", priv, "--signature", sig)
+    assert r.returncode == 2 and "this is a private key" in r.stderr
+    # --ignore-paths takes one value: a second one is the model argument, not a path to ignore.
+    r = run_cli("digest", "--ignore-paths", model / "README.md", model, "extra")
+    assert r.returncode == 2 and "extra" in r.stderr
     # Garbage signature file: invalid input, no panic.
     sig.write_bytes(os.urandom(200))
     r = run_cli("verify", model, "--public-key", pub, "--signature", sig)

@@ -30,6 +30,10 @@ def __getattr__(name: str):
 
         globals()[name] = _safe_open_handle
         return _safe_open_handle
+    if name == "quant":
+        import importlib
+
+        return importlib.import_module(".quant", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -75,3 +75,60 @@ def header_len(prefix: bytes, file_len: int) -> int: ...
 def parse_header(
     json: bytes, data_len: int
 ) -> Tuple[List[_Entry], Optional[Dict[str, str]]]: ...
+def quant_inspect(path: _Path) -> List[Dict[str, Any]]: ...
+def quant_dequantize(
+    src: _Path,
+    dst: _Path,
+    dtype: str = "bf16",
+    max_shard_size: int = 5_000_000_000,
+    chunk_bytes: int = 67_108_864,
+    sync: bool = True,
+) -> Dict[str, Any]: ...
+
+# --- tensor- and pipeline-parallel I/O (src/parallel.rs) ---
+# An assignment: None (skip), "whole", or (dim, start, stop).
+_Assignment = Union[None, str, Tuple[int, int, int]]
+
+def parallel_load(
+    path: _Path,
+    plan: str,
+    rank: int,
+    world_size: int,
+    callables: List[Any],
+    owned: Optional[List[str]] = None,
+    read_gap: int = 0,
+) -> Tuple[List[Tuple[str, str, List[int], int, int, _Assignment]], Buffer, Tuple[int, int, int]]: ...
+def parallel_assignments(
+    path: _Path, plan: str, world_size: int, callables: List[Any]
+) -> Tuple[List[Tuple[str, str, List[int]]], List[List[_Assignment]]]: ...
+def parallel_rank_block(
+    plan: str,
+    name: str,
+    shape: List[int],
+    rank: int,
+    world_size: int,
+    callables: List[Any],
+    names: Optional[List[str]] = None,
+) -> _Assignment: ...
+def parallel_full_specs(
+    plan: str, locals: List[List[Tuple[str, str, List[int]]]]
+) -> List[Tuple[str, str, List[int]]]: ...
+
+class ParallelSave:
+    def __init__(
+        self,
+        path: _Path,
+        specs: List[Tuple[str, str, List[int]]],
+        plan: str,
+        rank: int,
+        world_size: int,
+        metadata: Optional[Dict[str, str]] = None,
+        max_shard_size: Optional[int] = None,
+    ) -> None: ...
+    def parts(self) -> List[Tuple[str, List[int]]]: ...
+    def files(self) -> List[str]: ...
+    def create_files(self) -> None: ...
+    def write(self, buffers: List[Any]) -> int: ...
+
+def cli_main(argv: List[str]) -> int:
+    """Runs the ``tensorseal`` command line (``argv[0]`` is the program name); returns its exit code."""

@@ -156,6 +156,10 @@ def _types() -> Dict[str, np.dtype]:
 def __getattr__(name: str):
     if name == "_TYPES":
         return _types()
+    if name in ("rank_slice", "RankError", "last_load_stats"):
+        from . import _parallel
+
+        return getattr(_parallel, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -176,3 +180,47 @@ def _view2np(safeview) -> Dict[str, np.ndarray]:
 def _is_little_endian(tensor: np.ndarray) -> bool:
     """Whether the array's bytes are little-endian (or single bytes)."""
     return not _dtypes.needs_swap(tensor.dtype)
+
+
+# --- tensor- and pipeline-parallel loading and saving (tensorseal._parallel) ---
+
+
+def load_sharded(
+    path: Union[str, "os.PathLike[str]"],
+    plan,
+    rank: Optional[int] = None,
+    world_size: Optional[int] = None,
+) -> Dict[str, np.ndarray]:
+    """numpy equivalent of :func:`tensorseal.torch.load_sharded` (without a
+    collective mode): this rank's share of the checkpoint, reading only its
+    bytes. ``rank``/``world_size`` default to ``torch.distributed``'s when
+    torch is loaded and a group is initialised, else 0 and 1."""
+    from . import _parallel
+
+    rank, world_size = _parallel.rank_world(rank, world_size)
+
+    def run():
+        entries, buf = _parallel.load_entries(path, plan, rank, world_size)
+        return _views(buf, [e[:5] for e in entries])
+
+    return _parallel.agree(run, world_size)
+
+
+def save_sharded(
+    tensor_dict: Dict[str, np.ndarray],
+    path: Union[str, "os.PathLike[str]"],
+    plan,
+    rank: Optional[int] = None,
+    world_size: Optional[int] = None,
+    metadata: Optional[Dict[str, str]] = None,
+    *,
+    max_shard_size=None,
+    shapes=None,
+) -> List[str]:
+    """numpy equivalent of :func:`tensorseal.torch.save_sharded`."""
+    from . import _parallel
+
+    rank, world_size = _parallel.rank_world(rank, world_size)
+    return _parallel.save_sharded(
+        _specs(tensor_dict), path, plan, rank, world_size, metadata, max_shard_size, shapes
+    )

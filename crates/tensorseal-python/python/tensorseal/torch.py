@@ -263,9 +263,16 @@ def _specs(tensors: Dict[str, torch.Tensor]):
     return specs
 
 
-def save(tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = None) -> bytes:
+def save(
+    tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = None, *, sparse: bool = False
+) -> bytes:
     """Serializes a dict of tensors to safetensors bytes (byte-identical to
-    ``safetensors.torch.save`` with at most one metadata entry)."""
+    ``safetensors.torch.save`` with at most one metadata entry).
+    ``sparse=True`` stores sparse tensors as in :func:`save_file`."""
+    if sparse:
+        from ._sparse import split
+
+        tensors, metadata = split(tensors, metadata)
     return _serialize(_specs(tensors), metadata)
 
 
@@ -273,10 +280,21 @@ def save_file(
     tensors: Dict[str, torch.Tensor],
     filename: Union[str, "os.PathLike[str]"],
     metadata: Optional[Dict[str, str]] = None,
+    *,
+    sparse: bool = False,
 ) -> None:
     """Writes a dict of tensors to ``filename``, streaming each tensor's memory
     into a temporary file renamed over ``filename`` when complete. Do not
-    modify the tensors while this runs."""
+    modify the tensors while this runs.
+
+    Sparse tensors are refused, as by the reference, unless ``sparse=True``:
+    then each COO, CSR or CSC tensor is stored as its component tensors
+    described in the ``__sparse__`` metadata key (docs/sparse.md), and
+    ``load_file(..., sparse=True)`` gives it back."""
+    if sparse:
+        from ._sparse import split
+
+        tensors, metadata = split(tensors, metadata)
     _serialize_file(_specs(tensors), filename, metadata)
 
 
@@ -348,6 +366,7 @@ def load_file(
     *,
     backend: Optional[str] = "mmap",
     copy: Optional[bool] = None,
+    sparse: bool = False,
 ) -> Dict[str, torch.Tensor]:
     """Loads every tensor of ``filename``.
 
@@ -361,8 +380,16 @@ def load_file(
     reference. ``backend="pread"`` or ``copy=True`` gives private copies
     instead: the file is read with large positioned reads on several
     threads into memory of the process's own. ``device=None`` means the cpu,
-    as in the reference.
+    as in the reference. ``sparse=True`` rebuilds the sparse tensors a file
+    written with ``save_file(..., sparse=True)`` describes (docs/sparse.md);
+    without it their components load as plain tensors.
     """
+    if sparse:
+        from ._sparse import join
+
+        with safe_open(filename, framework="pt") as f:
+            meta = f.metadata()
+        return join(load_file(filename, device, backend=backend, copy=copy), meta)
     backend = "mmap" if backend is None else backend
     copied = copy_mode("pt", backend, copy)
     dev = torch_device(device)  # checked before reading anything
@@ -384,14 +411,20 @@ def load_file(
     }
 
 
-def load(data: bytes) -> Dict[str, torch.Tensor]:
-    """Loads safetensors bytes into a dict of cpu tensors."""
-    entries, _metadata, buf = _deserialize(data)
+def load(data: bytes, *, sparse: bool = False) -> Dict[str, torch.Tensor]:
+    """Loads safetensors bytes into a dict of cpu tensors (``sparse=True``:
+    see :func:`load_file`)."""
+    entries, metadata, buf = _deserialize(data)
     buf = exported(buf)
-    return {
+    out = {
         name: torch_view(buf, dtype, shape, start, end, name)
         for name, dtype, shape, start, end in entries
     }
+    if sparse:
+        from ._sparse import join
+
+        return join(out, metadata)
+    return out
 
 
 # --- the reference's private names ----------------------------------------------
@@ -433,3 +466,86 @@ def _view2torch(safeview) -> Dict[str, torch.Tensor]:
             data = bytearray(data)  # torch wants writable memory
         result[name] = torch_view(data, v["dtype"], list(v["shape"]), 0, len(data), name)
     return result
+
+
+# --- tensor- and pipeline-parallel loading and saving (tensorseal._parallel) ---
+
+
+def load_sharded(
+    path: Union[str, "os.PathLike[str]"],
+    plan: Any,
+    rank: Optional[int] = None,
+    world_size: Optional[int] = None,
+    device: Union[str, int, torch.device, None] = "cpu",
+    *,
+    collective: bool = False,
+    read_gap: int = 0,
+) -> Dict[str, torch.Tensor]:
+    """Loads this rank's share of a checkpoint (one file, an index, or a
+    directory of shards) under a sharding ``plan``: a dict (see README,
+    "Parallel loading"), a list of ``(pattern, rule)`` pairs or rule dicts,
+    or a path to a JSON file. Rules: ``"replicate"``, ``"skip"``,
+    ``("shard", dim)`` (block ``rank`` as ``torch.tensor_split`` cuts it) or
+    a callable ``(name, shape, rank, world_size) -> rule``.
+
+    ``rank`` and ``world_size`` default to ``torch.distributed``'s when a
+    group is initialised (else 0 and 1). Only the rank's bytes are read, with
+    positioned reads in parallel. If any rank fails (a missing shard, a bad
+    plan), every rank raises (``RankError`` on the others). With
+    ``collective=True`` each tensor is read by one rank and sent to the
+    ranks that need it with ``torch.distributed``: every byte is read from
+    storage once across the world. ``read_gap`` (bytes) reads through
+    gaps up to that size between the rows of a strided (dim > 0) block, one
+    read per span instead of one per row: more bytes, far fewer I/O
+    operations, for ranks that share a machine.
+    """
+    from . import _parallel
+
+    rank, world_size = _parallel.rank_world(rank, world_size)
+    dev = torch_device(device)
+
+    def run():
+        if collective:
+            return _parallel.load_collective_torch(path, plan, rank, world_size, torch_view)
+        entries, buf = _parallel.load_entries(path, plan, rank, world_size, read_gap=read_gap)
+        return {e[0]: torch_view(buf, e[1], e[2], e[3], e[4], e[0]) for e in entries}
+
+    out = _parallel.agree(run, world_size) if not collective else run()
+    if dev.type != "cpu":
+        out = {k: v.to(dev) for k, v in out.items()}
+    return out
+
+
+def save_sharded(
+    tensors: Dict[str, torch.Tensor],
+    path: Union[str, "os.PathLike[str]"],
+    plan: Any,
+    rank: Optional[int] = None,
+    world_size: Optional[int] = None,
+    metadata: Optional[Dict[str, str]] = None,
+    *,
+    max_shard_size: Union[int, str, None] = None,
+    shapes: Optional[Dict[str, Tuple[str, List[int]]]] = None,
+) -> List[str]:
+    """Saves the full tensors whose parts the ranks hold, without gathering
+    them: every rank computes the same layout and writes its own parts
+    with positioned writes into one file (byte-identical to ``save_file``
+    of the full dict), or, with ``max_shard_size``, into a directory of
+    ``model-0000i-of-0000N.safetensors`` plus ``model.safetensors.index.json``.
+    Collective over ``torch.distributed`` when ``world_size > 1`` (the
+    ranks' shapes are exchanged to know the full shapes, unless ``shapes``
+    maps each name to ``(dtype code, full shape)``). Returns the files."""
+    from . import _parallel
+
+    rank, world_size = _parallel.rank_world(rank, world_size)
+    return _parallel.save_sharded(
+        _specs(tensors), path, plan, rank, world_size, metadata, max_shard_size, shapes
+    )
+
+
+def __getattr__(name: str):
+    if name in ("rank_slice", "RankError", "last_load_stats"):
+        from . import _parallel
+
+        return getattr(_parallel, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

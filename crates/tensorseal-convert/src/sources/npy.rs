@@ -1,15 +1,19 @@
-//! NumPy `.npy` arrays, read through the shared `tensorseal-npy` header reader (numpy's
+//! Source: NumPy `.npy` files and `.npz` archives. Arrays are read through the shared `tensorseal-npy` header reader (numpy's
 //! own header semantics). Numeric dtypes only: object arrays are pickles and are
 //! refused, as is every dtype not provably object-free or without a safetensors
 //! equivalent. Both byte orders, C and Fortran order.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::Path;
 
 use tensorseal_format::Dtype;
 use tensorseal_npy::{Kind, Value, Verdict};
 
-use crate::tensor::{contiguous_strides, TensorRef};
-use crate::ConvertError;
+use super::archive::ZipIndex;
+use super::checkpoint::{Checkpoint, Format, StorageData};
+use crate::error::ConvertError;
+use crate::view::{contiguous_strides, TensorRef};
 
 /// The 6 bytes that start every `.npy` file.
 pub const MAGIC: &[u8] = tensorseal_npy::MAGIC;
@@ -100,6 +104,91 @@ pub(crate) fn descr_dtype(descr: &str) -> Result<(Dtype, bool), String> {
         _ => return Err(format!("dtype `{descr}` has no safetensors equivalent")),
     };
     Ok((dtype, n.big_endian()))
+}
+
+/// Opens a `.npy` file: one array, its data after the header.
+pub(super) fn open_npy(path: &Path, map: memmap2::Mmap) -> Result<Checkpoint, ConvertError> {
+    let (tref, _) = parse(path, &map, 0, "array")?;
+    Ok(Checkpoint {
+        path: path.to_owned(),
+        format: Format::Npy,
+        root: tensorseal_pickle::Value::None,
+        storages: HashMap::from([("array".to_owned(), StorageData::Mapped(0..map.len()))]),
+        big_endian: false,
+        npy_tensors: vec![(String::new(), tref)],
+        map,
+        file: None,
+    })
+}
+
+/// Opens an npz archive (a zip with `.npy` members) whose central
+/// directory is `zip`.
+pub(super) fn open_npz(
+    path: &Path,
+    map: memmap2::Mmap,
+    zip: ZipIndex,
+) -> Result<Checkpoint, ConvertError> {
+    let mut npy_tensors = Vec::new();
+    let mut storages = HashMap::new();
+    for (stem, name) in npz_keys(&zip) {
+        let Some((_, entry)) = zip.names.iter().find(|(n, _)| *n == name) else {
+            continue;
+        };
+        let name = &name;
+        let data = entry.data(name);
+        let bytes: Cow<[u8]> = match &data {
+            StorageData::Mapped(r) => Cow::Borrowed(map.get(r.clone()).unwrap_or(&[])),
+            StorageData::Inline(b) => Cow::Borrowed(b.as_slice()),
+            // The header only (numpy caps it far below this); the data is streamed
+            // when the tensor is written.
+            StorageData::Compressed(p) => Cow::Owned(p.prefix(path, &map, NPY_HEADER_MAX)?),
+        };
+        if !name.ends_with(".npy") && !bytes.starts_with(MAGIC) {
+            // numpy.load returns such a member as raw bytes, not an array.
+            continue;
+        }
+        let (tref, _) = parse(path, &bytes, 0, name)?;
+        storages.insert(name.clone(), data);
+        npy_tensors.push((stem, tref));
+    }
+    Ok(Checkpoint {
+        path: path.to_owned(),
+        map,
+        file: None,
+        format: Format::Npz,
+        root: tensorseal_pickle::Value::None,
+        storages,
+        big_endian: false,
+        npy_tensors,
+    })
+}
+
+/// Most bytes read to parse an `.npy` header inside a compressed npz member.
+const NPY_HEADER_MAX: u64 = (1 << 20) + 16;
+
+/// The arrays of an npz as `numpy.load` names them: each member's name
+/// without its `.npy` suffix is a key, and key `k` reads member `k` if one
+/// has exactly that name, else member `k.npy`. So `a` and `a.npy` are one
+/// key (member `a`), and key `a.npy` reads member `a.npy`, not
+/// `a.npy.npy`. Members that are not `.npy` data are raw bytes to numpy,
+/// not arrays, and are skipped. (Two members with one name were refused by
+/// [`ZipIndex::read`].)
+fn npz_keys(zip: &ZipIndex) -> Vec<(String, String)> {
+    let seen: std::collections::HashSet<&str> = zip.names.iter().map(|(n, _)| n.as_str()).collect();
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for (n, _) in &zip.names {
+        let key = n.strip_suffix(".npy").unwrap_or(n);
+        if keys.iter().any(|(k, _)| k == key) {
+            continue;
+        }
+        let member = if seen.contains(key) {
+            key.to_owned()
+        } else {
+            n.clone()
+        };
+        keys.push((key.to_owned(), member));
+    }
+    keys
 }
 
 #[cfg(test)]

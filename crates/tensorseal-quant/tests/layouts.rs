@@ -1,0 +1,175 @@
+//! Each layout fixture (scripts/gen_quant_fixtures.py: quantized with the
+//! format's published packing, dense weights from its published formula in
+//! numpy f32) is recognised as its scheme and dequantizes bit for bit to the
+//! expected tensors; other tensors come through unchanged.
+
+use std::path::PathBuf;
+
+use tensorseal_format::{Dtype, ReadTensors, SafeTensors};
+use tensorseal_quant::dequant::{dequantize, Options, Source};
+use tensorseal_quant::scheme::Scheme;
+use tensorseal_quant::OutDtype;
+
+fn dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/quant/layouts")
+        .join(name)
+}
+
+const CASES: &[(&str, Scheme, u32, &str)] = &[
+    ("gptq_v1", Scheme::GptqV1, 4, "32"),
+    ("gptq_v1_act_order", Scheme::GptqV1, 4, "32"),
+    ("gptq_v2", Scheme::GptqV2, 4, "32"),
+    ("awq_gemm", Scheme::AwqGemm, 4, "32"),
+    ("fp8_block", Scheme::Fp8Block, 8, "128x128"),
+    ("ct_pack_sym", Scheme::CtPackQuantized, 4, "24"),
+    ("ct_pack_asym", Scheme::CtPackQuantized, 4, "24"),
+    ("ct_int8", Scheme::IntScaled, 8, "channel"),
+    ("ct_fp8", Scheme::Fp8Scaled, 8, "channel"),
+    ("ct_nvfp4", Scheme::CtNvfp4, 4, "16"),
+    ("modelopt_nvfp4", Scheme::ModeloptNvfp4, 4, "16"),
+    ("ct_mxfp4", Scheme::CtMxfp4, 4, "32"),
+    ("gpt_oss_mxfp4", Scheme::Mxfp4GptOss, 4, "32"),
+    ("bnb_nf4", Scheme::BnbNf4, 4, "64"),
+    ("bnb_nf4_nested", Scheme::BnbNf4, 4, "64"),
+    ("bnb_int8", Scheme::BnbInt8, 8, "channel"),
+];
+
+#[test]
+fn recognised_and_dequantized_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    for &(name, scheme, bits, group) in CASES {
+        let src = Source::open(dir(name)).unwrap();
+        let report = src.recognize().unwrap();
+        assert_eq!(report.layers.len(), 1, "{name}: {:?}", report.layers);
+        let l = &report.layers[0];
+        assert_eq!(
+            (l.scheme, l.bits, l.grouping.to_string().as_str()),
+            (scheme, bits, group),
+            "{name}"
+        );
+        assert!(
+            l.effective_bits() > bits as f64,
+            "{name}: {}",
+            l.effective_bits()
+        );
+
+        let out = tmp.path().join(format!("{name}.safetensors"));
+        let opts = Options {
+            dtype: OutDtype::F32,
+            ..Options::default()
+        };
+        let summary = dequantize(dir(name), &out, &opts).unwrap();
+        assert_eq!(summary.dequantized, 1, "{name}");
+        let got = std::fs::read(&out).unwrap();
+        let want = std::fs::read(dir(name).join("expected.safetensors")).unwrap();
+        let (got, want) = (
+            SafeTensors::deserialize(&got).unwrap(),
+            SafeTensors::deserialize(&want).unwrap(),
+        );
+        let mut names: Vec<_> = got.names();
+        let mut wnames: Vec<_> = want.names();
+        names.sort();
+        wnames.sort();
+        assert_eq!(names, wnames, "{name}");
+        for n in names {
+            let (g, w) = (got.tensor(n).unwrap(), want.tensor(n).unwrap());
+            assert_eq!(
+                (g.dtype(), g.shape()),
+                (w.dtype(), w.shape()),
+                "{name}: {n}"
+            );
+            if g.data() != w.data() {
+                let gv: Vec<u32> = g
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                let wv: Vec<u32> = w
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                let i = gv.iter().zip(&wv).position(|(a, b)| a != b).unwrap_or(0);
+                panic!(
+                    "{name}: {n} differs first at {i}: ours {}, formula {}",
+                    f32::from_bits(gv[i]),
+                    f32::from_bits(wv[i])
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn bf16_output_rounds_the_f32_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("o.safetensors");
+    dequantize(dir("fp8_block"), &out, &Options::default()).unwrap();
+    let got = std::fs::read(&out).unwrap();
+    let want = std::fs::read(dir("fp8_block").join("expected.safetensors")).unwrap();
+    let (got, want) = (
+        SafeTensors::deserialize(&got).unwrap(),
+        SafeTensors::deserialize(&want).unwrap(),
+    );
+    let g = got.tensor("model.layers.0.mlp.gate_proj.weight").unwrap();
+    let w = want.tensor("model.layers.0.mlp.gate_proj.weight").unwrap();
+    assert_eq!(g.dtype(), Dtype::BF16);
+    for (a, b) in g.data().chunks_exact(2).zip(w.data().chunks_exact(4)) {
+        let f = f32::from_le_bytes(b.try_into().unwrap());
+        assert_eq!(
+            u16::from_le_bytes(a.try_into().unwrap()),
+            half::bf16::from_f32(f).to_bits()
+        );
+    }
+}
+
+#[test]
+fn sharded_output_with_small_chunks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("dense");
+    let opts = Options {
+        dtype: OutDtype::F32,
+        max_shard_size: 100_000,
+        chunk_bytes: 1000,
+        ..Options::default()
+    };
+    let s = dequantize(dir("fp8_block"), &out, &opts).unwrap();
+    assert_eq!(s.files.len(), 2, "{s:?}");
+    assert!(out.join("model.safetensors.index.json").is_file());
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert!(cfg.get("quantization_config").is_none());
+    let idx =
+        tensorseal_format::index::ShardedIndex::open(out.join("model.safetensors.index.json"))
+            .unwrap();
+    assert_eq!(idx.validate().unwrap().len(), 2);
+}
+
+#[test]
+fn sharded_input_gives_the_same_output() {
+    // The GPTQ fixture split so that qweight and its scales land in
+    // different shards: layers are assembled across shards.
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = tmp.path().join("shards");
+    let report =
+        tensorseal_format::shard::split(dir("gptq_v1").join("model.safetensors"), &shards, 600)
+            .unwrap();
+    assert!(report.shards.len() > 1, "{:?}", report.shards);
+    std::fs::copy(
+        dir("gptq_v1").join("config.json"),
+        shards.join("config.json"),
+    )
+    .unwrap();
+    let opts = Options {
+        dtype: OutDtype::F32,
+        ..Options::default()
+    };
+    let (a, b) = (
+        tmp.path().join("a.safetensors"),
+        tmp.path().join("b.safetensors"),
+    );
+    assert_eq!(dequantize(&shards, &a, &opts).unwrap().dequantized, 1);
+    dequantize(dir("gptq_v1"), &b, &opts).unwrap();
+    assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+}
