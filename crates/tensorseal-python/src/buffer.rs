@@ -1,7 +1,9 @@
 //! Memory that tensors handed to Python point into.
 //!
 //! A [`Buffer`] owns one region and exposes it through the Python buffer
-//! protocol. numpy arrays (`np.frombuffer`) and torch tensors
+//! protocol (in the stable-ABI build, where CPython < 3.11 offers no buffer
+//! protocol to extensions, through its `address` and length instead, which
+//! `tensorseal._raw.exported` wraps in a ctypes-backed memoryview). numpy arrays (`np.frombuffer`) and torch tensors
 //! (`torch.frombuffer`) built on it hold a reference to the `Buffer`, so the
 //! memory lives exactly as long as the last array or tensor that views it.
 //!
@@ -18,11 +20,14 @@
 //!   ones.
 
 use std::alloc::Layout;
+#[cfg(not(feature = "abi3"))]
 use std::ffi::c_int;
 use std::fs::File;
 
 use memmap2::{Advice, Mmap, MmapMut, MmapOptions};
+#[cfg(not(feature = "abi3"))]
 use pyo3::exceptions::PyBufferError;
+#[cfg(not(feature = "abi3"))]
 use pyo3::ffi;
 use pyo3::prelude::*;
 
@@ -437,6 +442,7 @@ impl Buffer {
     ///
     /// # Safety
     /// Called by the interpreter with a valid `view` pointer.
+    #[cfg(not(feature = "abi3"))]
     unsafe fn __getbuffer__(
         slf: Bound<'_, Self>,
         view: *mut ffi::Py_buffer,
@@ -467,5 +473,6 @@ impl Buffer {
     ///
     /// # Safety
     /// Called by the interpreter.
+    #[cfg(not(feature = "abi3"))]
     unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
 }

@@ -8,6 +8,7 @@
 //! parts (dtype names, torch/numpy objects) live in the pure-Python package.
 
 mod buffer;
+mod inbuf;
 mod parallel;
 mod quant;
 mod read;
@@ -18,7 +19,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use pyo3::buffer::PyBuffer;
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyOSError, PyTypeError};
 use pyo3::prelude::*;
@@ -29,6 +29,7 @@ use tensorseal_format::ReadTensors;
 use tensorseal_format::{AtomicFile, Dtype, Durability, FormatError, Header};
 
 use buffer::Buffer;
+use inbuf::InBuf;
 
 create_exception!(
     tensorseal,
@@ -401,7 +402,7 @@ fn deserialize<'py>(
     py: Python<'py>,
     data: &Bound<'py, PyAny>,
 ) -> PyResult<(Bound<'py, PyList>, Option<Bound<'py, PyDict>>, Buffer)> {
-    let view = PyBuffer::<u8>::get(data)?;
+    let view = InBuf::get(data)?;
     if !view.is_c_contiguous() {
         return Err(PyTypeError::new_err("expected contiguous bytes"));
     }
@@ -453,7 +454,7 @@ fn parse_header<'py>(
 /// Where one tensor's bytes come from.
 enum Source {
     /// A C-contiguous buffer holding exactly the tensor's bytes.
-    Direct(PyBuffer<u8>),
+    Direct(InBuf),
     /// A callable returning an iterable of contiguous byte buffers, called
     /// when the tensor is written (bounded-memory conversion of
     /// non-contiguous or big-endian arrays).
@@ -486,7 +487,7 @@ fn prepare(
         let source = if data.is_callable() {
             Source::Chunks(data.unbind())
         } else {
-            let view = PyBuffer::<u8>::get(&data)?;
+            let view = InBuf::get(&data)?;
             if !view.is_c_contiguous() {
                 return Err(to_py(
                     py,
@@ -535,13 +536,12 @@ fn write_source(
 ) -> Result<(), WriteError> {
     match src {
         Source::Direct(view) => {
-            // SAFETY: the PyBuffer keeps the exporter's memory (ptr, len)
-            // valid while it lives; it lives until after the write. The
-            // bytes are only read. Concurrent mutation by another Python
-            // thread is the caller's responsibility, as with the reference.
-            let bytes = unsafe {
-                std::slice::from_raw_parts(view.buf_ptr() as *const u8, view.len_bytes())
-            };
+            // SAFETY: `prepare` checked that the buffer is C-contiguous;
+            // the `InBuf` keeps the exporter's memory valid until after the
+            // write. The bytes are only read. Concurrent mutation by another
+            // Python thread is the caller's responsibility, as with the
+            // reference.
+            let bytes = unsafe { view.as_slice() };
             out.write_all(bytes).map_err(WriteError::Io)
         }
         Source::Chunks(callable) => {
@@ -550,7 +550,7 @@ fn write_source(
                 let iter = callable.bind(py).call0()?.try_iter()?;
                 for chunk in iter {
                     let chunk = chunk?;
-                    let view = PyBuffer::<u8>::get(&chunk)?;
+                    let view = InBuf::get(&chunk)?;
                     if !view.is_c_contiguous() {
                         return Err(WriteError::Format(FormatError::InvalidWrite {
                             tensor: name.to_owned(),
@@ -692,6 +692,9 @@ fn _tensorseal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SafetensorError", m.py().get_type::<SafetensorError>())?;
     m.add_class::<SafeFile>()?;
     m.add_class::<Buffer>()?;
+    // Whether `Buffer` exports the buffer protocol (not in the stable-ABI
+    // build, for CPython 3.9 and 3.10; `tensorseal._raw.exported`).
+    m.add("BUFFER_PROTOCOL", !cfg!(feature = "abi3"))?;
     m.add_class::<stream::Stream>()?;
     m.add_function(wrap_pyfunction!(read_file, m)?)?;
     m.add_function(wrap_pyfunction!(deserialize, m)?)?;

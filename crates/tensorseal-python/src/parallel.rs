@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use pyo3::buffer::PyBuffer;
+use crate::inbuf::InBuf;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
@@ -417,7 +417,7 @@ impl ParallelSave {
         let mut views = Vec::with_capacity(buffers.len());
         let mut ranges: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
         for (b, (i, _, len)) in buffers.iter().zip(&self.parts) {
-            let view = PyBuffer::<u8>::get(b)?;
+            let view = InBuf::get(b)?;
             if !view.is_c_contiguous() {
                 return Err(PyTypeError::new_err("part buffers must be contiguous"));
             }
@@ -445,7 +445,7 @@ impl ParallelSave {
                 if len == 0 {
                     return Some(&[][..]);
                 }
-                // SAFETY: each (ptr, len) is the memory of a PyBuffer in
+                // SAFETY: each (ptr, len) is the memory of an InBuf in
                 // `views`, which keeps the exporter's memory valid until it
                 // is dropped after this closure; the bytes are only read.
                 Some(unsafe { std::slice::from_raw_parts(ptr as *const u8, len) })

@@ -6,13 +6,13 @@
 //! fill the slots without the GIL, and Python drains each filled slot with
 //! device copies (`_gpu.py`). Nothing here knows torch or CUDA.
 
-use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use tensorseal_stream::{Direct, Options, Range, Slot, StreamError};
 
+use crate::inbuf::InBuf;
 use crate::{read, SafeFile, SafetensorError};
 
 /// Maps a stream error: an I/O error becomes `OSError(errno, strerror,
@@ -50,7 +50,7 @@ pub struct Stream {
     // Dropped first: joins the readers before the slots are let go.
     inner: tensorseal_stream::Stream,
     copies: Vec<Vec<PyCopy>>,
-    _slots: Vec<PyBuffer<u8>>,
+    _slots: Vec<InBuf>,
 }
 
 #[pymethods]
@@ -61,7 +61,7 @@ impl Stream {
         py: Python<'_>,
         file: PyRef<'_, SafeFile>,
         ranges: Vec<(u64, u64, usize, u64)>,
-        slots: Vec<PyBuffer<u8>>,
+        slots: Vec<Bound<'_, PyAny>>,
         threads: Option<usize>,
         direct: &str,
     ) -> PyResult<Self> {
@@ -94,6 +94,7 @@ impl Stream {
                 r.offset, r.len
             )));
         }
+        let slots = slots.iter().map(InBuf::get).collect::<PyResult<Vec<_>>>()?;
         let mut ring = Vec::with_capacity(slots.len());
         for (i, b) in slots.iter().enumerate() {
             if b.readonly() || !b.is_c_contiguous() {
@@ -102,11 +103,11 @@ impl Stream {
                 )));
             }
             // SAFETY: the buffer is writable and contiguous, its exporter is
-            // kept alive (and its memory pinned in place) by the `PyBuffer`
+            // kept alive (and its memory pinned in place) by the `InBuf`
             // held in `_slots` until this object drops, which joins every
             // reader first (field order). Python reads a slot only between
             // `wait` and `release`, as `Slot::new` requires.
-            let slot = unsafe { Slot::new(b.buf_ptr().cast::<u8>(), b.len_bytes()) };
+            let slot = unsafe { Slot::new(b.buf_ptr(), b.len_bytes()) };
             ring.push(slot);
         }
         let slot_bytes = ring.iter().map(|s| s.len()).min().unwrap_or(0) as u64;

@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import _dtypes
 from ._errors import InvalidArgumentError, open_file
 from ._index import check_index
+from ._raw import exported
 from ._tensorseal import SafeFile, SafetensorError
 
 # typing costs milliseconds to import; annotations are strings here.
@@ -132,7 +133,7 @@ def numpy_view(buf, code: str, shape: List[int], start: int, end: int, name: str
     n = end - start
     if n == 0:
         return np.empty(shape, dtype=dt)
-    return np.frombuffer(buf, dtype=np.uint8, count=n, offset=start).view(dt).reshape(shape)
+    return np.frombuffer(exported(buf), dtype=np.uint8, count=n, offset=start).view(dt).reshape(shape)
 
 
 def torch_view(buf, code: str, shape: List[int], start: int, end: int, name: str):
@@ -155,6 +156,7 @@ def torch_view(buf, code: str, shape: List[int], start: int, end: int, name: str
         # [0, 2**62, 2**62] overflows torch's stride computation in empty().
         return torch.empty(0, dtype=dt).reshape(shape)
     size = dt.itemsize
+    buf = exported(buf)
     if start % size:
         t = torch.frombuffer(buf, dtype=torch.uint8, count=n, offset=start).clone().view(dt)
     else:
@@ -486,7 +488,7 @@ class safe_open:
             return staged.load(f, f.entries())
         out = {}
         if self._fw == "pt" and not self._copy:
-            buf = f.map_cow(populate=self._dev is None)
+            buf = exported(f.map_cow(populate=self._dev is None))
             for name, dtype, shape, start, end in f.entries():
                 t = torch_view(buf, dtype, shape, start, end, name)
                 out[name] = t if self._dev is None else t.to(self._dev)

@@ -17,6 +17,7 @@ import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import _tensorseal as _native
+from ._raw import exported
 
 __all__ = ["RankError", "last_load_stats", "rank_slice"]
 
@@ -134,7 +135,7 @@ def load_entries(path, plan, rank, world_size, owned=None, read_gap=0):
     )
     last_load_stats.clear()
     last_load_stats.update(data_bytes=data, header_bytes=headers, runs=runs)
-    return entries, buf
+    return entries, exported(buf)  # a no-op with buffer-protocol builds
 
 
 def rank_slice(

@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from . import _dtypes
+from . import _tensorseal
 from ._tensorseal import SafetensorError
 from ._tensorseal import deserialize as _deserialize
 from ._tensorseal import serialize as _serialize
@@ -40,6 +41,57 @@ def memory_at(address: int, n: int, owner: object = None) -> memoryview:
     mem = (ctypes.c_ubyte * n).from_address(address)
     mem.owner = owner
     return memoryview(mem).cast("B")  # holds `mem`, which holds `owner`
+
+
+#: Whether ``_tensorseal.Buffer`` exports the buffer protocol: not in the
+#: stable-ABI (``abi3``) wheel, built for CPython >= 3.9, whose limited API
+#: has no buffer protocol before 3.11.
+_NATIVE_BUFFERS = getattr(_tensorseal, "BUFFER_PROTOCOL", True)
+
+
+def exported(buf):
+    """``buf`` as an object with the buffer protocol, without copying:
+    ``buf`` itself, except a ``_tensorseal.Buffer`` in the stable-ABI build,
+    which becomes a ctypes array at its address (a read-only memoryview of
+    one if the buffer is read-only) that keeps it alive."""
+    if _NATIVE_BUFFERS or type(buf) is not _tensorseal.Buffer:
+        return buf
+    n = len(buf)
+    if n == 0:
+        return b""
+    import ctypes  # on first use, as in memory_at
+
+    # The ctypes array itself exports the buffer protocol: no memoryview on
+    # top of it while writable (a few hundred bytes less per small tensor).
+    mem = (ctypes.c_ubyte * n).from_address(buf.address)
+    mem.owner = buf
+    return memoryview(mem).toreadonly() if buf.readonly else mem
+
+
+def _address_of(obj):
+    """``(address, nbytes, c_contiguous, readonly, keep)`` for the memory of
+    a buffer-protocol object, ``keep`` keeping it alive and in place; called
+    by the stable-ABI build (``src/inbuf.rs``), which cannot ask for the
+    buffer itself before CPython 3.11. Writable memory is located through
+    ctypes, read-only memory through numpy; without numpy a read-only buffer
+    is copied (``keep`` is then that ``bytes`` copy)."""
+    m = memoryview(obj)
+    n = m.nbytes
+    if n == 0 or not m.c_contiguous:
+        return 0, n, m.c_contiguous, m.readonly, m
+    m = m.cast("B")
+    if not m.readonly:
+        import ctypes
+
+        # Holds an export of `m` (so `obj` cannot be resized or freed).
+        c = (ctypes.c_ubyte * n).from_buffer(m)
+        return ctypes.addressof(c), n, True, False, c
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy is there in practice
+        return 0, n, True, True, m.tobytes()
+    a = np.frombuffer(m, dtype=np.uint8)
+    return a.__array_interface__["data"][0], n, True, True, a
 
 
 class TensorSpec:
@@ -144,7 +196,7 @@ def deserialize(data: bytes):
     little-endian bytes.
     """
     entries, _metadata, buf = _deserialize(data)
-    mem = memoryview(buf)
+    mem = memoryview(exported(buf))
     return [
         (name, {"dtype": dtype, "shape": shape, "data": bytearray(mem[start:end])})
         for name, dtype, shape, start, end in entries

@@ -18,7 +18,8 @@ class SafetensorError(Exception):
     kind: str
 
 class Buffer:
-    """Memory shared with numpy/torch through the buffer protocol."""
+    """Memory shared with numpy/torch through the buffer protocol (in the
+    stable-ABI build, through `address` and `len`: `tensorseal._raw.exported`)."""
 
     @property
     def address(self) -> int: ...
@@ -59,6 +60,8 @@ class Stream:
     def close(self) -> None: ...
     def live_threads(self) -> int: ...
     def stats(self) -> Dict[str, int]: ...
+
+BUFFER_PROTOCOL: bool
 
 def read_file(
     path: _Path, threads: Optional[int] = None

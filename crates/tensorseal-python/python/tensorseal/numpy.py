@@ -16,6 +16,7 @@ import numpy as np
 
 from . import _dtypes
 from ._open import copy_mode, numpy_view, safe_open
+from ._raw import exported
 from ._tensorseal import SafetensorError
 from ._tensorseal import deserialize as _deserialize
 from ._errors import read_file as _read_file
@@ -92,7 +93,7 @@ def _views(buf, entries) -> Dict[str, np.ndarray]:
     """Arrays viewing their bytes of one buffer: one ``np.frombuffer`` for
     all of them (slicing an array costs less than exporting the buffer
     again per tensor)."""
-    whole = np.frombuffer(buf, dtype=np.uint8)
+    whole = np.frombuffer(exported(buf), dtype=np.uint8)
     dtype_of = _dtypes.numpy_dtype
     out = {}
     for name, code, shape, start, end in entries:

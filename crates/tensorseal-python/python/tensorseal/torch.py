@@ -18,7 +18,7 @@ import torch
 
 from . import _dtypes
 from ._open import copy_mode, safe_open, torch_device, torch_view
-from ._raw import memory_at
+from ._raw import exported, memory_at
 from ._tensorseal import SafeFile, SafetensorError
 from ._tensorseal import deserialize as _deserialize
 from ._errors import open_file
@@ -404,6 +404,7 @@ def load_file(
         f = open_file(filename)
         buf = f.map_cow(populate=True)
         entries = f.entries()
+    buf = exported(buf)  # once, not per tensor (a no-op with buffer-protocol builds)
     return {
         name: torch_view(buf, dtype, shape, start, end, name)
         for name, dtype, shape, start, end in entries
@@ -414,6 +415,7 @@ def load(data: bytes, *, sparse: bool = False) -> Dict[str, torch.Tensor]:
     """Loads safetensors bytes into a dict of cpu tensors (``sparse=True``:
     see :func:`load_file`)."""
     entries, metadata, buf = _deserialize(data)
+    buf = exported(buf)
     out = {
         name: torch_view(buf, dtype, shape, start, end, name)
         for name, dtype, shape, start, end in entries
