@@ -19,14 +19,14 @@ pub enum ConvertError {
         error: std::io::Error,
     },
     /// The pickle was refused (a global off the allow-list) or is malformed.
-    #[error("{}: pickle {member}: {source}", path.display())]
+    #[error("{}: pickle {member}: {error}", path.display())]
     Pickle {
         /// The file.
         path: PathBuf,
         /// Which pickle in the file (`data.pkl`, `legacy object pickle`, ...).
         member: String,
-        /// The error.
-        source: Box<PickleError>,
+        /// The error (in the message, so not also a `source()`).
+        error: Box<PickleError>,
     },
     /// The container (zip, legacy stream, npy header) is malformed.
     #[error("{}: {why}", path.display())]

@@ -8,8 +8,8 @@
 //! parts (dtype names, torch/numpy objects) live in the pure-Python package.
 
 mod buffer;
-mod quant;
 mod parallel;
+mod quant;
 mod read;
 mod stream;
 

@@ -83,3 +83,36 @@ def test_sparse_inspect_and_densify(run_cli, tmp_path):
     for k in ("coo", "csr", "csc"):
         assert torch.equal(d[k], x), k
     assert torch.equal(d["dense"], torch.ones(3))
+
+
+def test_dequantize_refuses_existing_output_without_force(run_cli, tmp_path):
+    """The overwrite rule of convert/split/merge: an existing output is
+    refused (exit 2, left untouched) unless --force, which also removes the
+    files of an earlier checkpoint that the new one does not overwrite."""
+    out = tmp_path / "o.safetensors"
+    out.write_bytes(b"keep me")
+    r = run_cli("dequantize", LAYOUTS / "awq_gemm", out, "--json")
+    assert r.returncode == 2 and "--force" in r.stderr
+    assert out.read_bytes() == b"keep me"
+    r = run_cli("dequantize", LAYOUTS / "awq_gemm", out, "--json", "--force")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["schema"] == "tensorseal-dequantize/1" and doc["removed"] == []
+    assert "model.layers.0.mlp.down_proj.weight" in torch_load(out)
+
+    # A directory holding an older sharded checkpoint: its stale shards go.
+    d = tmp_path / "dense"
+    d.mkdir()
+    stale = d / "model-00002-of-00002.safetensors"
+    stale.write_bytes(b"old shard")
+    (d / "model.safetensors.index.json").write_text("{}")
+    r = run_cli("dequantize", LAYOUTS / "awq_gemm", d)
+    assert r.returncode == 2 and stale.exists()
+    r = run_cli("dequantize", LAYOUTS / "awq_gemm", d, "--force", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert sorted(pathlib.Path(p).name for p in doc["removed"]) == [
+        "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json",
+    ]
+    assert sorted(p.name for p in d.glob("model*")) == ["model.safetensors"]

@@ -23,7 +23,7 @@ pub(super) fn open(path: &Path, map: memmap2::Mmap) -> Result<Checkpoint, Conver
         move |e| ConvertError::Pickle {
             path: path.to_owned(),
             member: member.clone(),
-            source: Box::new(e),
+            error: Box::new(e),
         }
     };
     let (_, pos) = tensorseal_pickle::load_at(bytes, 0, &lim).map_err(perr("magic number"))?;

@@ -28,7 +28,7 @@ pub(super) fn open(
         tensorseal_pickle::load(&pkl, &pickle_limits()).map_err(|e| ConvertError::Pickle {
             path: path.to_owned(),
             member: pkl_name.clone(),
-            source: Box::new(e),
+            error: Box::new(e),
         })?;
     // As torch: the record holds exactly `little` or `big` (no case
     // change, no whitespace), anything else is an error; without one the
