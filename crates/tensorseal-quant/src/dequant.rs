@@ -185,7 +185,7 @@ impl Default for Options {
         Options {
             dtype: OutDtype::BF16,
             max_shard_size: 5_000_000_000,
-            chunk_bytes: 64 << 20,
+            chunk_bytes: 8 << 20,
             durability: Durability::Sync,
         }
     }
@@ -266,6 +266,44 @@ fn i32s(t: &TensorMeta, data: &[u8], scheme: Scheme) -> Result<Vec<i32>, QuantEr
 /// rows `r0..r1` of the `[rows, cols]` dense matrix.
 trait Rows: Sync {
     fn rows(&self, r0: usize, r1: usize, out: &mut [f32]);
+
+    /// Fills rows `r0..r1` in `dt` (little-endian bytes, `out` holds exactly
+    /// those rows). The default goes through one row of f32 at a time;
+    /// schemes with a faster kernel override it, bit for bit the same.
+    fn fill(&self, r0: usize, r1: usize, dt: OutDtype, out: &mut [u8]) {
+        fill_via_f32(self, r0, r1, dt, out);
+    }
+}
+
+fn fill_via_f32<R: Rows + ?Sized>(b: &R, r0: usize, r1: usize, dt: OutDtype, out: &mut [u8]) {
+    let n = r1.saturating_sub(r0);
+    if n == 0 || out.is_empty() {
+        return;
+    }
+    let row_bytes = out.len() / n;
+    // One row of f32 at a time: the scratch stays in cache.
+    let mut vals = vec![0f32; row_bytes / dt.size()];
+    for (i, orow) in out.chunks_exact_mut(row_bytes).enumerate() {
+        b.rows(r0 + i, r0 + i + 1, &mut vals);
+        dt.store(&vals, orow);
+    }
+}
+
+/// `with_encoder!(dt, obj, method, args..)` calls `obj.method::<W>(args.., enc)` with the encoder of `$dt`: a
+/// function from f32 to the `W` little-endian bytes of one output element
+/// (rounding as [`OutDtype::store`] does).
+macro_rules! with_encoder {
+    ($dt:expr, $obj:expr, $method:ident, $($arg:expr),*) => {
+        match $dt {
+            OutDtype::F32 => $obj.$method::<4>($($arg,)* |v: f32| v.to_le_bytes()),
+            OutDtype::BF16 => {
+                $obj.$method::<2>($($arg,)* |v: f32| half::bf16::from_f32(v).to_le_bytes())
+            }
+            OutDtype::F16 => {
+                $obj.$method::<2>($($arg,)* |v: f32| half::f16::from_f32(v).to_le_bytes())
+            }
+        }
+    };
 }
 
 /// Unpacks `bits`-bit field `i` of a little-endian bit stream of u32 words.
@@ -283,11 +321,24 @@ fn field(words: &[u32], i: usize, bits: u32) -> u32 {
     v & ((1u32 << bits) - 1)
 }
 
-struct Gptq {
-    q: Vec<u32>,
+/// The little-endian u32 word `i` of `data` (0 past the end).
+#[inline]
+fn word(data: &[u8], i: usize) -> u32 {
+    i.checked_mul(4)
+        .and_then(|o| data.get(o..o.checked_add(4)?))
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, u32::from_le_bytes)
+}
+
+struct Gptq<'a> {
+    /// `qweight`: `[in_f / pack, out_f]` little-endian words.
+    q: &'a [u8],
     zeros: Vec<u32>,
     scales: Vec<f32>,
     gidx: Vec<usize>,
+    /// `Some(gs)` when `gidx[k] == k / gs` with `gs` a multiple of the
+    /// values per word (no act-order): groups are runs of whole words.
+    group_size: Option<usize>,
     bits: u32,
     v1: bool,
     out_f: usize,
@@ -295,32 +346,133 @@ struct Gptq {
     zwords: usize,
 }
 
-impl Rows for Gptq {
+impl Gptq<'_> {
+    fn groups(&self) -> usize {
+        self.scales.len() / self.out_f.max(1)
+    }
+
+    /// Scale and zero (as f32) of group `g` of output channel `n`.
+    #[inline]
+    fn scale_zero(&self, g: usize, n: usize) -> (f32, f32) {
+        let mask = (1u32 << self.bits) - 1;
+        let pack = (32 / self.bits) as usize;
+        let zshift = self.bits * (n % pack) as u32;
+        let zw = self
+            .zeros
+            .get(g * self.zwords + n / pack)
+            .copied()
+            .unwrap_or(0);
+        let mut z = (zw >> zshift) & mask;
+        if self.v1 {
+            z = (z + 1) & mask;
+        }
+        let s = self.scales.get(g * self.out_f + n).copied().unwrap_or(0.0);
+        (s, z as f32)
+    }
+
+    /// 2- and 4-bit kernel. `qweight` is column-major for the output, so
+    /// a tile of `TILE` output channels (one cache line of each word row)
+    /// is first gathered into a contiguous scratch, one line read per word
+    /// row, instead of one strided (cache-aliasing) word per value. Then
+    /// per channel, a 16-entry table per group of the encoded
+    /// `s * (q - z)` for every code `q`, and one table look-up per value.
+    fn fill_w<const W: usize>(
+        &self,
+        r0: usize,
+        r1: usize,
+        out: &mut [u8],
+        enc: impl Fn(f32) -> [u8; W],
+    ) {
+        const TILE: usize = 16;
+        let bits = self.bits;
+        let mask = (1u32 << bits) - 1;
+        let pack = (32 / bits) as usize;
+        let kpn = self.in_f / pack;
+        let mut luts = vec![[[0u8; W]; 16]; self.groups()];
+        let mut tile = vec![0u32; TILE * kpn];
+        let row_bytes = self.in_f * W;
+        let mut orows = out.chunks_exact_mut(row_bytes);
+        let mut n0 = r0;
+        while n0 < r1 {
+            let n1 = ((n0 / TILE + 1) * TILE).min(r1);
+            for kp in 0..kpn {
+                let base = (kp * self.out_f + n0) * 4;
+                let src = self.q.get(base..base + (n1 - n0) * 4).unwrap_or_default();
+                for (t, c) in src.chunks_exact(4).enumerate() {
+                    if let Some(dst) = tile.get_mut(t * kpn + kp) {
+                        *dst = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                    }
+                }
+            }
+            for (n, words) in (n0..n1).zip(tile.chunks_exact(kpn.max(1))) {
+                let Some(orow) = orows.next() else { return };
+                for (g, lut) in luts.iter_mut().enumerate() {
+                    let (s, z) = self.scale_zero(g, n);
+                    for (q, e) in lut.iter_mut().enumerate().take(mask as usize + 1) {
+                        *e = enc(s * (q as f32 - z));
+                    }
+                }
+                match self.group_size {
+                    Some(gs) => {
+                        // Whole words per group: the table is fixed per run.
+                        let runs = orow.chunks_mut(gs * W).zip(words.chunks(gs / pack));
+                        for ((run, ws), lut) in runs.zip(&luts) {
+                            for (vals, &w) in run.chunks_exact_mut(pack * W).zip(ws) {
+                                for (j, o) in vals.chunks_exact_mut(W).enumerate() {
+                                    let code = (w >> (bits * j as u32)) & mask & 15;
+                                    o.copy_from_slice(&lut[code as usize]);
+                                }
+                            }
+                        }
+                    }
+                    None => {
+                        let vals = orow.chunks_exact_mut(pack * W).zip(words);
+                        for (kp, (vals, &w)) in vals.enumerate() {
+                            for (j, o) in vals.chunks_exact_mut(W).enumerate() {
+                                let g = self.gidx.get(kp * pack + j).copied().unwrap_or(0);
+                                let code = (w >> (bits * j as u32)) & mask & 15;
+                                if let Some(lut) = luts.get(g) {
+                                    o.copy_from_slice(&lut[code as usize]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            n0 = n1;
+        }
+    }
+}
+
+impl Rows for Gptq<'_> {
     fn rows(&self, r0: usize, r1: usize, out: &mut [f32]) {
         let mask = (1u32 << self.bits) - 1;
         let pack = (32 / self.bits) as usize;
-        let groups = self.scales.len() / self.out_f.max(1);
-        let mut sz = vec![(0f32, 0f32); groups];
+        let mut sz = vec![(0f32, 0f32); self.groups()];
         for n in r0..r1 {
             // This output channel's scale and zero of every group.
-            let zshift = self.bits * (n % pack) as u32;
             for (g, cell) in sz.iter_mut().enumerate() {
-                let mut z = (self.zeros[g * self.zwords + n / pack] >> zshift) & mask;
-                if self.v1 {
-                    z = (z + 1) & mask;
-                }
-                *cell = (self.scales[g * self.out_f + n], z as f32);
+                *cell = self.scale_zero(g, n);
             }
             let row = &mut out[(n - r0) * self.in_f..(n - r0 + 1) * self.in_f];
             for (kp, vals) in row.chunks_mut(pack).enumerate() {
-                let word = self.q[kp * self.out_f + n];
+                let w = word(self.q, kp * self.out_f + n);
                 for (j, o) in vals.iter_mut().enumerate() {
                     let (s, z) = sz[self.gidx[kp * pack + j]];
-                    let q = (word >> (self.bits * j as u32)) & mask;
+                    let q = (w >> (self.bits * j as u32)) & mask;
                     *o = s * (q as f32 - z);
                 }
             }
         }
+    }
+
+    fn fill(&self, r0: usize, r1: usize, dt: OutDtype, out: &mut [u8]) {
+        // Whole words per row only (in_f is a multiple of pack by
+        // construction); 8-bit codes would need 256-entry tables per group.
+        if self.bits > 4 {
+            return fill_via_f32(self, r0, r1, dt, out);
+        }
+        with_encoder!(dt, self, fill_w, r0, r1, out)
     }
 }
 
@@ -395,7 +547,69 @@ impl Scaled<'_> {
     }
 }
 
+impl Scaled<'_> {
+    /// Whether a 256-entry table per scale cell pays off: byte codes, and
+    /// cells of at least 64 columns and 1024 values (block FP8: 128x128,
+    /// per-channel and per-tensor scales).
+    fn table_kernel(&self) -> bool {
+        matches!(self.codes, Codes::Table(..) | Codes::I8(_))
+            && self.bc >= 64
+            && self.br.saturating_mul(self.bc) >= 1024
+    }
+
+    /// Byte-code kernel: for each row of scale cells, every code's encoded
+    /// `(v - z) * s` per cell, then one table look-up per value.
+    fn fill_w<const W: usize>(
+        &self,
+        r0: usize,
+        r1: usize,
+        out: &mut [u8],
+        enc: impl Fn(f32) -> [u8; W],
+    ) {
+        let (data, table) = match &self.codes {
+            Codes::Table(d, t) => (*d, Some(*t)),
+            Codes::I8(d) => (*d, None),
+            _ => return,
+        };
+        let value = |c: usize| -> f32 {
+            match table {
+                Some(t) => f32::from_bits(t.get(c).copied().unwrap_or(0)),
+                None => c as u8 as i8 as f32,
+            }
+        };
+        let cols = self.cols;
+        let mut luts = vec![[[0u8; W]; 256]; self.sc];
+        let mut built = None;
+        for (r, orow) in (r0..r1).zip(out.chunks_exact_mut(cols * W)) {
+            let sr = r / self.br;
+            if built != Some(sr) {
+                for (b, lut) in luts.iter_mut().enumerate() {
+                    let (s, z) = self.cell(sr * self.sc + b);
+                    for (c, e) in lut.iter_mut().enumerate() {
+                        *e = enc((value(c) - z) * s);
+                    }
+                }
+                built = Some(sr);
+            }
+            let src = data.get(r * cols..(r + 1) * cols).unwrap_or_default();
+            let runs = orow.chunks_mut(self.bc * W).zip(src.chunks(self.bc));
+            for ((run, codes), lut) in runs.zip(&luts) {
+                for (o, &c) in run.chunks_exact_mut(W).zip(codes) {
+                    o.copy_from_slice(&lut[c as usize]);
+                }
+            }
+        }
+    }
+}
+
 impl Rows for Scaled<'_> {
+    fn fill(&self, r0: usize, r1: usize, dt: OutDtype, out: &mut [u8]) {
+        if !self.table_kernel() {
+            return fill_via_f32(self, r0, r1, dt, out);
+        }
+        with_encoder!(dt, self, fill_w, r0, r1, out)
+    }
+
     fn rows(&self, r0: usize, r1: usize, out: &mut [f32]) {
         let cols = self.cols;
         for r in r0..r1 {
@@ -625,14 +839,23 @@ fn builder<'s>(
                     (0..in_f).map(|k| k / gs).collect()
                 }
             };
-            let q: Vec<u32> = i32s(qt, qd, s)?.into_iter().map(|v| v as u32).collect();
+            if qt.dtype != Dtype::I32 && qt.dtype != Dtype::U32 {
+                return Err(bad_dtype(qt, s, "I32"));
+            }
+            if (qd.len() as u128) < in_f as u128 / pack as u128 * out_f as u128 * 4 {
+                return Err(bad_shape(qt, format!("{} bytes are too few", qd.len())));
+            }
             let zeros: Vec<u32> = i32s(zt, zd, s)?.into_iter().map(|v| v as u32).collect();
+            let gs = in_f.div_ceil(groups).max(1);
+            let group_size = (gs % pack == 0 && gidx.iter().enumerate().all(|(k, &g)| g == k / gs))
+                .then_some(gs);
             Ok((
                 Box::new(Gptq {
-                    q,
+                    q: qd,
                     zeros,
                     scales,
                     gidx,
+                    group_size,
                     bits,
                     v1: s == Scheme::GptqV1,
                     out_f,
@@ -1237,16 +1460,123 @@ fn write_layer(
         buf.par_chunks_mut(task_rows * row_bytes)
             .enumerate()
             .for_each(|(t, out)| {
-                // One row of f32 at a time: the scratch stays in cache.
-                let mut vals = vec![0f32; cols];
-                for (i, orow) in out.chunks_mut(row_bytes).enumerate() {
-                    let r = r0 + t * task_rows + i;
-                    b.rows(r, r + 1, &mut vals);
-                    opts.dtype.store(&vals, orow);
-                }
+                let r = r0 + t * task_rows;
+                b.fill(r, r + out.len() / row_bytes, opts.dtype, out);
             });
         w.write_all(buf)?;
         r0 = r1;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DTYPES: [OutDtype; 3] = [OutDtype::F32, OutDtype::BF16, OutDtype::F16];
+
+    fn noise(n: usize, mut x: u64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// The kernel of `b` against the f32 path, rows split unevenly.
+    fn same_as_f32(b: &dyn Rows, rows: usize, cols: usize, what: &str) {
+        for dt in DTYPES {
+            let mut want = vec![0u8; rows * cols * dt.size()];
+            fill_via_f32(b, 0, rows, dt, &mut want);
+            let mut got = vec![0u8; want.len()];
+            let split = rows / 3;
+            let (a, c) = got.split_at_mut(split * cols * dt.size());
+            b.fill(0, split, dt, a);
+            b.fill(split, rows, dt, c);
+            assert!(got == want, "{what} {dt}");
+        }
+    }
+
+    #[test]
+    fn table_kernel_matches_the_f32_path() {
+        let (rows, cols) = (300, 384);
+        // Every code, NaNs and infinities included, and odd scales.
+        let codes = noise(rows * cols, 7);
+        let scales: Vec<f32> = noise(3 * 3, 9)
+            .iter()
+            .map(|&b| f32::from_bits(0x3000_0000 + ((b as u32) << 19)))
+            .collect();
+        for (table, dtype) in [
+            (&crate::float::F8_E4M3, "e4m3"),
+            (&crate::float::F8_E5M2, "e5m2"),
+        ] {
+            let s = Scaled {
+                codes: Codes::Table(&codes, table),
+                scales: scales.clone(),
+                zeros: None,
+                div: None,
+                mul: None,
+                cols,
+                br: 128,
+                bc: 128,
+                sc: 3,
+            };
+            assert!(s.table_kernel());
+            same_as_f32(&s, rows, cols, dtype);
+        }
+        let s = Scaled {
+            codes: Codes::I8(&codes),
+            scales: scales[..1].to_vec(),
+            zeros: Some(vec![3.0]),
+            div: None,
+            mul: None,
+            cols,
+            br: rows,
+            bc: cols,
+            sc: 1,
+        };
+        assert!(s.table_kernel());
+        same_as_f32(&s, rows, cols, "int8 with zero point");
+    }
+
+    #[test]
+    fn gptq_kernel_matches_the_f32_path() {
+        let (in_f, out_f) = (256, 48);
+        for bits in [2u32, 4, 8] {
+            let pack = (32 / bits) as usize;
+            let q = noise(in_f / pack * out_f * 4, bits as u64);
+            let groups = 4;
+            let zwords = out_f.div_ceil(pack);
+            let zeros: Vec<u32> = noise(groups * zwords * 4, 5)
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            let scales: Vec<f32> = noise(groups * out_f, 11)
+                .iter()
+                .map(|&b| f32::from_bits(0x3A00_0000 + ((b as u32) << 15)))
+                .collect();
+            let contiguous: Vec<usize> = (0..in_f).map(|k| k / (in_f / groups)).collect();
+            let act_order: Vec<usize> = (0..in_f).map(|k| (k * 7) % groups).collect();
+            for (gidx, group_size) in [(contiguous, Some(in_f / groups)), (act_order, None)] {
+                for v1 in [false, true] {
+                    let g = Gptq {
+                        q: &q,
+                        zeros: zeros.clone(),
+                        scales: scales.clone(),
+                        gidx: gidx.clone(),
+                        group_size,
+                        bits,
+                        v1,
+                        out_f,
+                        in_f,
+                        zwords,
+                    };
+                    same_as_f32(&g, out_f, in_f, &format!("{bits} bits {group_size:?} {v1}"));
+                }
+            }
+        }
+    }
 }
