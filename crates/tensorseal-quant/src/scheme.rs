@@ -639,7 +639,7 @@ fn gptq_or_awq(p: &str, q: &TensorMeta, idx: &Index<'_>, cfg: &Configs) -> Optio
         let bits = cfg
             .quant_u64("bits")
             .or_else(|| cfg.quant_u64("w_bit"))
-            .unwrap_or(4) as u32;
+            .map_or(4, |b| u32::try_from(b).unwrap_or(0));
         let in_features = dim(q, 0);
         let g = Grouping::Group(in_features.div_ceil(groups));
         return Some(layer(
@@ -653,13 +653,16 @@ fn gptq_or_awq(p: &str, q: &TensorMeta, idx: &Index<'_>, cfg: &Configs) -> Optio
             parts,
         ));
     }
-    let bits = cfg.quant_u64("bits").unwrap_or(4) as u32;
-    let bits = if matches!(bits, 2 | 3 | 4 | 8) {
-        bits
-    } else {
-        4
-    };
-    let in_features = dim(q, 0).saturating_mul(32) / bits as usize;
+    // The configured width as given, even one GPTQ never packs: reading a
+    // 5-bit checkpoint as 4-bit would write wrong weights, so dequantizing
+    // refuses what it cannot unpack. Out-of-range values become 0 (refused).
+    let bits = cfg.quant_u64("bits").map_or(4, |b| {
+        u32::try_from(b)
+            .ok()
+            .filter(|b| (1..=32).contains(b))
+            .unwrap_or(0)
+    });
+    let in_features = dim(q, 0).saturating_mul(32) / bits.max(1) as usize;
     let g = match cfg.quant_u64("group_size") {
         Some(-1) => Grouping::Channel,
         Some(n) if n > 0 => Grouping::Group(n as usize),

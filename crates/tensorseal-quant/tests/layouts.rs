@@ -173,3 +173,35 @@ fn sharded_input_gives_the_same_output() {
     dequantize(dir("gptq_v1"), &b, &opts).unwrap();
     assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
 }
+
+/// A GPTQ config naming a width the packing has no reading for is not read
+/// as 4-bit (which would write wrong weights without a word): the layer
+/// keeps the configured width and dequantizing refuses it, writing nothing.
+#[test]
+fn gptq_widths_without_an_unpacking_are_refused_not_guessed() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (bits, shown) in [(5i64, 5u32), (3, 3), (-4, 0), (1i64 << 40, 0)] {
+        let src = tmp
+            .path()
+            .join(format!("gptq_{shown}_{}", bits.unsigned_abs()));
+        std::fs::create_dir(&src).unwrap();
+        std::fs::copy(
+            dir("gptq_v1").join("model.safetensors"),
+            src.join("model.safetensors"),
+        )
+        .unwrap();
+        let config = format!(
+            r#"{{"quantization_config": {{"bits": {bits}, "group_size": 32, "quant_method": "gptq"}}}}"#
+        );
+        std::fs::write(src.join("config.json"), config).unwrap();
+        let report = Source::open(&src).unwrap().recognize().unwrap();
+        assert_eq!(report.layers[0].bits, shown, "bits {bits}");
+        let out = tmp.path().join(format!("out_{shown}.safetensors"));
+        let err = dequantize(&src, &out, &Options::default()).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("{shown} bits")),
+            "bits {bits}: {err}"
+        );
+        assert!(!out.exists(), "bits {bits}");
+    }
+}
