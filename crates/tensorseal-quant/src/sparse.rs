@@ -312,7 +312,16 @@ fn dense_bytes(file: &MmapFile, t: &SparseTensor) -> Result<Vec<u8>, QuantError>
         let v = file.tensor(&t.components[i])?;
         Ok((v.dtype(), v.data()))
     };
-    let mut out = vec![0u8; total];
+    // The dense size comes from the metadata: ask for it fallibly, so that
+    // a shape no memory can hold is an error naming the tensor, not an abort.
+    let mut out = Vec::new();
+    out.try_reserve_exact(total).map_err(|_| {
+        invalid(
+            &t.name,
+            format!("its dense form of {total} bytes does not fit in memory"),
+        )
+    })?;
+    out.resize(total, 0);
     match t.layout {
         Layout::Coo => {
             let (idt, id) = comp(0)?;

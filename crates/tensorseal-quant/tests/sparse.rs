@@ -220,3 +220,23 @@ fn broken_rules_are_refused() {
         assert!(!tmp.path().join("o.safetensors").exists());
     }
 }
+
+/// A few bytes may describe a dense form no memory holds: densify says so,
+/// naming the tensor, instead of aborting on the allocation.
+#[test]
+fn a_dense_form_larger_than_memory_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = write(
+        tmp.path(),
+        vec![
+            ("w.indices", Dtype::I64, vec![2, 0], vec![]),
+            ("w.values", Dtype::F32, vec![0], vec![]),
+        ],
+        r#"{"w":{"layout":"coo","shape":[68719476736,16777216]}}"#,
+    );
+    let described = describe(&MmapFile::open(&p).unwrap()).unwrap();
+    assert_eq!(described[0].elements(), 1u64 << 60);
+    let err = densify(&p, &tmp.path().join("o.safetensors"), Durability::NoSync).unwrap_err();
+    assert!(err.to_string().contains("\"w\""), "{err}");
+    assert!(!tmp.path().join("o.safetensors").exists());
+}
