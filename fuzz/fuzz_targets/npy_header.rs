@@ -15,7 +15,10 @@ fn check(bytes: &[u8]) {
         let v = h.dtype_verdict();
         assert_eq!(v, classify_descr(&h.descr));
         if let (Verdict::Plain, Value::Str(s)) = (&v, &h.descr) {
-            assert!(!s.trim_start_matches(['<', '>', '|', '=']).starts_with('O'), "{s:?} plain");
+            assert!(
+                !s.trim_start_matches(['<', '>', '|', '=']).starts_with('O'),
+                "{s:?} plain"
+            );
         }
         let _ = h.numeric().map(|n| n.big_endian());
     }
@@ -42,7 +45,12 @@ fuzz_target!(|data: &[u8]| {
     let report = Scanner::new(cfg).scan_bytes("fuzz", "fuzz.npy", &npy);
     for f in &report.findings {
         if let Some(off) = f.offset {
-            assert!(off <= npy.len() as u64, "{} offset {off} past {}", f.rule, npy.len());
+            assert!(
+                off <= npy.len() as u64,
+                "{} offset {off} past {}",
+                f.rule,
+                npy.len()
+            );
         }
     }
 });

@@ -23,7 +23,11 @@ fuzz_target!(|data: &[u8]| {
         let _ = load_all(data, limits);
         let a = analyze(data, limits);
         for g in &a.globals {
-            assert!(g.offset < data.len(), "global offset {} outside input", g.offset);
+            assert!(
+                g.offset < data.len(),
+                "global offset {} outside input",
+                g.offset
+            );
             let _ = g.qualified();
         }
         assert!(a.pickles.len() <= limits.max_pickles);

@@ -19,8 +19,16 @@ fn slice_args(seed: &[u8]) -> Vec<SliceArg> {
             match s.rem_euclid(5) {
                 0 => SliceArg::Index(a),
                 1 => SliceArg::Ellipsis,
-                2 => SliceArg::Range { start: None, stop: Some(b), step: s / 5 },
-                _ => SliceArg::Range { start: Some(a), stop: Some(b), step: s },
+                2 => SliceArg::Range {
+                    start: None,
+                    stop: Some(b),
+                    step: s / 5,
+                },
+                _ => SliceArg::Range {
+                    start: Some(a),
+                    stop: Some(b),
+                    step: s,
+                },
             }
         })
         .collect()
@@ -33,14 +41,21 @@ fuzz_target!(|data: &[u8]| {
     let Ok(st) = SafeTensors::deserialize(data) else {
         return;
     };
-    let args = slice_args(data.get(data.len().saturating_sub(15)..).unwrap_or_default());
+    let args = slice_args(
+        data.get(data.len().saturating_sub(15)..)
+            .unwrap_or_default(),
+    );
     let mut total = 0usize;
     for (name, view) in st.iter() {
         total += view.data().len();
-        let owned = st.read_tensor(name).expect("accepted tensor must be readable");
+        let owned = st
+            .read_tensor(name)
+            .expect("accepted tensor must be readable");
         assert_eq!(owned.data, view.data());
         if let Ok(s) = st.read_slice(name, &args) {
-            let plan = st.plan_slice(name, &args).expect("planned once, plans again");
+            let plan = st
+                .plan_slice(name, &args)
+                .expect("planned once, plans again");
             assert_eq!(s.data.len(), plan.byte_len());
             assert_eq!(s.shape, plan.shape());
         }

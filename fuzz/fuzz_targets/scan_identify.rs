@@ -17,8 +17,13 @@ fuzz_target!(|data: &[u8]| {
             for e in entries {
                 if let Ok(l) = zipread::read_local(&src, e.local_offset) {
                     assert!(l.data_start <= data.len() as u64 + 65_536 * 2 + 30);
-                    let _ = zipread::read_descriptor(&src, l.data_start.saturating_add(e.csize), l.zip64);
-                    let _ = zipread::inflate(&src, l.data_start, e.csize, e.method, e.usize, 1 << 16);
+                    let _ = zipread::read_descriptor(
+                        &src,
+                        l.data_start.saturating_add(e.csize),
+                        l.zip64,
+                    );
+                    let _ =
+                        zipread::inflate(&src, l.data_start, e.csize, e.method, e.usize, 1 << 16);
                 }
             }
         }
@@ -36,7 +41,12 @@ fuzz_target!(|data: &[u8]| {
         assert!(f.member.len() <= 8, "nesting {:?}", f.member);
         if f.member.is_empty() {
             if let Some(off) = f.offset {
-                assert!(off <= data.len() as u64, "{} offset {off} past {}", f.rule, data.len());
+                assert!(
+                    off <= data.len() as u64,
+                    "{} offset {off} past {}",
+                    f.rule,
+                    data.len()
+                );
             }
         }
     }
