@@ -95,6 +95,38 @@ def pack_cols_u32(vals, bits):
     return out
 
 
+def pack_rows_gptq3(vals):
+    """3-bit GPTQ packing along axis 0, as AutoGPTQ's `QuantLinear.pack`
+    loop for bits == 3 writes it: every 32 rows of 3-bit values fill 3 rows
+    of u32 words; values 10 and 21 of each 32 straddle two words (their low
+    bits end one word, their high bits start the next)."""
+    rows, cols = vals.shape
+    assert rows % 32 == 0
+    v = vals.astype(np.uint32) & 7
+    out = np.zeros((rows // 32 * 3, cols), dtype=np.uint32)
+    i = row = 0
+    while row < out.shape[0]:
+        for j in range(i, i + 10):
+            out[row] |= v[j] << np.uint32(3 * (j - i))
+        i += 10
+        out[row] |= v[i] << np.uint32(30)
+        row += 1
+        out[row] |= (v[i] >> np.uint32(2)) & np.uint32(1)
+        i += 1
+        for j in range(i, i + 10):
+            out[row] |= v[j] << np.uint32(3 * (j - i) + 1)
+        i += 10
+        out[row] |= v[i] << np.uint32(31)
+        row += 1
+        out[row] |= (v[i] >> np.uint32(1)) & np.uint32(3)
+        i += 1
+        for j in range(i, i + 10):
+            out[row] |= v[j] << np.uint32(3 * (j - i) + 2)
+        i += 10
+        row += 1
+    return out
+
+
 def f4_pack(codes):
     """Two F4 codes per byte, element 2i in the low nibble."""
     flat = codes.reshape(-1)
@@ -119,21 +151,27 @@ def st(tensors, metadata=None):
     return st_save(tensors, metadata=metadata)
 
 
-def gptq(version, act_order):
-    rng = rng_for(f"gptq{version}{act_order}")
-    out_f, in_f, group, bits = 16, 64, 32, 4
+def gptq(version, act_order, bits=4):
+    rng = rng_for(f"gptq{version}{act_order}" + ("" if bits == 4 else str(bits)))
+    out_f, in_f, group = (16, 64, 32) if bits != 3 else (64, 128, 32)
     groups = in_f // group
-    q = rng.integers(0, 16, size=(out_f, in_f), dtype=np.uint32)
-    z = rng.integers(0, 16, size=(groups, out_f), dtype=np.uint32)
+    q = rng.integers(0, 1 << bits, size=(out_f, in_f), dtype=np.uint32)
+    z = rng.integers(0, 1 << bits, size=(groups, out_f), dtype=np.uint32)
     s = (rng.random((groups, out_f)) * 0.1 + 0.01).astype(np.float16)
     if act_order:
         g_idx = rng.permutation(np.arange(in_f) // group).astype(np.int32)
     else:
         g_idx = (np.arange(in_f) // group).astype(np.int32)
-    # qweight [in/8, out]: input row k in word k//8, field k%8.
-    qweight = pack_cols_u32(q, bits).T.copy()
-    stored_z = z if version == 2 else (z - 1) & 0xF
-    qzeros = pack_cols_u32(stored_z, bits)
+    stored_z = z if version == 2 else (z - 1) & ((1 << bits) - 1)
+    if bits == 3:
+        # qweight [in/32*3, out]; qzeros [groups, out/32*3] (the same loop
+        # along the output channels).
+        qweight = pack_rows_gptq3(q.T)
+        qzeros = pack_rows_gptq3(stored_z.T).T.copy()
+    else:
+        # qweight [in/8, out]: input row k in word k//8, field k%8.
+        qweight = pack_cols_u32(q, bits).T.copy()
+        qzeros = pack_cols_u32(stored_z, bits)
     p = "model.layers.0.self_attn.q_proj"
     bias = rng.standard_normal(out_f).astype(np.float16)
     model = {
@@ -145,7 +183,7 @@ def gptq(version, act_order):
     }
     # W[n, k] = s[g(k), n] * (q[n, k] - z[g(k), n])
     dense = s.astype(np.float32)[g_idx, :].T * (q.astype(np.float32) - z[g_idx, :].T.astype(np.float32))
-    qc = {"bits": 4, "group_size": group, "desc_act": act_order, "sym": False}
+    qc = {"bits": bits, "group_size": group, "desc_act": act_order, "sym": False}
     if version == 2:
         qc["checkpoint_format"] = "gptq_v2"
     cfg = {"quantization_config": dict(qc, quant_method="gptq")}
@@ -345,6 +383,8 @@ LAYOUTS = {
     "gptq_v1": lambda: gptq(1, False),
     "gptq_v1_act_order": lambda: gptq(1, True),
     "gptq_v2": lambda: gptq(2, False),
+    "gptq_v1_3bit": lambda: gptq(1, False, bits=3),
+    "gptq_v2_3bit_act_order": lambda: gptq(2, True, bits=3),
     "awq_gemm": awq,
     "fp8_block": fp8_block,
     "ct_pack_sym": lambda: ct_pack(True),

@@ -309,16 +309,7 @@ macro_rules! with_encoder {
 /// Unpacks `bits`-bit field `i` of a little-endian bit stream of u32 words.
 #[inline]
 fn field(words: &[u32], i: usize, bits: u32) -> u32 {
-    let bit = i * bits as usize;
-    let w = bit / 32;
-    let off = (bit % 32) as u32;
-    let lo = words.get(w).copied().unwrap_or(0) >> off;
-    let v = if off + bits > 32 {
-        lo | (words.get(w + 1).copied().unwrap_or(0) << (32 - off))
-    } else {
-        lo
-    };
-    v & ((1u32 << bits) - 1)
+    strided_field(bits, i, |w| words.get(w).copied().unwrap_or(0))
 }
 
 /// The little-endian u32 word `i` of `data` (0 past the end).
@@ -330,8 +321,25 @@ fn word(data: &[u8], i: usize) -> u32 {
         .map_or(0, u32::from_le_bytes)
 }
 
+/// Field `k` of a little-endian stream of `bits`-bit fields laid over u32
+/// words that need not be adjacent in memory (`get(i)` is word `i`; GPTQ's
+/// `qweight` holds a channel's words one row apart): how GPTQ packs every
+/// width.
+/// For widths dividing 32 this is field `k % (32 / bits)` of word
+/// `k / (32 / bits)`; 3-bit fields 10 and 21 of every 32 straddle two words.
+#[inline]
+fn strided_field(bits: u32, k: usize, get: impl Fn(usize) -> u32) -> u32 {
+    let bit = k.saturating_mul(bits as usize);
+    let (w, shift) = (bit / 32, (bit % 32) as u32);
+    let mut v = get(w) >> shift;
+    if shift + bits > 32 {
+        v |= get(w + 1) << (32 - shift);
+    }
+    v & ((1u32 << bits) - 1)
+}
+
 struct Gptq<'a> {
-    /// `qweight`: `[in_f / pack, out_f]` little-endian words.
+    /// `qweight`: `[in_f * bits / 32, out_f]` little-endian words.
     q: &'a [u8],
     zeros: Vec<u32>,
     scales: Vec<f32>,
@@ -355,14 +363,14 @@ impl Gptq<'_> {
     #[inline]
     fn scale_zero(&self, g: usize, n: usize) -> (f32, f32) {
         let mask = (1u32 << self.bits) - 1;
-        let pack = (32 / self.bits) as usize;
-        let zshift = self.bits * (n % pack) as u32;
-        let zw = self
-            .zeros
-            .get(g * self.zwords + n / pack)
-            .copied()
-            .unwrap_or(0);
-        let mut z = (zw >> zshift) & mask;
+        let row = g * self.zwords;
+        let mut z = strided_field(self.bits, n, |i| {
+            if i < self.zwords {
+                self.zeros.get(row + i).copied().unwrap_or(0)
+            } else {
+                0
+            }
+        });
         if self.v1 {
             z = (z + 1) & mask;
         }
@@ -446,8 +454,6 @@ impl Gptq<'_> {
 
 impl Rows for Gptq<'_> {
     fn rows(&self, r0: usize, r1: usize, out: &mut [f32]) {
-        let mask = (1u32 << self.bits) - 1;
-        let pack = (32 / self.bits) as usize;
         let mut sz = vec![(0f32, 0f32); self.groups()];
         for n in r0..r1 {
             // This output channel's scale and zero of every group.
@@ -455,21 +461,19 @@ impl Rows for Gptq<'_> {
                 *cell = self.scale_zero(g, n);
             }
             let row = &mut out[(n - r0) * self.in_f..(n - r0 + 1) * self.in_f];
-            for (kp, vals) in row.chunks_mut(pack).enumerate() {
-                let w = word(self.q, kp * self.out_f + n);
-                for (j, o) in vals.iter_mut().enumerate() {
-                    let (s, z) = sz[self.gidx[kp * pack + j]];
-                    let q = (w >> (self.bits * j as u32)) & mask;
-                    *o = s * (q as f32 - z);
-                }
+            for (k, o) in row.iter_mut().enumerate() {
+                let (s, z) = sz[self.gidx[k]];
+                let q = strided_field(self.bits, k, |i| word(self.q, i * self.out_f + n));
+                *o = s * (q as f32 - z);
             }
         }
     }
 
     fn fill(&self, r0: usize, r1: usize, dt: OutDtype, out: &mut [u8]) {
-        // Whole words per row only (in_f is a multiple of pack by
-        // construction); 8-bit codes would need 256-entry tables per group.
-        if self.bits > 4 {
+        // The table kernel takes whole 2- or 4-bit fields per word; 3-bit
+        // fields straddle words, and 8-bit codes would need 256-entry
+        // tables per group.
+        if !matches!(self.bits, 2 | 4) {
             return fill_via_f32(self, r0, r1, dt, out);
         }
         with_encoder!(dt, self, fill_w, r0, r1, out)
@@ -802,20 +806,27 @@ fn builder<'s>(
             let (zt, zd) = need(src, l, ".qzeros")?;
             let (st, sd) = need(src, l, ".scales")?;
             let bits = l.bits;
-            if !matches!(bits, 2 | 4 | 8) {
+            if !matches!(bits, 2 | 3 | 4 | 8) {
                 return Err(QuantError::Unsupported {
                     layer: l.prefix.clone(),
                     scheme: format!("{s} with {bits} bits"),
                 });
             }
-            let pack = (32 / bits) as usize;
             let (qr, out_f) = dims2(qt)?;
-            let in_f = qr.saturating_mul(pack);
+            // Rows of 32-bit words hold 32 / bits values each (3-bit: 32
+            // values in every 3 rows).
+            if !(qr as u128 * 32).is_multiple_of(bits as u128) {
+                return Err(bad_shape(
+                    qt,
+                    format!("{qr} rows of words do not hold whole {bits}-bit values"),
+                ));
+            }
+            let in_f = qr.saturating_mul(32) / bits as usize;
             let (groups, so) = dims2(st)?;
             if so != out_f || groups == 0 {
                 return Err(bad_shape(st, format!("expected [groups, {out_f}]")));
             }
-            let zwords = out_f.div_ceil(pack);
+            let zwords = out_f.saturating_mul(bits as usize).div_ceil(32);
             check_len(
                 zt,
                 zt.elements() as usize,
@@ -842,11 +853,12 @@ fn builder<'s>(
             if qt.dtype != Dtype::I32 && qt.dtype != Dtype::U32 {
                 return Err(bad_dtype(qt, s, "I32"));
             }
-            if (qd.len() as u128) < in_f as u128 / pack as u128 * out_f as u128 * 4 {
+            if (qd.len() as u128) < qr as u128 * out_f as u128 * 4 {
                 return Err(bad_shape(qt, format!("{} bytes are too few", qd.len())));
             }
             let zeros: Vec<u32> = i32s(zt, zd, s)?.into_iter().map(|v| v as u32).collect();
             let gs = in_f.div_ceil(groups).max(1);
+            let pack = (32 / bits) as usize;
             let group_size = (gs % pack == 0 && gidx.iter().enumerate().all(|(k, &g)| g == k / gs))
                 .then_some(gs);
             Ok((

@@ -20,6 +20,8 @@ const CASES: &[(&str, Scheme, u32, &str)] = &[
     ("gptq_v1", Scheme::GptqV1, 4, "32"),
     ("gptq_v1_act_order", Scheme::GptqV1, 4, "32"),
     ("gptq_v2", Scheme::GptqV2, 4, "32"),
+    ("gptq_v1_3bit", Scheme::GptqV1, 3, "32"),
+    ("gptq_v2_3bit_act_order", Scheme::GptqV2, 3, "32"),
     ("awq_gemm", Scheme::AwqGemm, 4, "32"),
     ("fp8_block", Scheme::Fp8Block, 8, "128x128"),
     ("ct_pack_sym", Scheme::CtPackQuantized, 4, "24"),
@@ -180,7 +182,7 @@ fn sharded_input_gives_the_same_output() {
 #[test]
 fn gptq_widths_without_an_unpacking_are_refused_not_guessed() {
     let tmp = tempfile::tempdir().unwrap();
-    for (bits, shown) in [(5i64, 5u32), (3, 3), (-4, 0), (1i64 << 40, 0)] {
+    for (bits, shown) in [(5i64, 5u32), (6, 6), (-4, 0), (1i64 << 40, 0)] {
         let src = tmp
             .path()
             .join(format!("gptq_{shown}_{}", bits.unsigned_abs()));
