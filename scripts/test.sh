@@ -37,11 +37,12 @@ cargo test --workspace --locked
 if [ -z "${QUICK:-}" ] && [ -f fuzz/Cargo.toml ]; then
   step "build fuzz targets (stable toolchain, uninstrumented: proves they compile)"
   cargo build --manifest-path fuzz/Cargo.toml --locked --bins
-  step "replay fuzz regression inputs"
+  step "replay fuzz regression inputs and seeds"
   for t in $(cargo metadata --manifest-path fuzz/Cargo.toml --no-deps --format-version 1 | "$TENSORSEAL_PYTHON" -c 'import json,sys; print(" ".join(t["name"] for p in json.load(sys.stdin)["packages"] for t in p["targets"] if "bin" in t["kind"]))'); do
-    if [ -d "fuzz/regressions/$t" ]; then
-      for f in fuzz/regressions/"$t"/*; do "fuzz/target/debug/$t" "$f" >/dev/null 2>&1 || { echo "fuzz regression $f crashed $t" >&2; exit 1; }; done
-    fi
+    for d in fuzz/regressions/"$t" fuzz/seeds/"$t"; do
+      [ -d "$d" ] || continue
+      for f in "$d"/*; do "fuzz/target/debug/$t" "$f" >/dev/null 2>&1 || { echo "fuzz input $f crashed $t" >&2; exit 1; }; done
+    done
   done
 fi
 
