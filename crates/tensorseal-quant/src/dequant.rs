@@ -40,7 +40,9 @@ use tensorseal_format::{
 };
 
 use crate::float::{code_table, OutDtype, F4_E2M1};
-use crate::scheme::{recognize, Configs, Grouping, QuantLayer, QuantReport, Scheme, TensorMeta};
+use crate::scheme::{
+    grouping_of, recognize, Configs, Grouping, QuantLayer, QuantReport, Scheme, TensorMeta,
+};
 use crate::QuantError;
 
 /// A checkpoint opened for reading: every shard mapped.
@@ -162,8 +164,51 @@ impl Source {
                 }
                 l.quant_state = state;
             }
+            // compressed-tensors stores the dense shape as a tensor: the
+            // packed shape alone cannot tell padding from columns.
+            if l.scheme == Scheme::CtPackQuantized {
+                let shape = l
+                    .tensors
+                    .iter()
+                    .find(|t| t.ends_with(".weight_shape"))
+                    .and_then(|t| self.get(t))
+                    .and_then(|(t, d)| int_values(t, d))
+                    .and_then(|v| {
+                        v.iter()
+                            .map(|&d| usize::try_from(d).ok())
+                            .collect::<Option<Vec<_>>>()
+                    });
+                if let Some(shape) = shape.filter(|s| s.len() == 2) {
+                    let scale = l
+                        .tensors
+                        .iter()
+                        .find(|t| t.ends_with(".weight_scale"))
+                        .and_then(|t| self.get(t));
+                    if let Some((scale, _)) = scale {
+                        l.grouping = grouping_of(shape[0], shape[1], scale);
+                    }
+                    l.shape = shape;
+                }
+            }
         }
         report
+    }
+}
+
+/// The values of an I64 or I32 tensor (`None` for other dtypes).
+fn int_values(t: &TensorMeta, d: &[u8]) -> Option<Vec<i64>> {
+    match t.dtype {
+        Dtype::I64 => Some(
+            d.chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect(),
+        ),
+        Dtype::I32 => Some(
+            d.chunks_exact(4)
+                .map(|c| i64::from(i32::from_le_bytes(c.try_into().unwrap_or([0; 4]))))
+                .collect(),
+        ),
+        _ => None,
     }
 }
 
@@ -993,19 +1038,11 @@ fn builder<'s>(
             let (rows, per_row) = dims2(pt)?;
             let cols = match opt(src, l, ".weight_shape") {
                 Some((t, d)) => {
-                    let v: Vec<i64> = match t.dtype {
-                        Dtype::I64 => d
-                            .chunks_exact(8)
-                            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-                            .collect(),
-                        Dtype::I32 => d
-                            .chunks_exact(4)
-                            .map(|c| i32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as i64)
-                            .collect(),
-                        _ => return Err(bad_dtype(t, s, "I64 or I32")),
+                    let Some(v) = int_values(t, d) else {
+                        return Err(bad_dtype(t, s, "I64 or I32"));
                     };
                     match v.as_slice() {
-                        [r, c] if *r as usize == rows && *c >= 0 => *c as usize,
+                        [r, c] if usize::try_from(*r) == Ok(rows) && *c >= 0 => *c as usize,
                         _ => {
                             return Err(bad_shape(
                                 t,
@@ -1016,10 +1053,11 @@ fn builder<'s>(
                 }
                 None => per_row.saturating_mul(32) / bits as usize,
             };
-            if (cols as u128) * bits as u128 > per_row as u128 * 32 {
+            // Each row packs exactly its `cols` values (padded to a word).
+            if ((cols as u128) * bits as u128).div_ceil(32) != per_row as u128 {
                 return Err(bad_shape(
                     pt,
-                    format!("{per_row} words per row cannot hold {cols} values of {bits} bits"),
+                    format!("{per_row} words per row do not pack {cols} values of {bits} bits"),
                 ));
             }
             let words: Vec<u32> = i32s(pt, pd, s)?.into_iter().map(|v| v as u32).collect();

@@ -306,7 +306,7 @@ fn dim(t: &TensorMeta, i: usize) -> usize {
 }
 
 /// The scale grouping of a `[rows, cols]` weight from its scale's shape.
-fn grouping_of(rows: usize, cols: usize, scale: &TensorMeta) -> Grouping {
+pub(crate) fn grouping_of(rows: usize, cols: usize, scale: &TensorMeta) -> Grouping {
     let s = &scale.shape;
     let n: u64 = scale.elements();
     if n <= 1 {
@@ -441,8 +441,8 @@ fn anchor(t: &TensorMeta, idx: &Index<'_>, cfg: &Configs, ct: Option<&str>) -> O
             // (packed cols * 32 / bits) — bits from the config, else 4.
             let bits = ct_bits(cfg).unwrap_or(4);
             let rows = dim(t, 0);
-            let cols = dim(t, 1).saturating_mul(32 / bits as usize);
-            let cols = ct_group(cfg).map(|_| cols).unwrap_or(cols);
+            // (Source::recognize_with replaces both with weight_shape's.)
+            let cols = dim(t, 1).saturating_mul(32 / bits.max(1) as usize);
             let g = grouping_of(rows, cols, scale);
             return Some(layer(
                 idx,
@@ -613,13 +613,16 @@ fn ct_weights(cfg: &Configs) -> Option<&Value> {
         .find_map(|g| g.get("weights").filter(|w| w.is_object()))
 }
 
+/// `num_bits` as configured (0 when not a width at all): never replaced by
+/// a default, which would unpack another width's fields as wrong weights.
 fn ct_bits(cfg: &Configs) -> Option<u32> {
-    let b = ct_weights(cfg)?.get("num_bits")?.as_u64()?;
-    matches!(b, 2 | 4 | 8).then_some(b as u32)
-}
-
-fn ct_group(cfg: &Configs) -> Option<usize> {
-    usize::try_from(ct_weights(cfg)?.get("group_size")?.as_u64()?).ok()
+    let b = ct_weights(cfg)?.get("num_bits")?;
+    Some(
+        b.as_u64()
+            .and_then(|b| u32::try_from(b).ok())
+            .filter(|b| (1..=32).contains(b))
+            .unwrap_or(0),
+    )
 }
 
 fn gptq_or_awq(p: &str, q: &TensorMeta, idx: &Index<'_>, cfg: &Configs) -> Option<QuantLayer> {

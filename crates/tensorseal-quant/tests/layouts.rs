@@ -207,3 +207,40 @@ fn gptq_widths_without_an_unpacking_are_refused_not_guessed() {
         assert!(!out.exists(), "bits {bits}");
     }
 }
+
+/// compressed-tensors' `weight_shape` is the dense shape (found by fuzzing:
+/// inspect derived it from the packed shape, and a config naming another
+/// width made dequantize write too few bytes). A width whose packing does
+/// not match the stored words is refused, whatever the config says.
+#[test]
+fn ct_pack_width_must_match_the_stored_words() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = std::fs::read_to_string(dir("ct_pack_sym").join("config.json")).unwrap();
+    assert!(config.contains("\"num_bits\": 4"));
+    for bits in [2, 3, 8, 16] {
+        let src = tmp.path().join(format!("ct_{bits}"));
+        std::fs::create_dir(&src).unwrap();
+        std::fs::copy(
+            dir("ct_pack_sym").join("model.safetensors"),
+            src.join("model.safetensors"),
+        )
+        .unwrap();
+        std::fs::write(
+            src.join("config.json"),
+            config.replace("\"num_bits\": 4", &format!("\"num_bits\": {bits}")),
+        )
+        .unwrap();
+        let report = Source::open(&src).unwrap().recognize().unwrap();
+        let l = &report.layers[0];
+        assert_eq!((l.bits, l.shape.as_slice()), (bits, &[16, 72][..]));
+        assert_eq!(l.grouping.to_string(), "24");
+        let out = tmp.path().join(format!("out_{bits}.safetensors"));
+        let err = dequantize(&src, &out, &Options::default()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("do not pack 72 values") || msg.contains("16 bits"),
+            "{bits}: {msg}"
+        );
+        assert!(!out.exists());
+    }
+}
