@@ -8,8 +8,9 @@ bytes, in the same run, alternating fresh processes.
 The baseline is ``shutil.copyfile`` of the dense output (kernel copy through
 the page cache: read N bytes, write N bytes), so the ratio says how close
 dequantizing gets to moving its output through memory. Neither side fsyncs
-(``sync=False``); both write into the page cache. Data is generated into
---dir and deleted at the end.
+(``sync=False``); both write a new file into the page cache (the previous
+output is removed, untimed, before each run). Data is generated into --dir
+and deleted at the end.
 """
 import argparse
 import json
@@ -96,6 +97,9 @@ def main():
             child("dequant", src, dense)  # warm-up: page cache, and the file the copy copies
             dq, cp = [], []
             for _ in range(args.rounds):
+                # Both sides write a new file: replacing the old output would
+                # also charge dequantize with freeing its page cache.
+                os.remove(dense)
                 dq.append(child("dequant", src, dense))
                 cp.append(child("copy", dense, copy))
                 os.remove(copy)

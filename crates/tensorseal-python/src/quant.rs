@@ -55,7 +55,7 @@ fn quant_inspect<'py>(py: Python<'py>, path: std::path::PathBuf) -> PyResult<Bou
 
 /// `quant_dequantize(src, dst, dtype, max_shard_size, chunk_bytes) -> dict`.
 #[pyfunction]
-#[pyo3(signature = (src, dst, dtype="bf16", max_shard_size=5_000_000_000, chunk_bytes=64 << 20, sync=true))]
+#[pyo3(signature = (src, dst, dtype="bf16", max_shard_size=5_000_000_000, chunk_bytes=2 << 20, sync=true))]
 fn quant_dequantize<'py>(
     py: Python<'py>,
     src: std::path::PathBuf,

@@ -81,7 +81,7 @@ def quant_dequantize(
     dst: _Path,
     dtype: str = "bf16",
     max_shard_size: int = 5_000_000_000,
-    chunk_bytes: int = 67_108_864,
+    chunk_bytes: int = 2_097_152,
     sync: bool = True,
 ) -> Dict[str, Any]: ...
 

@@ -30,7 +30,7 @@ def dequantize(
     dtype: str = "bf16",
     *,
     max_shard_size: int = 5_000_000_000,
-    chunk_bytes: int = 64 << 20,
+    chunk_bytes: int = 2 << 20,
     sync: bool = True,
 ) -> Dict[str, Any]:
     """Writes the dense equivalent of the checkpoint at ``src`` to ``dst``.
