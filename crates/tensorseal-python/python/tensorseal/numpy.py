@@ -118,8 +118,8 @@ def load_file(
 
     The arrays are copies, as the reference's are (nothing done to the file
     afterwards affects them): the file is read with large positioned reads
-    on several threads into one buffer of the process's own (huge pages
-    where the OS allows) that the arrays view. ``backend`` (``"mmap"`` or
+    on several threads into one buffer of the process's own that the
+    arrays view. ``backend`` (``"mmap"`` or
     ``"pread"``) is accepted for compatibility and gives the same arrays.
     ``copy=False`` (with ``"mmap"``) asks for zero-copy, read-only views of
     a read-only mapping of the file instead: lazy, but a file truncated
