@@ -133,7 +133,13 @@ def numpy_view(buf, code: str, shape: List[int], start: int, end: int, name: str
     n = end - start
     if n == 0:
         return np.empty(shape, dtype=dt)
-    return np.frombuffer(exported(buf), dtype=np.uint8, count=n, offset=start).view(dt).reshape(shape)
+    buf = exported(buf)
+    size = dt.itemsize
+    if size and n % size == 0:
+        # One array, not a byte array and a view of it (per call, this is
+        # most of a small slice's cost).
+        return np.frombuffer(buf, dtype=dt, count=n // size, offset=start).reshape(shape)
+    return np.frombuffer(buf, dtype=np.uint8, count=n, offset=start).view(dt).reshape(shape)
 
 
 def torch_view(buf, code: str, shape: List[int], start: int, end: int, name: str):
@@ -308,22 +314,33 @@ class SafeSlice:
             buf, start, end = self._file.cow_tensor(self._name, False)
             out = torch_view(buf, self._dtype, self._shape, start, end, self._name)[index]
             return self._finish(out)
+        shape = self._shape
+        if type(index) is slice and shape and shape[0]:
+            # Fast path for the commonest index, rows a:b: read exactly
+            # them, and the result is the buffer they were read into. Only
+            # where check_index would accept the index as it is (int or None
+            # bounds, step 1, no bound past the end); anything else, bools
+            # and numpy ints included, takes the general path below.
+            a, b, step = index.start, index.stop, index.step
+            n = shape[0]
+            if (
+                (step is None or (type(step) is int and step == 1))
+                and (a is None or (type(a) is int and a < n))
+                and (b is None or (type(b) is int and b <= n))
+            ):
+                nbytes = self._end - self._start
+                lo, hi, _ = index.indices(n)
+                if hi > lo and nbytes % n == 0:
+                    row = nbytes // n
+                    start = self._start + lo * row
+                    end = self._start + hi * row
+                    buf = self._file.read_range(start, end, self._name)
+                    return self._finish(
+                        _array(buf, self._fw, self._name, self._dtype, [hi - lo, *shape[1:]], 0, end - start)
+                    )
         # The reference's rules and messages (SafetensorError), numpy's
         # semantics where the reference has none; see _index.
         index = check_index(index, self._shape, self._fw)
-        shape = self._shape
-        if type(index) is slice and index.step in (None, 1) and shape and shape[0]:
-            # Fast path for the commonest index, rows lo..hi: read exactly
-            # them, and the result is the buffer they were read into.
-            n = shape[0]
-            nbytes = self._end - self._start
-            lo, hi, _ = index.indices(n)
-            if hi > lo and nbytes % n == 0:
-                row = nbytes // n
-                start = self._start + lo * row
-                end = self._start + hi * row
-                buf = self._file.read_range(start, end, self._name)
-                return self._finish(_array(buf, self._fw, self._name, self._dtype, [hi - lo, *shape[1:]], 0, end - start))
         # Otherwise only the selected rows are read, with positioned reads into memory
         # of this result's own: never a view of a mapping, so nothing done
         # to an earlier result shows here, and a file truncated meanwhile is
