@@ -44,36 +44,28 @@ impl InBuf {
     /// The buffer of `obj`; a `TypeError` if it has none.
     #[cfg(feature = "abi3")]
     pub fn get(obj: &Bound<'_, PyAny>) -> PyResult<InBuf> {
-        use pyo3::types::PyBytes;
-        let py = obj.py();
-        if let Ok(b) = obj.cast::<PyBytes>() {
-            let bytes = b.as_bytes();
-            return Ok(InBuf::fallback(
-                bytes.as_ptr() as usize,
-                bytes.len(),
-                true,
-                true,
-                obj,
-            ));
+        // `bytes` is immutable and never moves: read in place through its
+        // own (limited) C API.
+        let of_bytes = |obj: &Bound<'_, PyAny>| {
+            obj.cast::<pyo3::types::PyBytes>().ok().map(|b| {
+                let bytes = b.as_bytes();
+                InBuf::fallback(bytes.as_ptr() as usize, bytes.len(), true, true, obj)
+            })
+        };
+        if let Some(buf) = of_bytes(obj) {
+            return Ok(buf);
         }
-        let found = py
+        let found = obj
+            .py()
             .import("tensorseal._raw")?
             .getattr("_address_of")?
             .call1((obj,))?;
         let (addr, len, contiguous, readonly, keep): (usize, usize, bool, bool, Bound<'_, PyAny>) =
             found.extract()?;
-        if let Ok(b) = keep.cast::<PyBytes>() {
-            // A read-only buffer copied, numpy being unavailable.
-            let bytes = b.as_bytes();
-            return Ok(InBuf::fallback(
-                bytes.as_ptr() as usize,
-                bytes.len(),
-                true,
-                true,
-                &keep,
-            ));
-        }
-        Ok(InBuf::fallback(addr, len, contiguous, readonly, &keep))
+        // A read-only buffer comes back copied to `bytes` where numpy is
+        // unavailable.
+        Ok(of_bytes(&keep)
+            .unwrap_or_else(|| InBuf::fallback(addr, len, contiguous, readonly, &keep)))
     }
 
     #[cfg(feature = "abi3")]
