@@ -439,8 +439,24 @@ impl Gptq<'_> {
         out: &mut [u8],
         enc: impl Fn(f32) -> [u8; W],
     ) {
+        // The width as a constant: shifts and the values per word are then
+        // known to the compiler, which unrolls the per-word loop.
+        if self.bits == 2 {
+            self.fill_wb::<W, 2>(r0, r1, out, enc)
+        } else {
+            self.fill_wb::<W, 4>(r0, r1, out, enc)
+        }
+    }
+
+    fn fill_wb<const W: usize, const BITS: u32>(
+        &self,
+        r0: usize,
+        r1: usize,
+        out: &mut [u8],
+        enc: impl Fn(f32) -> [u8; W],
+    ) {
         const TILE: usize = 16;
-        let bits = self.bits;
+        let bits = BITS;
         let mask = (1u32 << bits) - 1;
         let pack = (32 / bits) as usize;
         let kpn = self.in_f / pack;
