@@ -178,7 +178,22 @@ impl Source {
                             .map(|&d| usize::try_from(d).ok())
                             .collect::<Option<Vec<_>>>()
                     });
-                if let Some(shape) = shape.filter(|s| s.len() == 2) {
+                // Only a shape the packed words can hold (else dequantize
+                // refuses the layer, and inspect keeps the packed shape's).
+                let packed = l
+                    .tensors
+                    .iter()
+                    .find(|t| t.ends_with(".weight_packed"))
+                    .and_then(|t| self.get(t))
+                    .map(|(t, _)| t.shape.clone());
+                let bits = u128::from(l.bits);
+                let fits = |s: &Vec<usize>| match (s.as_slice(), packed.as_deref()) {
+                    ([r, c], Some([pr, pc])) => {
+                        r == pr && (*c as u128 * bits).div_ceil(32) == *pc as u128
+                    }
+                    _ => false,
+                };
+                if let Some(shape) = shape.filter(fits) {
                     let scale = l
                         .tensors
                         .iter()
