@@ -296,6 +296,16 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
+/// A whole in-memory file's validated header and where its data starts
+/// ([`Header::parse_file_prefix`]).
+#[derive(Debug, Clone)]
+pub struct FilePrefix {
+    /// The validated header (its data length checked against the bytes).
+    pub header: Header,
+    /// Offset of the data buffer: 8 plus the header's length.
+    pub data_start: usize,
+}
+
 impl Header {
     /// Parses and validates header JSON bytes (the `N` bytes after the length prefix).
     ///
@@ -373,7 +383,7 @@ impl Header {
     /// Parses a whole in-memory file: prefix, header and data buffer.
     ///
     /// Returns the header and the offset at which the data buffer starts.
-    pub fn parse_file_prefix(bytes: &[u8]) -> Result<(Header, usize), FormatError> {
+    pub fn parse_file_prefix(bytes: &[u8]) -> Result<FilePrefix, FormatError> {
         let n = read_header_len(bytes, bytes.len() as u64)?;
         let json = bytes.get(8..8 + n).ok_or(FormatError::HeaderPastEnd {
             len: n as u64,
@@ -381,7 +391,10 @@ impl Header {
         })?;
         let header = Header::parse(json)?;
         header.check_data_len((bytes.len() - 8 - n) as u64)?;
-        Ok((header, 8 + n))
+        Ok(FilePrefix {
+            header,
+            data_start: 8 + n,
+        })
     }
 
     /// Checks that a data buffer of `found` bytes is exactly what the tensors cover.

@@ -49,7 +49,9 @@ pub mod write;
 
 pub use dtype::{Dtype, UnknownDtype};
 pub use error::FormatError;
-pub use header::{byte_size, Header, TensorInfo, MAX_HEADER_LEN, MAX_NESTING_DEPTH, METADATA_KEY};
+pub use header::{
+    byte_size, FilePrefix, Header, TensorInfo, MAX_HEADER_LEN, MAX_NESTING_DEPTH, METADATA_KEY,
+};
 pub use open::{open_regular, FileKind, NotRegularFile};
 pub use read::{read_exact_at, MmapFile, PreadFile, ReadTensors, SafeTensors};
 pub use slice::{SliceArg, SlicePlan};

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use crate::header::{read_header_len, Header, TensorInfo};
+use crate::header::{read_header_len, FilePrefix, Header, TensorInfo};
 use crate::slice::{self, SliceArg, SlicePlan};
 use crate::view::{OwnedTensor, TensorView};
 use crate::FormatError;
@@ -214,7 +214,7 @@ pub struct SafeTensors<'a> {
 impl<'a> SafeTensors<'a> {
     /// Parses and validates a whole file held in `bytes`.
     pub fn deserialize(bytes: &'a [u8]) -> Result<Self, FormatError> {
-        let (header, data_start) =
+        let FilePrefix { header, data_start } =
             Header::parse_file_prefix(bytes).map_err(|e| crate::sniff::explain(e, bytes))?;
         Ok(SafeTensors {
             header,

@@ -412,9 +412,9 @@ fn deserialize<'py>(
         // SAFETY: `view` holds the exporter's buffer (ptr, len) for as long as
         // it lives, which outlasts this closure; bytes are only read.
         let bytes = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) };
-        let (header, start) = Header::parse_file_prefix(bytes)
+        let tensorseal_format::FilePrefix { header, data_start } = Header::parse_file_prefix(bytes)
             .map_err(|e| tensorseal_format::sniff::explain(e, bytes))?;
-        let src = bytes.get(start..).unwrap_or_default();
+        let src = bytes.get(data_start..).unwrap_or_default();
         let buf = Buffer::owned_with(src.len(), |dst: &mut [u8]| {
             dst.copy_from_slice(src);
             Ok::<_, std::io::Error>(())
