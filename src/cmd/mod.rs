@@ -90,24 +90,20 @@ impl From<std::io::Error> for Failure {
 
 impl From<tensorseal_format::FormatError> for Failure {
     fn from(e: tensorseal_format::FormatError) -> Failure {
-        let code = if e.is_io() { EXIT_USAGE } else { EXIT_INVALID };
-        Failure {
-            code,
-            error: e.into(),
+        if e.is_io() {
+            Failure::usage(e)
+        } else {
+            Failure::invalid(e)
         }
     }
 }
 
 impl From<tensorseal_convert::ConvertError> for Failure {
     fn from(e: tensorseal_convert::ConvertError) -> Failure {
-        let code = if e.is_invalid_input() {
-            EXIT_INVALID
+        if e.is_invalid_input() {
+            Failure::invalid(e)
         } else {
-            EXIT_USAGE
-        };
-        Failure {
-            code,
-            error: e.into(),
+            Failure::usage(e)
         }
     }
 }
@@ -116,14 +112,10 @@ impl From<tensorseal_quant::QuantError> for Failure {
     fn from(e: tensorseal_quant::QuantError) -> Failure {
         // Environment problems are usage/I/O errors; invalid or unsupported
         // content is invalid input.
-        let code = if e.is_environment() {
-            EXIT_USAGE
+        if e.is_environment() {
+            Failure::usage(e)
         } else {
-            EXIT_INVALID
-        };
-        Failure {
-            code,
-            error: e.into(),
+            Failure::invalid(e)
         }
     }
 }
@@ -132,14 +124,10 @@ impl From<tensorseal_sign::SignError> for Failure {
     fn from(e: tensorseal_sign::SignError) -> Failure {
         // Environment problems (files, keys, links) are usage/I/O errors;
         // everything about the signature is invalid input.
-        let code = if e.is_environment() {
-            EXIT_USAGE
+        if e.is_environment() {
+            Failure::usage(e)
         } else {
-            EXIT_INVALID
-        };
-        Failure {
-            code,
-            error: e.into(),
+            Failure::invalid(e)
         }
     }
 }
