@@ -46,6 +46,20 @@ create_exception!(
 /// Python turns into the matching subclass (`FileNotFoundError`,
 /// `PermissionError`, `IsADirectoryError`, …). Everything else is a
 /// `SafetensorError` carrying the core's message and a `kind` attribute.
+/// The dtype of tensor `name` being written, from its safetensors code; a
+/// `SafetensorError` quoting both otherwise.
+fn write_dtype(py: Python<'_>, name: &str, dtype: &str) -> PyResult<Dtype> {
+    dtype.parse().map_err(|e: tensorseal_format::UnknownDtype| {
+        to_py(
+            py,
+            FormatError::InvalidWrite {
+                tensor: name.to_owned(),
+                reason: e.to_string(),
+            },
+        )
+    })
+}
+
 fn to_py(py: Python<'_>, err: FormatError) -> PyErr {
     if let FormatError::Io { path, source } = &err {
         let errno = source.raw_os_error().or(match source.kind() {
@@ -473,17 +487,7 @@ fn prepare(
     let mut out = Vec::with_capacity(specs.len());
     let mut sources = Vec::with_capacity(specs.len());
     for (name, dtype, shape, data) in specs {
-        let dtype: Dtype = dtype
-            .parse()
-            .map_err(|e: tensorseal_format::UnknownDtype| {
-                to_py(
-                    py,
-                    FormatError::InvalidWrite {
-                        tensor: name.clone(),
-                        reason: e.to_string(),
-                    },
-                )
-            })?;
+        let dtype = write_dtype(py, &name, &dtype)?;
         let source = if data.is_callable() {
             Source::Chunks(data.unbind())
         } else {

@@ -11,13 +11,13 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 
 use tensorseal_format::write::TensorSpec;
-use tensorseal_format::{Dtype, FormatError};
+use tensorseal_format::FormatError;
 use tensorseal_parallel::{
     resolve, Assignment, Checkpoint, ParallelError, Plan, Rule, SavePlan, WriteRun,
 };
 
 use crate::buffer::Buffer;
-use crate::{to_py, SafetensorError};
+use crate::{to_py, write_dtype, SafetensorError};
 
 /// Maps a parallel error: format and I/O errors as the rest of the package
 /// does, every other kind as `SafetensorError` with its `kind`.
@@ -291,17 +291,7 @@ type SpecIn = (String, String, Vec<usize>);
 fn specs_from(py: Python<'_>, list: Vec<SpecIn>) -> PyResult<Vec<TensorSpec>> {
     list.into_iter()
         .map(|(name, dtype, shape)| {
-            let dtype: Dtype = dtype
-                .parse()
-                .map_err(|e: tensorseal_format::UnknownDtype| {
-                    to_py(
-                        py,
-                        FormatError::InvalidWrite {
-                            tensor: name.clone(),
-                            reason: e.to_string(),
-                        },
-                    )
-                })?;
+            let dtype = write_dtype(py, &name, &dtype)?;
             Ok(TensorSpec { name, dtype, shape })
         })
         .collect()
