@@ -33,6 +33,7 @@ which otherwise depends on run order).
 
 Usage: python scripts/bench_python_ratios.py [--pairs 5] [--dir /tmp/tensorseal-ratios]
            [--files 1g,100k] [--fws np,pt] [--caches warm,cold] [--ops load_file,get_tensor,get_slice]
+       (--ops '' with --files 100k: the header-only rows alone)
 Needs safetensors, tensorseal, numpy and torch in the running interpreter.
 """
 
@@ -197,7 +198,7 @@ def main() -> int:
     for fname in args.files.split(","):
         for fw in args.fws.split(","):
             for cache in args.caches.split(","):
-                for op in args.ops.split(","):
+                for op in filter(None, args.ops.split(",")):
                     cells.append((fname, fw, cache, op))
     if "100k" in paths and not args.no_header:
         for fw in args.fws.split(","):

@@ -191,10 +191,12 @@ struct Builder {
 
 impl Builder {
     fn new(text_len: usize) -> Self {
-        // A tensor entry takes at least ~50 bytes of text: this guess
-        // never reserves more than about twice what the header can hold,
-        // and is bounded by the header length.
-        let guess = text_len / 96;
+        // A tensor entry takes at least 50 bytes of text, and ~70-120 in
+        // real files: this guess rarely has to grow (growing the name
+        // index rehashes every name) and never reserves more than about
+        // twice what the header can hold, which is bounded by
+        // MAX_HEADER_LEN.
+        let guess = text_len / 64;
         Builder {
             metadata: None,
             metadata_seen: false,
@@ -202,6 +204,43 @@ impl Builder {
             by_name: NameIndex::with_capacity(guess),
             error: None,
         }
+    }
+
+    /// Empties the builder for a second pass over the same text, keeping
+    /// its allocations.
+    fn reset(&mut self) {
+        self.metadata = None;
+        self.metadata_seen = false;
+        self.tensors.clear();
+        self.by_name.table.clear();
+        self.error = None;
+    }
+
+    /// Checks a top-level key that names a tensor (not yet seen, not empty,
+    /// no NUL); returns its hash for [`Builder::push`].
+    fn check_name(&self, name: &str) -> Result<u64, FormatError> {
+        let hash = self.by_name.hash(name);
+        if self.by_name.find(&self.tensors, name, hash).is_some() {
+            return Err(FormatError::DuplicateKey {
+                key: name.to_owned(),
+            });
+        }
+        if name.is_empty() {
+            return Err(FormatError::EmptyName);
+        }
+        if name.contains('\0') {
+            return Err(FormatError::NameContainsNul {
+                name: name.to_owned(),
+            });
+        }
+        Ok(hash)
+    }
+
+    /// Adds a checked tensor; `hash` is from [`Builder::check_name`].
+    fn push(&mut self, name: String, info: TensorInfo, hash: u64) {
+        self.tensors.push((name, info));
+        self.by_name
+            .insert_new(&self.tensors, hash, self.tensors.len() - 1);
     }
 
     /// Validates one top-level entry: a fast typed parse for well-formed
@@ -218,25 +257,48 @@ impl Builder {
             self.metadata = parse_metadata(&slow_entry(entry)?)?;
             return Ok(());
         }
-        let hash = self.by_name.hash(&name);
-        if self.by_name.find(&self.tensors, &name, hash).is_some() {
-            return Err(FormatError::DuplicateKey {
-                key: name.into_owned(),
-            });
-        }
-        if name.is_empty() {
-            return Err(FormatError::EmptyName);
-        }
-        if name.contains('\0') {
-            return Err(FormatError::NameContainsNul {
-                name: name.into_owned(),
-            });
-        }
+        let hash = self.check_name(&name)?;
         let info = parse_tensor_fast(&name, entry)?;
-        self.tensors.push((name.into_owned(), info));
-        self.by_name
-            .insert_new(&self.tensors, hash, self.tensors.len() - 1);
+        self.push(name.into_owned(), info, hash);
         Ok(())
+    }
+
+    /// Reads a whole header written in the layout writers emit (see
+    /// [`Canonical`]) in one pass over the text, without serde. `None` as
+    /// soon as anything differs from that layout or any rule fails: the
+    /// caller then resets the builder and takes the general path, which
+    /// finds the same result or the precise first fault. So this path only
+    /// ever accepts headers the general path accepts, with the same result.
+    fn canonical(&mut self, text: &str) -> Option<()> {
+        let mut c = Canonical {
+            src: text,
+            text: text.as_bytes(),
+            at: 0,
+        };
+        c.eat(b"{")?;
+        if c.eat(b"}").is_none() {
+            loop {
+                let name = c.string()?;
+                c.eat(b":")?;
+                if name == METADATA_KEY {
+                    if std::mem::replace(&mut self.metadata_seen, true) {
+                        return None;
+                    }
+                    self.metadata = c.metadata()?;
+                } else {
+                    let hash = self.check_name(name).ok()?;
+                    let (dtype, shape, start, end) = c.tensor_value()?;
+                    let info = finish_tensor(name, dtype, shape, start, end).ok()?;
+                    self.push(name.to_owned(), info, hash);
+                }
+                if c.eat(b"}").is_some() {
+                    break;
+                }
+                c.eat(b",")?;
+            }
+        }
+        c.skip_ws();
+        (c.at == c.text.len()).then_some(())
     }
 }
 
@@ -312,21 +374,32 @@ impl Header {
     /// Checks every rule that does not need the data buffer; the caller compares
     /// [`Header::data_len`] with the buffer it has.
     pub fn parse(json: &[u8]) -> Result<Header, FormatError> {
+        Header::parse_with(json, true)
+    }
+
+    /// [`Header::parse`], with the one-pass reader of the usual layout
+    /// tried first or (for tests comparing the two) not at all.
+    fn parse_with(json: &[u8], try_canonical: bool) -> Result<Header, FormatError> {
         let text = std::str::from_utf8(json).map_err(|e| FormatError::InvalidUtf8 {
             valid_up_to: e.valid_up_to(),
         })?;
-        check_nesting(json)?;
-        // One pass over the text: each entry is taken as raw JSON text and
-        // validated at once (see `Builder::entry`). Keys stay borrowed from
-        // `text`; each tensor name is copied once, into the header.
         let mut builder = Builder::new(text.len());
-        let mut de = serde_json::Deserializer::from_str(text);
-        TopLevel(&mut builder)
-            .deserialize(&mut de)
-            .and_then(|()| de.end())
-            .map_err(|e| FormatError::InvalidJson {
-                reason: e.to_string(),
-            })?;
+        // Nearly every file: one pass, no serde (see `Builder::canonical`).
+        if !try_canonical || builder.canonical(text).is_none() {
+            builder.reset();
+            check_nesting(json)?;
+            // One pass over the text: each entry is taken as raw JSON text
+            // and validated at once (see `Builder::entry`). Keys stay
+            // borrowed from `text`; each tensor name is copied once, into
+            // the header.
+            let mut de = serde_json::Deserializer::from_str(text);
+            TopLevel(&mut builder)
+                .deserialize(&mut de)
+                .and_then(|()| de.end())
+                .map_err(|e| FormatError::InvalidJson {
+                    reason: e.to_string(),
+                })?;
+        }
         // A syntax error anywhere is reported first; then the first fault in
         // document order.
         if let Some(e) = builder.error {
@@ -517,13 +590,19 @@ fn slow_entry(raw: &RawValue) -> Result<Entry, FormatError> {
     })
 }
 
-/// A cursor over the text of one entry that is already known to be valid JSON.
+/// A cursor over header text in the layout writers emit: strings without
+/// escapes, non-negative integers, tensor entries with their three fields in
+/// the order `dtype`, `shape`, `data_offsets`. Every method returns `None`
+/// where the text differs from that layout (even where it is valid JSON);
+/// what it accepts, it reads exactly as serde_json would.
 struct Canonical<'a> {
+    src: &'a str,
     text: &'a [u8],
     at: usize,
 }
 
 impl<'a> Canonical<'a> {
+    #[inline(always)]
     fn skip_ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.text.get(self.at) {
             self.at += 1;
@@ -531,22 +610,42 @@ impl<'a> Canonical<'a> {
     }
 
     /// Consumes `token` (after whitespace).
+    // Inlined, the comparison with a constant token becomes a few integer
+    // compares rather than a call to memcmp.
+    #[inline(always)]
     fn eat(&mut self, token: &[u8]) -> Option<()> {
         self.skip_ws();
         let rest = self.text.get(self.at..)?;
-        rest.starts_with(token).then(|| self.at += token.len())
+        (rest.get(..token.len()) == Some(token)).then(|| self.at += token.len())
     }
 
-    /// A string without escapes.
-    fn string(&mut self) -> Option<&'a [u8]> {
+    /// A string without escapes or control characters (which JSON forbids
+    /// unescaped).
+    fn string(&mut self) -> Option<&'a str> {
+        /// Bytes that end the body of such a string: its closing quote, or
+        /// what it may not contain.
+        const STOP: [bool; 256] = {
+            let mut t = [false; 256];
+            let mut b = 0;
+            while b < 0x20 {
+                t[b] = true;
+                b += 1;
+            }
+            t[b'"' as usize] = true;
+            t[b'\\' as usize] = true;
+            t
+        };
         self.eat(b"\"")?;
         let rest = self.text.get(self.at..)?;
-        let end = memchr::memchr2(b'"', b'\\', rest)?;
+        // Names are short: a table lookup per byte beats memchr's setup.
+        let end = rest.iter().position(|&b| STOP[usize::from(b)])?;
         if rest.get(end) != Some(&b'"') {
             return None;
         }
+        // Between two ASCII quotes, so on character boundaries.
+        let body = self.src.get(self.at..self.at + end)?;
         self.at += end + 1;
-        rest.get(..end)
+        Some(body)
     }
 
     /// A non-negative integer that fits `usize` (not a float: no `.`/`e`).
@@ -559,7 +658,9 @@ impl<'a> Canonical<'a> {
             self.at += 1;
         }
         let float = matches!(self.text.get(self.at), Some(b'.' | b'e' | b'E'));
-        (self.at > start && !float).then_some(n)
+        // JSON has no leading zeros ("01").
+        let leading_zero = self.at - start > 1 && self.text.get(start) == Some(&b'0');
+        (self.at > start && !float && !leading_zero).then_some(n)
     }
 
     /// An array of such integers.
@@ -583,30 +684,60 @@ impl<'a> Canonical<'a> {
     /// tokens; `None` for any other form, which serde then handles.
     fn tensor(text: &'a str) -> Option<(Dtype, Vec<usize>, usize, usize)> {
         let mut c = Canonical {
+            src: text,
             text: text.as_bytes(),
             at: 0,
         };
-        c.eat(b"{")?;
-        c.eat(b"\"dtype\"")?;
-        c.eat(b":")?;
-        let dtype = std::str::from_utf8(c.string()?)
-            .ok()?
-            .parse::<Dtype>()
-            .ok()?;
-        c.eat(b",")?;
-        c.eat(b"\"shape\"")?;
-        c.eat(b":")?;
-        let shape = c.uints()?;
-        c.eat(b",")?;
-        c.eat(b"\"data_offsets\"")?;
-        c.eat(b":")?;
-        let (start, end) = match c.uints()?.as_slice() {
-            &[start, end] => (start, end),
-            _ => return None,
-        };
-        c.eat(b"}")?;
+        let tensor = c.tensor_value()?;
         c.skip_ws();
-        (c.at == c.text.len()).then_some((dtype, shape, start, end))
+        (c.at == c.text.len()).then_some(tensor)
+    }
+
+    /// One tensor entry, the object after its name (see [`Canonical::tensor`]).
+    fn tensor_value(&mut self) -> Option<(Dtype, Vec<usize>, usize, usize)> {
+        self.eat(b"{")?;
+        self.eat(b"\"dtype\"")?;
+        self.eat(b":")?;
+        let dtype = self.string()?.parse::<Dtype>().ok()?;
+        self.eat(b",")?;
+        self.eat(b"\"shape\"")?;
+        self.eat(b":")?;
+        let shape = self.uints()?;
+        self.eat(b",")?;
+        self.eat(b"\"data_offsets\"")?;
+        self.eat(b":")?;
+        self.eat(b"[")?;
+        let start = self.uint()?;
+        self.eat(b",")?;
+        let end = self.uint()?;
+        self.eat(b"]")?;
+        self.eat(b"}")?;
+        Some((dtype, shape, start, end))
+    }
+
+    /// The metadata value: `null`, or an object of strings with distinct
+    /// keys.
+    fn metadata(&mut self) -> Option<Option<BTreeMap<String, String>>> {
+        if self.eat(b"null").is_some() {
+            return Some(None);
+        }
+        self.eat(b"{")?;
+        let mut map = BTreeMap::new();
+        if self.eat(b"}").is_some() {
+            return Some(Some(map));
+        }
+        loop {
+            let key = self.string()?;
+            self.eat(b":")?;
+            let value = self.string()?;
+            if map.insert(key.to_owned(), value.to_owned()).is_some() {
+                return None;
+            }
+            if self.eat(b"}").is_some() {
+                return Some(Some(map));
+            }
+            self.eat(b",")?;
+        }
     }
 }
 
@@ -967,5 +1098,119 @@ mod nesting_tests {
             Header::parse(deep.as_bytes()).unwrap_err().kind(),
             "nesting_too_deep"
         );
+    }
+
+    /// Both readers on the same text: equal headers, or equal errors.
+    fn same_either_way(text: &[u8]) -> Result<(), String> {
+        let fast = Header::parse_with(text, true).map_err(|e| e.to_string());
+        let general = Header::parse_with(text, false).map_err(|e| e.to_string());
+        if fast == general {
+            Ok(())
+        } else {
+            Err(format!(
+                "{:?}: one pass {fast:?}, general {general:?}",
+                String::from_utf8_lossy(text)
+            ))
+        }
+    }
+
+    #[test]
+    fn the_one_pass_reader_agrees_with_serde_on_edge_cases() {
+        let ok =
+            r#"{"__metadata__":{"a":"b"},"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+        assert!(Header::parse(ok.as_bytes()).is_ok());
+        let mut b = Builder::new(ok.len());
+        assert!(
+            b.canonical(ok).is_some(),
+            "the usual layout takes the one pass"
+        );
+        let cases = [
+            ok.to_owned(),
+            "{}".into(),
+            " {\n} \n".into(),
+            r#"{"__metadata__":null}"#.into(),
+            r#"{"__metadata__":{}}"#.into(),
+            r#"{"__metadata__":{"a":"b","a":"c"}}"#.into(),
+            r#"{"__metadata__":{"a":1}}"#.into(),
+            r#"{"__metadata__":{},"__metadata__":{}}"#.into(),
+            ok.replace("[0,8]", "[00,8]"),
+            ok.replace("[0,8]", "[0,08]"),
+            ok.replace("[2]", "[02]"),
+            ok.replace("[2]", "[2.0]"),
+            ok.replace("[2]", "[-2]"),
+            ok.replace("[2]", "[3]"),
+            ok.replace("\"w\"", "\"\""),
+            ok.replace("\"w\"", "\"w\\u0000\""),
+            ok.replace("\"w\"", "\"w\u{1}\""),
+            ok.replace("\"w\"", "\"w\\n\""),
+            ok.replace("\"b\"", "\"b\u{7}\""),
+            ok.replace("\"F32\"", "\"f32\""),
+            ok.replace(
+                "}}",
+                "},\"w\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[8,8]}}",
+            ),
+            ok.replace(
+                "}}",
+                "},\"v\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[8,8]}}",
+            ),
+            ok.replace("}}", "}},"),
+            ok.replace("}}", "}} x"),
+            format!("\u{feff}{ok}"),
+            format!("{ok}\t\r\n "),
+            ok.replace(":", " : ").replace(",", " ,\n"),
+            ok.replace("[0,8]", "[0,8,]"),
+            ok.replace("[0,8]", "[0 8]"),
+            ok.replace("null", "nul"),
+            r#"{"__metadata__":nullx}"#.into(),
+            r#"{"w":{"dtype":"F32","shape":[18446744073709551616],"data_offsets":[0,4]}}"#.into(),
+        ];
+        for case in &cases {
+            same_either_way(case.as_bytes()).unwrap();
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Well-formed headers, then bytes overwritten, inserted or removed
+        /// at random: the one-pass reader never accepts what serde would
+        /// not, and never reads it differently.
+        #[test]
+        fn the_one_pass_reader_agrees_with_serde(
+            shapes in proptest::collection::vec(proptest::collection::vec(0usize..4, 0..3), 0..4),
+            meta in proptest::option::of(proptest::collection::btree_map("[a-z\\\\\"]{0,3}", "[ -~]{0,3}", 0..3)),
+            edits in proptest::collection::vec((0usize..400, 0u8..3, proptest::sample::select(b" \t\n0123456789,:[]{}\"\\-.eE_ZFUI8".to_vec())), 0..3),
+        ) {
+            let mut text = String::from("{");
+            if let Some(m) = &meta {
+                text += &format!("\"__metadata__\":{},", serde_json::to_string(m).unwrap());
+            }
+            let mut offset = 0usize;
+            for (i, shape) in shapes.iter().enumerate() {
+                let n: usize = shape.iter().product();
+                text += &format!(
+                    "\"t{i}\":{{\"dtype\":\"U8\",\"shape\":{},\"data_offsets\":[{offset},{}]}},",
+                    serde_json::to_string(shape).unwrap(),
+                    offset + n
+                );
+                offset += n;
+            }
+            if text.ends_with(',') {
+                text.pop();
+            }
+            text.push('}');
+            let mut bytes = text.into_bytes();
+            for (at, op, byte) in edits {
+                let at = at % (bytes.len() + 1);
+                match op {
+                    0 if at < bytes.len() => bytes[at] = byte,
+                    1 => bytes.insert(at, byte),
+                    _ if at < bytes.len() => { bytes.remove(at); }
+                    _ => {}
+                }
+            }
+            if let Err(e) = same_either_way(&bytes) {
+                proptest::prop_assert!(false, "{}", e);
+            }
+        }
     }
 }
