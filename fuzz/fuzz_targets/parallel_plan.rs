@@ -3,10 +3,13 @@
 //! Llama-like set of tensors (shapes taken from the input's first bytes, zero and huge
 //! sizes included) and the byte runs of each assignment.
 //!
-//! Input: `[shape bytes: 8][plan JSON]`; tensors larger than 1 GiB are skipped, as no
-//! small input file could declare them. Nothing may panic. Each rank's runs are
-//! ascending, coalesced, inside the tensor and sum to the selection's length; over the
-//! tensor-parallel ranks of one stage, the shards of a tensor add up to the whole.
+//! Input: `[shape bytes: 8][plan JSON]`. Nothing may panic, and planning takes constant
+//! memory per tensor whatever its shape (a selection is one strided group of runs, so
+//! tensors of 2^40 rows are planned too). Each rank's runs are ascending, coalesced,
+//! inside the tensor and sum to the selection's length (checked run by run for tensors
+//! up to 1 GiB, the most a small input file could back; from the strided description
+//! for larger ones); over the tensor-parallel ranks of one stage, the shards of a
+//! tensor add up to the whole.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -68,36 +71,42 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(assignments.len(), tensors.len());
             for (i, a) in assignments.iter().enumerate() {
                 let dtype = DTYPES[i % DTYPES.len()];
-                // A real checkpoint backs every shape with its bytes: sizes past 1 GiB (which
-                // only a file that large could declare) are left out; huge dimensions of
-                // empty tensors stay in.
-                match select(NAMES[i], dtype, &shapes[i], Assignment::Whole) {
-                    Ok(Some(w)) if w.len <= 1 << 30 => {}
-                    _ => continue,
-                }
+                let Ok(Some(w)) = select(NAMES[i], dtype, &shapes[i], Assignment::Whole) else {
+                    continue;
+                };
                 let Ok(Some(sel)) = select(NAMES[i], dtype, &shapes[i], *a) else {
                     continue;
                 };
-                let mut end = 0u64;
-                let mut total = 0u64;
-                for (k, r) in sel.runs.iter().enumerate() {
-                    assert!(r.len > 0, "{}: empty run", NAMES[i]);
-                    assert!(
-                        k == 0 || r.offset > end,
-                        "{}: runs not ascending/coalesced",
-                        NAMES[i]
-                    );
-                    end = r.offset + r.len;
-                    total += r.len;
+                // The strided description, whatever the size.
+                let runs = sel.runs;
+                assert_eq!(runs.total(), sel.len, "{}", NAMES[i]);
+                assert!(runs.end() <= w.len, "{}: run past the tensor", NAMES[i]);
+                assert_eq!(runs.is_empty(), runs.run_len() == 0, "{}", NAMES[i]);
+                if runs.count() > 1 {
+                    assert!(runs.stride() > runs.run_len(), "{}: runs touch", NAMES[i]);
                 }
-                assert_eq!(total, sel.len, "{}", NAMES[i]);
-                if let Ok(Some(w)) = select(NAMES[i], dtype, &shapes[i], Assignment::Whole) {
-                    assert!(end <= w.len, "{}: run past the tensor", NAMES[i]);
-                    if stage == 0 && matches!(a, Assignment::Block { .. }) {
-                        whole_bytes[i] = w.len;
-                        sharded[i].0 += sel.len;
-                        sharded[i].1 += 1;
+                // Expanded run by run (one step per run): only tensors a small file could
+                // back, sizes up to 1 GiB; huge dimensions of empty tensors stay in.
+                if w.len <= 1 << 30 {
+                    let mut end = 0u64;
+                    let mut total = 0u64;
+                    for (k, r) in runs.iter().enumerate() {
+                        assert!(r.len > 0, "{}: empty run", NAMES[i]);
+                        assert!(
+                            k == 0 || r.offset > end,
+                            "{}: runs not ascending/coalesced",
+                            NAMES[i]
+                        );
+                        end = r.offset + r.len;
+                        total += r.len;
                     }
+                    assert_eq!(total, sel.len, "{}", NAMES[i]);
+                    assert_eq!(end, runs.end(), "{}", NAMES[i]);
+                }
+                if stage == 0 && matches!(a, Assignment::Block { .. }) {
+                    whole_bytes[i] = w.len;
+                    sharded[i].0 += sel.len;
+                    sharded[i].1 += 1;
                 }
             }
             if stage == 0 {

@@ -7,11 +7,14 @@
 //!   `torch.tensor_split` does ([`tensor_split_block`]).
 //! - [`runs::select`]: the byte runs of a rank's part of one tensor (a
 //!   dim-0 block is one run; a dim-k block one run per outer index,
-//!   coalesced).
+//!   coalesced), described as one strided group ([`Runs`]: first offset,
+//!   run length, stride, count) and expanded on demand, so planning takes
+//!   constant memory per tensor however many rows it has.
 //! - [`Checkpoint`]: one file, an index, or a directory of shards; plans a
 //!   rank's reads ([`LoadPlan`]) and performs them with positioned reads in
 //!   parallel (rayon) into a fresh or caller-provided buffer, counting the
-//!   bytes read.
+//!   bytes read; small dense runs can be read as covering spans and
+//!   gathered ([`Checkpoint::with_read_gap`]).
 //! - [`SavePlan`]: saving without gathering: every rank computes the same
 //!   layout (byte-identical to the reference writer's) and writes its parts
 //!   with positioned writes.
@@ -38,5 +41,5 @@ pub mod save;
 pub use error::ParallelError;
 pub use load::{Checkpoint, LoadPlan, TensorLoad};
 pub use plan::{resolve, tensor_split_block, Assignment, Plan, Rule};
-pub use runs::{select, Run, Selection};
+pub use runs::{select, Run, Runs, RunsIter, Selection};
 pub use save::{full_specs, SavePlan, WriteRun};

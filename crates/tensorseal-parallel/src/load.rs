@@ -10,7 +10,7 @@ use tensorseal_format::Dtype;
 use tensorseal_format::{read_exact_at, PreadFile, ReadTensors};
 
 use crate::plan::{Assignment, Plan, Rule};
-use crate::runs::{select, Run};
+use crate::runs::{select, Runs};
 use crate::ParallelError;
 
 /// Largest piece one read task handles, so that big runs spread over threads.
@@ -47,10 +47,14 @@ fn pool() -> Option<&'static rayon::ThreadPool> {
 
 /// Asks the kernel to start reading the pages of `runs` (small runs of a
 /// strided block): each run's pages only, adjacent page ranges merged, so
-/// storage reads stay within one page per run of the share.
+/// storage reads stay within one page per run of the share. The runs are
+/// expanded one at a time, never listed.
 #[cfg(target_os = "linux")]
-fn will_need(file: &File, runs: &[Run]) {
+fn will_need(file: &File, runs: Runs) {
     const PAGE: u64 = 4096;
+    if runs.run_len() >= SMALL_RUN {
+        return;
+    }
     let mut pending: Option<(u64, u64)> = None;
     let flush = |range: (u64, u64)| {
         let _ = rustix::fs::fadvise(
@@ -60,9 +64,11 @@ fn will_need(file: &File, runs: &[Run]) {
             rustix::fs::Advice::WillNeed,
         );
     };
-    for r in runs.iter().filter(|r| r.len < SMALL_RUN) {
+    for r in runs.iter() {
         let start = r.offset / PAGE * PAGE;
-        let end = (r.offset + r.len).div_ceil(PAGE) * PAGE;
+        // The end of a run fits in a u64 (a `Runs` invariant); rounding it
+        // up to a page saturates rather than wraps.
+        let end = (r.offset + r.len).div_ceil(PAGE).saturating_mul(PAGE);
         pending = match pending {
             Some((s, e)) if start <= e => Some((s, e.max(end))),
             Some(p) => {
@@ -78,7 +84,7 @@ fn will_need(file: &File, runs: &[Run]) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn will_need(_file: &File, _runs: &[Run]) {}
+fn will_need(_file: &File, _runs: Runs) {}
 
 /// Turns off the kernel's readahead for our descriptor: a rank reads
 /// exactly its runs (big ones as 16 MiB positioned reads), and readahead
@@ -130,16 +136,6 @@ pub struct Checkpoint {
     header_bytes: u64,
     data_bytes: AtomicU64,
     read_gap: u64,
-}
-
-/// Destinations of a span's runs: (offset in the span, destination).
-type Pieces<'a> = Vec<(u64, &'a mut [u8])>;
-
-/// One read task: straight into the destination, or a span read through
-/// small gaps into scratch memory and copied out piece by piece.
-enum Task<'a> {
-    Direct(usize, u64, &'a mut [u8]),
-    Span(usize, u64, u64, Pieces<'a>),
 }
 
 impl Checkpoint {
@@ -286,12 +282,11 @@ impl Checkpoint {
                 file: t.file,
                 runs: sel
                     .runs
-                    .iter()
-                    .map(|r| Run {
-                        offset: t.offset + r.offset,
-                        len: r.len,
-                    })
-                    .collect(),
+                    .shifted(t.offset)
+                    .ok_or_else(|| ParallelError::Overflow {
+                        tensor: t.name.clone(),
+                        shape: t.shape.clone(),
+                    })?,
                 start,
                 len,
             });
@@ -327,6 +322,13 @@ impl Checkpoint {
 
     /// Reads tensor `i` of `plan` into `bufs[i]`, each exactly
     /// [`TensorLoad::len`] bytes (caller-provided memory).
+    ///
+    /// Runs are read with positioned reads of at most 16 MiB, in parallel.
+    /// With a read gap ([`Checkpoint::with_read_gap`]), small runs no
+    /// further apart than the gap are read as covering spans of at most
+    /// 16 MiB into scratch memory and gathered. Either way the reads are
+    /// produced from each tensor's strided [`Runs`] as they are performed:
+    /// nothing is allocated per run.
     pub fn read_each(&self, plan: &LoadPlan, bufs: &mut [&mut [u8]]) -> Result<(), ParallelError> {
         if bufs.len() != plan.tensors.len() {
             return Err(ParallelError::plan(format!(
@@ -335,8 +337,7 @@ impl Checkpoint {
                 plan.tensors.len()
             )));
         }
-        let mut tasks: Vec<Task> = Vec::new();
-        for (t, buf) in plan.tensors.iter().zip(bufs.iter_mut()) {
+        for (t, buf) in plan.tensors.iter().zip(bufs.iter()) {
             if buf.len() != t.len {
                 return Err(ParallelError::BufferSize {
                     tensor: t.name.clone(),
@@ -344,89 +345,135 @@ impl Checkpoint {
                     found: buf.len(),
                 });
             }
-            let mut rest: &mut [u8] = buf;
-            let mut span: Option<(u64, u64, Pieces)> = None;
-            for r in &t.runs {
-                // Run lengths sum to t.len, checked equal to the buffer's.
-                let (mine, tail) = std::mem::take(&mut rest).split_at_mut(r.len as usize);
-                rest = tail;
-                let small = t.runs.len() > 1 && r.len < CHUNK as u64 && self.read_gap > 0;
-                if small {
-                    if let Some((start, end, pieces)) = span.as_mut() {
-                        if r.offset - *end <= self.read_gap
-                            && r.offset + r.len - *start <= CHUNK as u64
-                        {
-                            pieces.push((r.offset - *start, mine));
-                            *end = r.offset + r.len;
-                            continue;
-                        }
-                    }
-                    if let Some((s0, e0, p)) = span.take() {
-                        tasks.push(Task::Span(t.file, s0, e0 - s0, p));
-                    }
-                    span = Some((r.offset, r.offset + r.len, vec![(0, mine)]));
-                    continue;
-                }
-                let mut off = r.offset;
-                for chunk in mine.chunks_mut(CHUNK) {
-                    let n = chunk.len() as u64;
-                    tasks.push(Task::Direct(t.file, off, chunk));
-                    off += n;
-                }
+            if t.runs.total() != t.len as u64 {
+                return Err(ParallelError::plan(format!(
+                    "tensor {:?}: runs hold {} bytes, {} planned",
+                    t.name,
+                    t.runs.total(),
+                    t.len
+                )));
             }
-            if let Some((s0, e0, p)) = span.take() {
-                tasks.push(Task::Span(t.file, s0, e0 - s0, p));
+            if self.files.get(t.file).is_none() {
+                return Err(ParallelError::plan(format!(
+                    "tensor {:?}: plan names file {}, not in this checkpoint",
+                    t.name, t.file
+                )));
             }
         }
         for src in &self.files {
             no_readahead(&src.file);
         }
-        for t in &plan.tensors {
-            if t.runs.len() > 1 && self.read_gap == 0 {
-                if let Some(src) = self.files.get(t.file) {
-                    will_need(&src.file, &t.runs);
+        if self.read_gap == 0 {
+            for t in &plan.tensors {
+                if t.runs.count() > 1 {
+                    if let Some(src) = self.files.get(t.file) {
+                        will_need(&src.file, t.runs);
+                    }
                 }
             }
         }
-        let run = || {
-            tasks.into_par_iter().try_for_each(|task| {
-                let f = match &task {
-                    Task::Direct(f, ..) | Task::Span(f, ..) => *f,
-                };
-                let src = self.files.get(f).ok_or_else(|| {
-                    ParallelError::plan(format!("plan names file {f}, not in this checkpoint"))
-                })?;
-                let io = |e| ParallelError::io(&src.path, e);
-                match task {
-                    Task::Direct(_, off, chunk) => {
-                        read_exact_at(&src.file, chunk, off).map_err(io)?;
-                        self.data_bytes
-                            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                    }
-                    Task::Span(_, off, len, pieces) => {
-                        // len <= CHUNK: bounded scratch memory.
-                        let mut scratch = vec![0u8; len as usize];
-                        read_exact_at(&src.file, &mut scratch, off).map_err(io)?;
-                        self.data_bytes.fetch_add(len, Ordering::Relaxed);
-                        for (at, dst) in pieces {
-                            let n = dst.len();
-                            let from =
-                                scratch.get(at as usize..at as usize + n).ok_or_else(|| {
-                                    ParallelError::plan(format!(
-                                        "span piece {at}+{n} outside {len}"
-                                    ))
-                                })?;
-                            dst.copy_from_slice(from);
-                        }
-                    }
-                }
-                Ok(())
-            })
+        let mut run = || {
+            plan.tensors
+                .par_iter()
+                .zip(bufs.par_iter_mut())
+                .try_for_each(|(t, buf)| self.read_tensor(t, buf))
         };
         match pool() {
             Some(p) => p.install(run),
             None => run(),
         }
+    }
+
+    /// Reads the runs of `t` into `buf` (`t.len` bytes, checked), in
+    /// parallel: the tasks are slices of `buf` (rayon splits them lazily),
+    /// one per run or per span of runs, each run's position computed from
+    /// its index.
+    fn read_tensor(&self, t: &TensorLoad, buf: &mut [u8]) -> Result<(), ParallelError> {
+        let src = self.files.get(t.file).ok_or_else(|| {
+            ParallelError::plan(format!(
+                "tensor {:?}: plan names file {}, not in this checkpoint",
+                t.name, t.file
+            ))
+        })?;
+        let runs = t.runs;
+        if runs.is_empty() {
+            return Ok(());
+        }
+        // Runs hold t.len bytes (checked), so one run's length fits a usize
+        // and buf splits into exactly runs.count() pieces of it.
+        let len = usize::try_from(runs.run_len()).map_err(|_| ParallelError::Overflow {
+            tensor: t.name.clone(),
+            shape: t.shape.clone(),
+        })?;
+        let missing = |k: usize| {
+            ParallelError::plan(format!(
+                "tensor {:?}: no run {k} of {}",
+                t.name,
+                runs.count()
+            ))
+        };
+        let io = |e| ParallelError::io(&src.path, e);
+        let chunk = CHUNK as u64;
+        let small = runs.count() > 1 && runs.run_len() < chunk;
+        if small && self.read_gap > 0 && runs.stride() - runs.run_len() <= self.read_gap {
+            // Runs per span: the most whose covering range is <= CHUNK.
+            let per = (chunk - runs.run_len()) / runs.stride() + 1;
+            if per > 1 {
+                // per * len <= (per - 1) * stride + len <= CHUNK.
+                let piece = per as usize * len;
+                return buf
+                    .par_chunks_mut(piece)
+                    .enumerate()
+                    .try_for_each(|(i, dst)| {
+                        let first = i.saturating_mul(per as usize);
+                        let n = dst.len() / len;
+                        let (Some(a), Some(b)) = (
+                            runs.get(first as u64),
+                            runs.get((first + n.saturating_sub(1)) as u64),
+                        ) else {
+                            return Err(missing(first));
+                        };
+                        // At most CHUNK bytes: bounded scratch memory.
+                        let span = b.offset + b.len - a.offset;
+                        let mut scratch = vec![0u8; span as usize];
+                        read_exact_at(&src.file, &mut scratch, a.offset).map_err(io)?;
+                        self.data_bytes.fetch_add(span, Ordering::Relaxed);
+                        let stride = runs.stride() as usize;
+                        for (k, piece) in dst.chunks_mut(len).enumerate() {
+                            let at = k * stride;
+                            let from = scratch.get(at..at + len).ok_or_else(|| {
+                                ParallelError::plan(format!(
+                                    "tensor {:?}: span piece {at}+{len} outside {span}",
+                                    t.name
+                                ))
+                            })?;
+                            piece.copy_from_slice(from);
+                        }
+                        Ok(())
+                    });
+            }
+        }
+        buf.par_chunks_mut(len)
+            .enumerate()
+            .try_for_each(|(k, dst)| {
+                let r = runs.get(k as u64).ok_or_else(|| missing(k))?;
+                if dst.len() <= CHUNK {
+                    read_exact_at(&src.file, dst, r.offset).map_err(io)?;
+                    self.data_bytes
+                        .fetch_add(dst.len() as u64, Ordering::Relaxed);
+                    return Ok(());
+                }
+                // A big run: pieces of CHUNK, read in parallel.
+                dst.par_chunks_mut(CHUNK)
+                    .enumerate()
+                    .try_for_each(|(j, piece)| {
+                        let off = r.offset + (j * CHUNK) as u64;
+                        read_exact_at(&src.file, piece, off).map_err(io)?;
+                        self.data_bytes
+                            .fetch_add(piece.len() as u64, Ordering::Relaxed);
+                        Ok(())
+                    })
+            })
     }
 
     /// Plans and reads `rank`'s share into one fresh buffer.
@@ -463,8 +510,9 @@ pub struct TensorLoad {
     pub assignment: Assignment,
     /// Index into [`Checkpoint::files`].
     pub file: usize,
-    /// Absolute file offsets, ascending and coalesced.
-    pub runs: Vec<Run>,
+    /// Absolute file offsets, ascending and coalesced, as one strided
+    /// group (expanded on demand: see [`Runs::iter`]).
+    pub runs: Runs,
     /// Offset in the combined buffer.
     pub start: usize,
     /// Byte length.
@@ -486,8 +534,10 @@ impl LoadPlan {
         self.tensors.iter().map(|t| t.len as u64).sum()
     }
 
-    /// Number of runs.
+    /// Number of runs (counted, not listed; saturates at `usize::MAX`).
     pub fn run_count(&self) -> usize {
-        self.tensors.iter().map(|t| t.runs.len()).sum()
+        self.tensors.iter().fold(0usize, |n, t| {
+            n.saturating_add(usize::try_from(t.runs.count()).unwrap_or(usize::MAX))
+        })
     }
 }

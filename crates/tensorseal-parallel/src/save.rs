@@ -21,7 +21,7 @@ use tensorseal_format::shard::{index_json, plan_shards, shard_name};
 use tensorseal_format::write::{Layout, TensorSpec};
 
 use crate::plan::{Assignment, Plan, Rule};
-use crate::runs::select;
+use crate::runs::{select, Runs};
 use crate::ParallelError;
 
 /// One output file.
@@ -46,20 +46,19 @@ pub struct SavePlan {
     pub index: Option<(PathBuf, String)>,
 }
 
-/// One write of a rank: `len` bytes from offset `src` of the rank's local
-/// bytes of tensor `tensor` to offset `dst` of file `file`.
+/// The writes of a rank for one tensor: the rank's local bytes of tensor
+/// `tensor`, in order, fill the byte runs `runs` of file `file` in order
+/// (one positioned write per run, the runs expanded as they are written).
+/// One value per tensor, however many runs: a block of a tensor with tiny
+/// rows is not listed run by run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteRun {
     /// Index into [`SavePlan::specs`].
     pub tensor: usize,
     /// Index into [`SavePlan::files`].
     pub file: usize,
-    /// Offset in the local bytes.
-    pub src: u64,
-    /// Absolute offset in the file.
-    pub dst: u64,
-    /// Length.
-    pub len: u64,
+    /// Absolute file offsets; their total length is the local bytes'.
+    pub runs: Runs,
 }
 
 /// What one rank holds of one tensor when saving.
@@ -254,24 +253,32 @@ impl SavePlan {
             if lower_holds {
                 continue;
             }
-            let (file, base) = self.place.get(i).copied().unwrap_or_default();
-            let mut src = 0u64;
-            for r in sel.runs {
-                writes.push(WriteRun {
-                    tensor: i,
-                    file,
-                    src,
-                    dst: base + r.offset,
-                    len: r.len,
-                });
-                src += r.len;
+            if sel.runs.is_empty() {
+                continue;
             }
+            let (file, base) = self.place.get(i).copied().unwrap_or_default();
+            let runs = sel
+                .runs
+                .shifted(base)
+                .ok_or_else(|| ParallelError::Overflow {
+                    tensor: spec.name.clone(),
+                    shape: spec.shape.clone(),
+                })?;
+            writes.push(WriteRun {
+                tensor: i,
+                file,
+                runs,
+            });
         }
         Ok((parts, writes))
     }
 
-    /// Performs `writes` with positioned writes, in parallel; `local(i)`
-    /// gives the rank's bytes of tensor `i`. Returns the bytes written.
+    /// Performs `writes` with positioned writes, one per run, in parallel;
+    /// `local(i)` gives the rank's bytes of tensor `i`, exactly as many as
+    /// its runs hold. Returns the bytes written.
+    ///
+    /// Runs are written exactly, never as a covering range: the gaps
+    /// between them hold other ranks' bytes, written concurrently.
     pub fn write_rank<'a, F>(&self, writes: &[WriteRun], local: F) -> Result<u64, ParallelError>
     where
         F: Fn(usize) -> Option<&'a [u8]> + Sync,
@@ -296,19 +303,37 @@ impl SavePlan {
                 tensor: name.to_owned(),
                 reason: "this rank holds a part of it but gave no bytes".into(),
             })?;
-            let src = bytes
-                .get(w.src as usize..(w.src + w.len) as usize)
-                .ok_or_else(|| ParallelError::BadLocal {
+            if bytes.len() as u64 != w.runs.total() {
+                return Err(ParallelError::BadLocal {
                     tensor: name.to_owned(),
-                    reason: format!("local bytes are {} long, shorter than planned", bytes.len()),
-                })?;
+                    reason: format!(
+                        "local bytes are {} long, {} planned",
+                        bytes.len(),
+                        w.runs.total()
+                    ),
+                });
+            }
             let (Some(Some(file)), Some(out)) = (handles.get(w.file), self.files.get(w.file))
             else {
                 return Err(ParallelError::plan(format!("write names file {}", w.file)));
             };
-            write_all_at(file, src, w.dst).map_err(|e| ParallelError::io(&out.path, e))
+            if w.runs.is_empty() {
+                return Ok(());
+            }
+            // At most bytes.len(), so it fits a usize; bytes splits into
+            // exactly w.runs.count() pieces of it.
+            let len = w.runs.run_len() as usize;
+            bytes.par_chunks(len).enumerate().try_for_each(|(k, src)| {
+                let r = w
+                    .runs
+                    .get(k as u64)
+                    .ok_or_else(|| ParallelError::plan(format!("tensor {name:?}: no run {k}")))?;
+                write_all_at(file, src, r.offset).map_err(|e| ParallelError::io(&out.path, e))
+            })
         })?;
-        Ok(writes.iter().map(|w| w.len).sum())
+        Ok(writes
+            .iter()
+            .fold(0u64, |n, w| n.saturating_add(w.runs.total())))
     }
 }
 
