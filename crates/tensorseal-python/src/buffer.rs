@@ -294,9 +294,13 @@ impl Buffer {
     }
 }
 
-/// Bytes populated per step of [`populate_read`]: large enough that the
-/// syscalls vanish, small enough to spread over the threads.
+/// Most bytes populated per call in [`populate_read`]: large enough that
+/// the syscalls vanish, small enough that a failure stops the other
+/// threads soon.
 const POPULATE_CHUNK: usize = 8 << 20;
+
+/// Fewest bytes one thread of [`populate_read`] is given.
+const POPULATE_STEP_MIN: usize = 1 << 20;
 
 /// Faults `range` of `map` in with read faults (`MADV_POPULATE_READ`) on up
 /// to `threads` threads. Best effort: kernels before 5.14 refuse the advice
@@ -312,34 +316,54 @@ fn populate_read(map: &MmapMut, range: std::ops::Range<usize>, threads: usize) {
             // (several at a time) costs no more than populating them here.
             return;
         }
-        let chunks = range.len().div_ceil(POPULATE_CHUNK);
-        // Waiting on the disk, not the CPU: at least 4 streams in flight.
-        let threads = threads.max(4).clamp(1, chunks);
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let work = || {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= chunks {
+        // Waiting on the disk, not the CPU: at least 4 streams in flight,
+        // also for a range of a few MiB (one slice's rows). Each thread
+        // takes one contiguous part and populates it front to back, so
+        // each is a sequential stream for the read-ahead.
+        let threads = threads.max(4);
+        let part = range
+            .len()
+            .div_ceil(threads)
+            .next_multiple_of(4096)
+            .max(POPULATE_STEP_MIN);
+        // Sequential read-ahead for the range while it is populated: the
+        // kernel then reads ahead in growing windows, asynchronously, where
+        // the default read-around reads a small window per fault (measured
+        // on a cold 1 GiB file: 3.0 GB/s against 0.6-1.3 GB/s). Back to
+        // normal afterwards, so later accesses are not treated as a stream.
+        let sequential = map
+            .advise_range(Advice::Sequential, range.start, range.len())
+            .is_ok();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let work = |part: std::ops::Range<usize>| {
+            for start in part.clone().step_by(POPULATE_CHUNK) {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
                     return;
                 }
-                let start = range.start + i * POPULATE_CHUNK;
-                let len = POPULATE_CHUNK.min(range.end - start);
+                let len = POPULATE_CHUNK.min(part.end - start);
                 if map.advise_range(Advice::PopulateRead, start, len).is_err() {
                     // Unsupported, or the file shrank: stop, pages fault
                     // in on touch instead.
-                    next.store(chunks, std::sync::atomic::Ordering::Relaxed);
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
                     return;
                 }
             }
         };
-        if threads == 1 {
-            work();
+        let parts = (range.start..range.end)
+            .step_by(part)
+            .map(|start| start..(start + part).min(range.end));
+        if range.len() <= part {
+            work(range.clone());
         } else {
             std::thread::scope(|s| {
-                for _ in 0..threads {
-                    s.spawn(work);
+                for p in parts {
+                    let work = &work;
+                    s.spawn(move || work(p));
                 }
             });
+        }
+        if sequential {
+            let _ = map.advise_range(Advice::Normal, range.start, range.len());
         }
     }
     #[cfg(not(target_os = "linux"))]

@@ -249,17 +249,31 @@ impl SafeFile {
     /// write through an earlier tensor can never show in a later one).
     /// Where the whole file cannot be mapped (ENOMEM under strict
     /// overcommit) only the tensor's own pages are mapped. With `populate`,
-    /// a large tensor that is not cached is read ahead on several threads.
-    #[pyo3(signature = (name, populate=true))]
+    /// a large tensor that is not cached is read ahead on several threads;
+    /// `part` (a byte range of the tensor, e.g. the rows a slice selects)
+    /// narrows what is read ahead to those bytes.
+    #[pyo3(signature = (name, populate=true, part=None))]
     fn cow_tensor(
         &self,
         py: Python<'_>,
         name: &str,
         populate: bool,
+        part: Option<(usize, usize)>,
     ) -> PyResult<(Py<Buffer>, usize, usize)> {
         let (_, _, start, end) = self.info(py, name)?;
         let threads = read::default_threads();
-        let populate = populate && end - start >= POPULATE_MIN;
+        // What to read ahead, relative to the tensor's first byte.
+        let (lo, hi) = match part {
+            Some((lo, hi)) if lo <= hi && hi <= end - start => (lo, hi),
+            Some((lo, hi)) => {
+                return Err(PyErr::new::<pyo3::exceptions::PyValueError, _>(format!(
+                    "part {lo}..{hi} is outside tensor {name:?} of {} bytes",
+                    end - start
+                )))
+            }
+            None => (0, end - start),
+        };
+        let populate = populate && hi - lo >= POPULATE_MIN;
         {
             let mut state = self.cow.lock().map_err(|_| poisoned())?;
             if let Some(map) = &state.map {
@@ -269,7 +283,7 @@ impl SafeFile {
                     drop(state);
                     if populate {
                         let b = map.get();
-                        py.detach(|| b.populate(start..end, threads));
+                        py.detach(|| b.populate(start + lo..start + hi, threads));
                     }
                     return Ok((map, start, end));
                 }
@@ -279,7 +293,12 @@ impl SafeFile {
         let file_len = self.file_len();
         let file = self.opened.file();
         let mapped = py.detach(|| {
-            Buffer::map_cow(file, 0, file_len, populate.then_some((start..end, threads)))
+            Buffer::map_cow(
+                file,
+                0,
+                file_len,
+                populate.then_some((start + lo..start + hi, threads)),
+            )
         });
         match mapped {
             Ok(buf) => {
@@ -297,7 +316,7 @@ impl SafeFile {
                         file,
                         start as u64,
                         end - start,
-                        populate.then_some((0..end - start, threads)),
+                        populate.then_some((lo..hi, threads)),
                     )
                     .map_err(|e| FormatError::io(&self.path, e))
                 })?;

@@ -3,7 +3,6 @@
 use std::fs::File;
 use std::io;
 use std::path::Path;
-use std::sync::Mutex;
 
 use tensorseal_format::{read_exact_at, FormatError, PreadFile};
 
@@ -24,26 +23,26 @@ pub fn open(path: &Path) -> Result<PreadFile, FormatError> {
     PreadFile::open(path)
 }
 
-/// Fills `dst` from `file` starting at `offset`, with `CHUNK`-sized reads
-/// spread over up to `threads` threads.
+/// Fills `dst` from `file` starting at `offset` on up to `threads` threads,
+/// each reading one contiguous part of the range front to back in reads of
+/// at most `CHUNK` bytes: each part is then a sequential stream, which the
+/// kernel's read-ahead follows (interleaving the chunks of all threads
+/// measured slower on a cold file).
 pub fn read_parallel(file: &File, offset: u64, dst: &mut [u8], threads: usize) -> io::Result<()> {
-    let chunks = dst.len().div_ceil(CHUNK);
-    let threads = threads.clamp(1, chunks.max(1));
-    if threads == 1 {
-        return read_exact_at(file, dst, offset);
+    let len = dst.len();
+    let part = len
+        .div_ceil(threads.max(1))
+        .next_multiple_of(PAGE)
+        .max(PART_MIN);
+    let parts = len.div_ceil(part);
+    if parts <= 1 {
+        return read_part(file, offset, dst);
     }
-    let work = Mutex::new(dst.chunks_mut(CHUNK).enumerate());
-    let next = || work.lock().map(|mut it| it.next()).unwrap_or(None);
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| -> io::Result<()> {
-                    while let Some((i, chunk)) = next() {
-                        read_exact_at(file, chunk, offset + (i * CHUNK) as u64)?;
-                    }
-                    Ok(())
-                })
-            })
+        let handles: Vec<_> = dst
+            .chunks_mut(part)
+            .enumerate()
+            .map(|(i, piece)| s.spawn(move || read_part(file, offset + (i * part) as u64, piece)))
             .collect();
         let mut result = Ok(());
         for h in handles {
@@ -58,35 +57,50 @@ pub fn read_parallel(file: &File, offset: u64, dst: &mut [u8], threads: usize) -
     })
 }
 
+/// Page size assumed when cutting a range into parts.
+const PAGE: usize = 4096;
+
+/// Fewest bytes one reader thread is given.
+const PART_MIN: usize = 1 << 20;
+
+/// Fills `dst` from `offset` with reads of at most `CHUNK` bytes, in order.
+fn read_part(file: &File, offset: u64, dst: &mut [u8]) -> io::Result<()> {
+    for (i, chunk) in dst.chunks_mut(CHUNK).enumerate() {
+        read_exact_at(file, chunk, offset + (i * CHUNK) as u64)?;
+    }
+    Ok(())
+}
+
 /// Reader threads for `len` bytes of `file` from `offset`: `threads`, or
 /// at least 4 when the bytes are not in the page cache (the reads then wait
 /// on the disk, not the CPU, and more requests in flight read faster). For
-/// uncached bytes the kernel is also asked to read the whole range ahead,
-/// in file order, while the threads start.
+/// uncached bytes the kernel is also told that the file is read
+/// sequentially: a wider read-ahead window, kept ahead of each reader
+/// asynchronously. On a cold 1 GiB file (2-vCPU VM, 7 alternating runs,
+/// medians) numpy `load_file` took 0.78 s this way, 0.80 s with
+/// `POSIX_FADV_WILLNEED` on the whole range instead (which blocks while it
+/// submits the whole range) and 0.94 s with both; the reference 1.22 s.
 pub fn io_threads(file: &File, offset: u64, len: usize, threads: usize) -> usize {
-    if len >= 2 * CHUNK && !cached(file, offset, len) {
-        advise_will_need(file, offset, len);
+    if len >= PART_MIN && !cached(file, offset, len) {
+        advise_sequential(file);
         threads.max(4)
     } else {
         threads
     }
 }
 
-/// `posix_fadvise(WILLNEED)` on the range: the kernel starts reading it
-/// into the page cache without waiting for it. Best effort.
+/// `posix_fadvise(SEQUENTIAL)` on the whole file: widens the read-ahead of
+/// this open file. Best effort.
 #[cfg(target_os = "linux")]
-fn advise_will_need(file: &File, offset: u64, len: usize) {
+fn advise_sequential(file: &File) {
     use std::os::fd::AsRawFd;
-    let (Ok(off), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
-        return;
-    };
     // SAFETY: advice only; the descriptor is open for `file`'s life and no
     // memory is passed.
-    let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), off, len, libc::POSIX_FADV_WILLNEED) };
+    let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
 }
 
 #[cfg(not(target_os = "linux"))]
-fn advise_will_need(_file: &File, _offset: u64, _len: usize) {}
+fn advise_sequential(_file: &File) {}
 
 /// Whether bytes `offset..offset + len` of `file` look cached: a one-byte
 /// read that refuses to wait for the disk (`RWF_NOWAIT`) at 16 points.

@@ -311,7 +311,18 @@ class SafeSlice:
             # As the reference: a view of a copy-on-write mapping (one that
             # has not handed this tensor out before), indexed by torch itself
             # (torch's semantics and errors).
-            buf, start, end = self._file.cow_tensor(self._name, False)
+            # The rows the index selects, when it says (an int or a slice
+            # first), are read ahead on several threads if not cached;
+            # anything unusual is left to torch, errors included.
+            try:
+                rows = self._rows(index)
+            except Exception:
+                rows = None
+            part = None
+            if rows is not None:
+                row = (self._end - self._start) // self._shape[0]
+                part = (rows[0] * row, (rows[1] + 1) * row)
+            buf, start, end = self._file.cow_tensor(self._name, part is not None, part)
             out = torch_view(buf, self._dtype, self._shape, start, end, self._name)[index]
             return self._finish(out)
         shape = self._shape

@@ -1,0 +1,129 @@
+"""The read-ahead paths: a file whose pages are not cached is read in
+parallel parts (pread into owned memory) or populated ahead on several
+threads (copy-on-write mappings, whole tensors or the rows a slice
+selects). Whatever the path, the bytes must be exactly the file's: these
+tests evict the file from the page cache before each read, so the
+uncached paths run, and compare with the reference `safetensors`."""
+
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ref_np = pytest.importorskip("safetensors.numpy")
+ref_pt = pytest.importorskip("safetensors.torch")
+
+import tensorseal
+import tensorseal.numpy as ts_np
+import tensorseal.torch as ts_pt
+
+# Sizes around the 1 MiB part and populate minimums and the 16 MiB read
+# chunk, with odd byte counts so parts end mid-page.
+SHAPES = {
+    "a": (3, 5),
+    "b": (1024 * 1024 + 3,),  # 4 MiB + 12 bytes of f32
+    "c": (5, 1024 * 1024 + 1),  # ~20 MiB
+    "d": (7, 3),
+}
+
+
+def evict(path):
+    """Drops the file's pages from the page cache (where the OS allows), so
+    the next read finds them uncached."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    rng = np.random.default_rng(7)
+    tensors = {k: rng.standard_normal(s, dtype=np.float32) for k, s in SHAPES.items()}
+    path = str(tmp_path_factory.mktemp("readahead") / "m.safetensors")
+    ref_np.save_file(tensors, path)
+    return path, tensors
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="needs posix_fadvise")
+def test_numpy_load_file_uncached_is_exact(sample):
+    path, tensors = sample
+    for _ in range(2):
+        evict(path)
+        got = ts_np.load_file(path)
+        assert got.keys() == tensors.keys()
+        for k, v in tensors.items():
+            np.testing.assert_array_equal(got[k], v)
+            assert got[k].flags.writeable
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="needs posix_fadvise")
+@pytest.mark.parametrize("fw", ["np", "pt"])
+def test_get_tensor_and_slices_uncached_are_exact(sample, fw):
+    path, _ = sample
+    indexes = [
+        slice(None, None),
+        slice(1, 4),
+        slice(2, None),
+        slice(-3, -1),
+        (slice(0, 2), slice(5, 9)),
+        1,
+        -1,
+    ]
+    with safe(path, fw, ref=True) as r:
+        for name in ("b", "c"):
+            for index in indexes:
+                if name == "b" and isinstance(index, tuple):
+                    continue
+                evict(path)
+                with safe(path, fw) as f:
+                    got = f.get_slice(name)[index]
+                # The reference's get_slice refuses negative bounds:
+                # compare with indexing its whole tensor.
+                want = r.get_tensor(name)[index]
+                assert_same(got, want, fw)
+                evict(path)
+                with safe(path, fw) as f:
+                    assert_same(f.get_tensor(name), r.get_tensor(name), fw)
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="needs posix_fadvise")
+def test_torch_load_file_uncached_is_exact(sample):
+    path, _ = sample
+    evict(path)
+    got = ts_pt.load_file(path)
+    want = ref_pt.load_file(path)
+    assert got.keys() == want.keys()
+    for k in want:
+        assert torch.equal(got[k], want[k])
+
+
+def test_read_ahead_part_outside_the_tensor_is_refused(sample):
+    path, _ = sample
+    f = tensorseal._tensorseal.SafeFile(path)
+    nbytes = SHAPES["b"][0] * 4
+    f.cow_tensor("b", True, (0, nbytes))
+    with pytest.raises(ValueError, match="outside tensor"):
+        f.cow_tensor("b", True, (0, nbytes + 1))
+    with pytest.raises(ValueError, match="outside tensor"):
+        f.cow_tensor("b", True, (8, 4))
+
+
+def safe(path, fw, ref=False):
+    if ref:
+        import safetensors
+
+        return safetensors.safe_open(path, fw)
+    return tensorseal.safe_open(path, fw)
+
+
+def assert_same(got, want, fw):
+    if fw == "np":
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+    else:
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert torch.equal(got, want)
