@@ -358,10 +358,10 @@ impl SafeFile {
             )));
         }
         let file = self.opened.file();
-        let threads = read::io_threads(file, start as u64, end - start, read::default_threads());
+        let plan = read::read_plan(file, start as u64, end - start, read::default_threads());
         let read = || {
             Buffer::read_owned(file, start as u64, end - start, |dst| {
-                read::read_parallel(file, start as u64, dst, threads)
+                read::read_parallel(file, start as u64, dst, plan)
             })
         };
         // Small reads keep the GIL: releasing and retaking it costs more.
@@ -418,9 +418,9 @@ fn read_file<'py>(
         let opened = read::open(&path)?;
         let len = opened.header().data_len();
         let start = opened.data_start() as u64;
-        let threads = read::io_threads(opened.file(), start, len, threads);
+        let plan = read::read_plan(opened.file(), start, len, threads);
         let buf = Buffer::owned_with(len, |dst| {
-            read::read_parallel(opened.file(), start, dst, threads)
+            read::read_parallel(opened.file(), start, dst, plan)
         })
         .map_err(|e| FormatError::io(&path, e))?;
         Ok((opened.header().clone(), buf))

@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io;
 use std::path::Path;
+use std::sync::Mutex;
 
 use tensorseal_format::{read_exact_at, FormatError, PreadFile};
 
@@ -23,26 +24,46 @@ pub fn open(path: &Path) -> Result<PreadFile, FormatError> {
     PreadFile::open(path)
 }
 
-/// Fills `dst` from `file` starting at `offset` on up to `threads` threads,
-/// each reading one contiguous part of the range front to back in reads of
-/// at most `CHUNK` bytes: each part is then a sequential stream, which the
-/// kernel's read-ahead follows (interleaving the chunks of all threads
-/// measured slower on a cold file).
-pub fn read_parallel(file: &File, offset: u64, dst: &mut [u8], threads: usize) -> io::Result<()> {
+/// How [`read_parallel`] reads a range ([`read_plan`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ReadPlan {
+    /// Reader threads.
+    pub threads: usize,
+    /// Whether the bytes were found uncached (reads wait on the disk).
+    pub cold: bool,
+}
+
+/// Fills `dst` from `file` starting at `offset` on up to `plan.threads`
+/// threads, in reads of at most `CHUNK` bytes. Cold bytes: each thread
+/// reads one contiguous part front to back, a sequential stream that the
+/// kernel's read-ahead follows (interleaved chunks measured slower on a
+/// cold file). Cached bytes: the threads take the next chunk as they
+/// finish one, so a thread the scheduler delays does not hold the others
+/// up (the work is copying, and on a busy machine fixed halves measured
+/// slower).
+pub fn read_parallel(file: &File, offset: u64, dst: &mut [u8], plan: ReadPlan) -> io::Result<()> {
     let len = dst.len();
-    let part = len
-        .div_ceil(threads.max(1))
-        .next_multiple_of(PAGE)
-        .max(PART_MIN);
-    let parts = len.div_ceil(part);
-    if parts <= 1 {
+    let threads = plan.threads.max(1);
+    let part = if plan.cold {
+        len.div_ceil(threads).next_multiple_of(PAGE).max(PART_MIN)
+    } else {
+        CHUNK
+    };
+    if len <= part || threads == 1 {
         return read_part(file, offset, dst);
     }
+    let work = Mutex::new(dst.chunks_mut(part).enumerate());
+    let next = || work.lock().map(|mut it| it.next()).unwrap_or(None);
     std::thread::scope(|s| {
-        let handles: Vec<_> = dst
-            .chunks_mut(part)
-            .enumerate()
-            .map(|(i, piece)| s.spawn(move || read_part(file, offset + (i * part) as u64, piece)))
+        let handles: Vec<_> = (0..threads.min(len.div_ceil(part)))
+            .map(|_| {
+                s.spawn(|| -> io::Result<()> {
+                    while let Some((i, piece)) = next() {
+                        read_part(file, offset + (i * part) as u64, piece)?;
+                    }
+                    Ok(())
+                })
+            })
             .collect();
         let mut result = Ok(());
         for h in handles {
@@ -71,21 +92,27 @@ fn read_part(file: &File, offset: u64, dst: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Reader threads for `len` bytes of `file` from `offset`: `threads`, or
-/// at least 4 when the bytes are not in the page cache (the reads then wait
-/// on the disk, not the CPU, and more requests in flight read faster). For
-/// uncached bytes the kernel is also told that the file is read
-/// sequentially: a wider read-ahead window, kept ahead of each reader
-/// asynchronously. On a cold 1 GiB file (2-vCPU VM, 7 alternating runs,
-/// medians) numpy `load_file` took 0.78 s this way, 0.80 s with
-/// `POSIX_FADV_WILLNEED` on the whole range instead (which blocks while it
-/// submits the whole range) and 0.94 s with both; the reference 1.22 s.
-pub fn io_threads(file: &File, offset: u64, len: usize, threads: usize) -> usize {
+/// How to read `len` bytes of `file` from `offset` with up to `threads`
+/// threads. Bytes not in the page cache get at least 4 threads (the reads
+/// then wait on the disk, not the CPU, and more requests in flight read
+/// faster), and the kernel is told that the file is read sequentially: a
+/// wider read-ahead window, kept ahead of each reader asynchronously. On a
+/// cold 1 GiB file (2-vCPU VM, 7 alternating runs, medians) numpy
+/// `load_file` took 0.78 s this way, 0.80 s with `POSIX_FADV_WILLNEED` on
+/// the whole range instead (which blocks while it submits the whole range)
+/// and 0.94 s with both; the reference 1.22 s.
+pub fn read_plan(file: &File, offset: u64, len: usize, threads: usize) -> ReadPlan {
     if len >= PART_MIN && !cached(file, offset, len) {
         advise_sequential(file);
-        threads.max(4)
+        ReadPlan {
+            threads: threads.max(4),
+            cold: true,
+        }
     } else {
-        threads
+        ReadPlan {
+            threads,
+            cold: false,
+        }
     }
 }
 
@@ -102,32 +129,9 @@ fn advise_sequential(file: &File) {
 #[cfg(not(target_os = "linux"))]
 fn advise_sequential(_file: &File) {}
 
-/// Whether bytes `offset..offset + len` of `file` look cached: a one-byte
-/// read that refuses to wait for the disk (`RWF_NOWAIT`) at 16 points.
-#[cfg(target_os = "linux")]
+/// Whether bytes `offset..offset + len` of `file` look cached.
 fn cached(file: &File, offset: u64, len: usize) -> bool {
-    use std::os::fd::AsRawFd;
-    const SAMPLES: usize = 16;
-    let step = (len / SAMPLES).max(1);
-    (0..len).step_by(step).take(SAMPLES).all(|at| {
-        let mut byte = 0u8;
-        let iov = libc::iovec {
-            iov_base: (&mut byte as *mut u8).cast(),
-            iov_len: 1,
-        };
-        let Ok(pos) = libc::off_t::try_from(offset + at as u64) else {
-            return false;
-        };
-        // SAFETY: `iov` describes one writable byte (`byte`) that outlives
-        // the call; the descriptor is open for reading for `file`'s life.
-        let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, pos, libc::RWF_NOWAIT) };
-        n == 1
-    })
-}
-
-#[cfg(not(target_os = "linux"))]
-fn cached(_file: &File, _offset: u64, _len: usize) -> bool {
-    true
+    crate::buffer::file_cached(file, offset, len)
 }
 
 /// Number of reader threads: `TENSORSEAL_THREADS` if set, else the number of
