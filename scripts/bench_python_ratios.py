@@ -14,10 +14,11 @@ tensorseal is faster.
 What each child times (imports and file creation are not timed):
   load_file   d = load_file(path); one byte read from every 4 KiB page of
               every tensor (so lazily mapped tensors are paid for too);
-  get_tensor  with safe_open(path, fw): get_tensor(k) for every k, every
-              page of each touched;
-  get_slice   with safe_open(path, fw): get_slice(k)[: rows // 2] for every
-              k, every page of each touched;
+  get_tensor  with safe_open(path, fw): t = get_tensor(k) for every k, every
+              page of each touched (each result freed when the next
+              replaces it, as in users' loops);
+  get_slice   with safe_open(path, fw): t = get_slice(k)[: rows // 2] for
+              every k, every page of each touched (likewise);
   header      with safe_open(path, fw): keys().
 Default arguments only (the reference's default backend, "mmap").
 
@@ -91,13 +92,17 @@ else:
     with L.safe_open(path, fw) as f:
         keys = f.keys()
         n = len(keys)
+        # As users write it: the previous result is freed only when the
+        # next one replaces it.
         if op == "get_tensor":
             for k in keys:
-                acc += touch(f.get_tensor(k))
+                t = f.get_tensor(k)
+                acc += touch(t)
         else:
             for k in keys:
                 s = f.get_slice(k)
-                acc += touch(s[: s.get_shape()[0] // 2])
+                t = s[: s.get_shape()[0] // 2]
+                acc += touch(t)
 dt = time.perf_counter() - t0
 print(json.dumps({"s": dt, "n": n, "acc": acc}))
 """
