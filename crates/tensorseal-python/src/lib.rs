@@ -283,7 +283,8 @@ impl SafeFile {
                     drop(state);
                     if populate {
                         let b = map.get();
-                        py.detach(|| b.populate(start + lo..start + hi, threads));
+                        let file = self.opened.file();
+                        py.detach(|| b.populate(file, start + lo..start + hi, threads));
                     }
                     return Ok((map, start, end));
                 }

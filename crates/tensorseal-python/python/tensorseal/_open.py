@@ -210,6 +210,19 @@ def _view(f: SafeFile, fw: str, copy: bool, name: str, dtype: str, shape: "List[
     return torch_view(buf, dtype, shape, start, end, name)
 
 
+#: Tensors smaller than this are never read ahead (POPULATE_MIN in the
+#: extension's lib.rs).
+_READ_AHEAD_MIN = 4 << 20
+
+
+def _dense_first(index) -> bool:
+    """Whether ``index`` starts with an int or a slice of step 1 (None)."""
+    first = index[0] if type(index) is tuple and index else index
+    if type(first) is int:
+        return True
+    return type(first) is slice and (first.step is None or first.step == 1)
+
+
 class SafeSlice:
     """A tensor of an open file that can be indexed without reading it whole.
 
@@ -294,7 +307,8 @@ class SafeSlice:
             r = range(*first.indices(n))
             if len(r) == 0:
                 return None
-            lo, hi = min(r), max(r)
+            # Constant time (min/max would walk the range).
+            lo, hi = (r[0], r[-1]) if r.step > 0 else (r[-1], r[0])
             stop = r.stop - lo
             sub = slice(r.start - lo, stop if stop >= 0 else None, r.step)
             return lo, hi, (sub, *rest)
@@ -313,11 +327,17 @@ class SafeSlice:
             # (torch's semantics and errors).
             # The rows the index selects, when it says (an int or a slice
             # first), are read ahead on several threads if not cached;
-            # anything unusual is left to torch, errors included.
-            try:
-                rows = self._rows(index)
-            except Exception:
-                rows = None
+            # anything unusual is left to torch, errors included. Only
+            # tensors large enough to be read ahead at all pay for working
+            # the rows out.
+            # Only rows taken densely (an int, or a slice of step 1): a
+            # strided or reversed slice would read ahead rows it skips.
+            rows = None
+            if self._end - self._start >= _READ_AHEAD_MIN and _dense_first(index):
+                try:
+                    rows = self._rows(index)
+                except Exception:
+                    rows = None
             part = None
             if rows is not None:
                 row = (self._end - self._start) // self._shape[0]
