@@ -1,4 +1,5 @@
-//! Fuzzes the reader: header parsing and validation, iteration, whole-tensor
+//! Fuzzes the reader: header parsing and validation (the one-pass reader
+//! against the general path), iteration, whole-tensor
 //! reads and slices (arguments taken from the input's tail), the sharded
 //! index parser, naming a non-safetensors input, then re-serialisation.
 //! Nothing may panic; every accepted
@@ -35,7 +36,14 @@ fn slice_args(seed: &[u8]) -> Vec<SliceArg> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let _ = Header::parse(data);
+    // The one-pass reader of the usual layout and the general serde path
+    // agree on every input: the same header, or the same error.
+    let parsed = Header::parse(data);
+    let general = Header::parse_general(data);
+    assert_eq!(
+        parsed.as_ref().map_err(|e| e.to_string()),
+        general.as_ref().map_err(|e| e.to_string())
+    );
     let _ = tensorseal_format::sniff::sniff(data);
     let _ = ShardedIndex::parse(std::path::Path::new("fuzz.index.json"), data);
     let Ok(st) = SafeTensors::deserialize(data) else {

@@ -377,6 +377,14 @@ impl Header {
         Header::parse_with(json, true)
     }
 
+    /// [`Header::parse`] by the general (serde) path only, never the
+    /// one-pass reader: for the fuzzer, which checks that both agree.
+    #[cfg(fuzzing)]
+    #[doc(hidden)]
+    pub fn parse_general(json: &[u8]) -> Result<Header, FormatError> {
+        Header::parse_with(json, false)
+    }
+
     /// [`Header::parse`], with the one-pass reader of the usual layout
     /// tried first or (for tests comparing the two) not at all.
     fn parse_with(json: &[u8], try_canonical: bool) -> Result<Header, FormatError> {

@@ -333,7 +333,14 @@ fn populate_read(
     #[cfg(target_os = "linux")]
     {
         let range = range.start.min(map.len())..range.end.min(map.len());
-        if range.is_empty() || file_cached(file, span.offset + range.start as u64, range.len()) {
+        // The mapping itself is probed where mincore tells the truth (no
+        // temporary mapping: this runs for every large tensor handed out).
+        let cached = if mincore_tells(file) {
+            sampled_resident(map.as_ptr() as usize + range.start, range.len())
+        } else {
+            nowait_probe(file, span.offset + range.start as u64, range.len())
+        };
+        if range.is_empty() || cached {
             // Nothing to read: faulting cached pages in on first touch
             // (several at a time) costs no more than populating them here.
             return;
@@ -478,10 +485,19 @@ fn mapped_resident(file: &File, offset: u64, len: usize) -> bool {
         return false;
     };
     let lead = (offset - start) as usize;
-    let page = page as usize;
-    let base = map.as_ptr() as usize;
-    let first = (base + lead) / page;
-    let last = (base + lead + len - 1) / page;
+    sampled_resident(map.as_ptr() as usize + lead, len)
+}
+
+/// mincore(2) on [`CACHE_SAMPLES`] pages spread evenly over the `len`
+/// bytes at address `at`, which must lie in a live mapping.
+#[cfg(target_os = "linux")]
+fn sampled_resident(at: usize, len: usize) -> bool {
+    if len == 0 {
+        return true;
+    }
+    let page = page_size();
+    let first = at / page;
+    let last = (at + len - 1) / page;
     let pages = last - first + 1;
     let step = pages.div_ceil(CACHE_SAMPLES).max(1);
     // One call per sampled page: a call over the whole range would look up
@@ -490,8 +506,8 @@ fn mapped_resident(file: &File, offset: u64, len: usize) -> bool {
     (0..pages).step_by(step).all(|i| {
         let mut vec = 0u8;
         // SAFETY: mincore writes one byte into `vec` for the one page
-        // asked, a page of `map`, which is live; it reads no memory of
-        // ours.
+        // asked, a page of a live mapping (the caller's contract); it
+        // reads no memory of ours.
         let rc =
             unsafe { libc::mincore(((first + i) * page) as *mut libc::c_void, page, &mut vec) };
         rc == 0 && vec & 1 == 1

@@ -359,6 +359,9 @@ impl SafeFile {
             )));
         }
         let file = self.opened.file();
+        // Reads up to `HEAP_READ_MAX` (32 MiB) are one positioned read into
+        // a heap block (`read_owned` ignores the plan's threads); the
+        // plan's sequential advice still widens the read-ahead for them.
         let plan = read::read_plan(file, start as u64, end - start, read::default_threads());
         let read = || {
             Buffer::read_owned(file, start as u64, end - start, |dst| {

@@ -45,7 +45,9 @@ pub fn read_parallel(file: &File, offset: u64, dst: &mut [u8], plan: ReadPlan) -
     let len = dst.len();
     let threads = plan.threads.max(1);
     let part = if plan.cold {
-        len.div_ceil(threads).next_multiple_of(PAGE).max(PART_MIN)
+        len.div_ceil(threads)
+            .next_multiple_of(crate::buffer::page_size())
+            .max(PART_MIN)
     } else {
         CHUNK
     };
@@ -78,8 +80,13 @@ pub fn read_parallel(file: &File, offset: u64, dst: &mut [u8], plan: ReadPlan) -
     })
 }
 
-/// Page size assumed when cutting a range into parts.
-const PAGE: usize = 4096;
+/// Smallest read that [`read_plan`] probes the page cache for. Below it
+/// reads are planned warm (no probe, no advice): on a cold 1 GiB file,
+/// numpy `get_tensor` of 64 tensors of 16 MiB took (medians of 5) 0.93 s
+/// this way against 1.25 s with sequential advice from 1 MiB, and
+/// `get_slice` of their first halves 0.65 s against 0.87 s (reference
+/// 1.09 s and 1.20 s).
+const COLD_MIN: usize = 2 * CHUNK;
 
 /// Fewest bytes one reader thread is given.
 const PART_MIN: usize = 1 << 20;
@@ -102,7 +109,7 @@ fn read_part(file: &File, offset: u64, dst: &mut [u8]) -> io::Result<()> {
 /// the whole range instead (which blocks while it submits the whole range)
 /// and 0.94 s with both; the reference 1.22 s.
 pub fn read_plan(file: &File, offset: u64, len: usize, threads: usize) -> ReadPlan {
-    if len >= PART_MIN && !cached(file, offset, len) {
+    if len >= COLD_MIN && !cached(file, offset, len) {
         advise_sequential(file);
         ReadPlan {
             threads: threads.max(4),

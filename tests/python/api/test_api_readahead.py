@@ -18,12 +18,13 @@ import tensorseal
 import tensorseal.numpy as ts_np
 import tensorseal.torch as ts_pt
 
-# Sizes around the 1 MiB part and populate minimums and the 16 MiB read
-# chunk, with odd byte counts so parts end mid-page.
+# Sizes around the 1 MiB part and populate minimums, the 16 MiB read
+# chunk and the 32 MiB cold-plan limit, with odd byte counts so parts end
+# mid-page.
 SHAPES = {
     "a": (3, 5),
     "b": (1024 * 1024 + 3,),  # 4 MiB + 12 bytes of f32
-    "c": (5, 1024 * 1024 + 1),  # ~20 MiB
+    "c": (9, 1024 * 1024 + 1),  # ~36 MiB: past the 32 MiB cold-read and heap-read limits
     "d": (7, 3),
 }
 
