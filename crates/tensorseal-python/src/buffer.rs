@@ -240,6 +240,17 @@ impl Buffer {
         }
     }
 
+    /// Whether bytes `range` of a copy-on-write mapping look cached (then
+    /// [`Buffer::populate`] would do nothing). Cheap: a few system calls,
+    /// so callers ask with the GIL held and release it only to populate.
+    /// `true` for other kinds of memory.
+    pub fn cached(&self, file: &File, range: std::ops::Range<usize>) -> bool {
+        match &self.owner {
+            Owner::Cow(map, span) => cow_cached(map, *span, file, &range),
+            _ => true,
+        }
+    }
+
     /// Reads `len` bytes of `file` from `offset` into memory of its own.
     ///
     /// Up to [`HEAP_READ_MAX`] the memory comes from the allocator without
@@ -333,14 +344,7 @@ fn populate_read(
     #[cfg(target_os = "linux")]
     {
         let range = range.start.min(map.len())..range.end.min(map.len());
-        // The mapping itself is probed where mincore tells the truth (no
-        // temporary mapping: this runs for every large tensor handed out).
-        let cached = if mincore_tells(file) {
-            sampled_resident(map.as_ptr() as usize + range.start, range.len())
-        } else {
-            nowait_probe(file, span.offset + range.start as u64, range.len())
-        };
-        if range.is_empty() || cached {
+        if cow_cached(map, span, file, &range) {
             // Nothing to read: faulting cached pages in on first touch
             // (several at a time) costs no more than populating them here.
             return;
@@ -419,6 +423,30 @@ unsafe fn libc_pread(file: &File, dst: *mut u8, len: usize, pos: u64) -> std::io
 
 /// Pages sampled by [`cached`].
 const CACHE_SAMPLES: usize = 16;
+
+/// Whether bytes `range` (clipped to the mapping) of copy-on-write mapping
+/// `map` of `file` look cached. The mapping itself is probed where mincore
+/// tells the truth (no temporary mapping: this runs for every large tensor
+/// handed out); elsewhere the file.
+#[cfg(target_os = "linux")]
+fn cow_cached(map: &MmapMut, span: FileSpan, file: &File, range: &std::ops::Range<usize>) -> bool {
+    let range = range.start.min(map.len())..range.end.min(map.len());
+    if mincore_tells(file) {
+        sampled_resident(map.as_ptr() as usize + range.start, range.len())
+    } else {
+        nowait_probe(file, span.offset + range.start as u64, range.len())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn cow_cached(
+    _map: &MmapMut,
+    _span: FileSpan,
+    _file: &File,
+    _range: &std::ops::Range<usize>,
+) -> bool {
+    true
+}
 
 /// The system's page size.
 pub fn page_size() -> usize {

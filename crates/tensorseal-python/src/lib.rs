@@ -155,6 +155,9 @@ struct SafeFile {
     path: PathBuf,
     cow: Mutex<CowState>,
     read_only: Mutex<Option<Py<Buffer>>>,
+    /// Whether the data section looked cached when first asked
+    /// ([`SafeFile::warm`]).
+    warm: std::sync::OnceLock<bool>,
 }
 
 #[pymethods]
@@ -167,6 +170,7 @@ impl SafeFile {
             path,
             cow: Mutex::new(CowState::default()),
             read_only: Mutex::new(None),
+            warm: std::sync::OnceLock::new(),
         })
     }
 
@@ -219,6 +223,18 @@ impl SafeFile {
             base + info.data_offsets.0,
             base + info.data_offsets.1,
         ))
+    }
+
+    /// Whether the file's data section looked fully cached the first time
+    /// this was asked (16 sampled pages; the answer is kept for the
+    /// handle). Slices of a warm file skip working out what to read
+    /// ahead: a few microseconds per call that only a cold file repays.
+    fn warm(&self) -> bool {
+        *self.warm.get_or_init(|| {
+            let start = self.data_start() as u64;
+            let len = self.opened.header().data_len();
+            buffer::file_cached(self.opened.file(), start, len)
+        })
     }
 
     /// A fresh private copy-on-write mapping of the whole file (offsets as
@@ -284,7 +300,12 @@ impl SafeFile {
                     if populate {
                         let b = map.get();
                         let file = self.opened.file();
-                        py.detach(|| b.populate(file, start + lo..start + hi, threads));
+                        let range = start + lo..start + hi;
+                        // Probed with the GIL held (a few system calls);
+                        // released only to read.
+                        if !b.cached(file, range.clone()) {
+                            py.detach(|| b.populate(file, range, threads));
+                        }
                     }
                     return Ok((map, start, end));
                 }

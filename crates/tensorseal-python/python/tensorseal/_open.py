@@ -333,7 +333,7 @@ class SafeSlice:
             # Only rows taken densely (an int, or a slice of step 1): a
             # strided or reversed slice would read ahead rows it skips.
             rows = None
-            if self._end - self._start >= _READ_AHEAD_MIN and _dense_first(index):
+            if self._end - self._start >= _READ_AHEAD_MIN and _dense_first(index) and not self._file.warm():
                 try:
                     rows = self._rows(index)
                 except Exception:
