@@ -379,7 +379,7 @@ impl Header {
 
     /// [`Header::parse`] by the general (serde) path only, never the
     /// one-pass reader: for the fuzzer, which checks that both agree.
-    #[cfg(fuzzing)]
+    #[cfg(feature = "fuzzing")]
     #[doc(hidden)]
     pub fn parse_general(json: &[u8]) -> Result<Header, FormatError> {
         Header::parse_with(json, false)
