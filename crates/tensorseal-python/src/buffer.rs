@@ -134,7 +134,9 @@ impl Buffer {
         };
         let span = FileSpan { offset };
         if let Some((range, threads)) = populate {
-            populate_read(&map, span, file, range, threads);
+            if !cow_cached(&map, span, file, &range) {
+                populate_read(&map, range, threads);
+            }
         }
         let ptr = map.as_mut_ptr();
         Ok(Buffer {
@@ -232,18 +234,19 @@ impl Buffer {
     }
 
     /// Faults bytes `range` of a copy-on-write mapping in ahead of use
-    /// (see [`Buffer::map_cow`]); does nothing for other kinds of memory.
-    /// `file` is the file the buffer maps.
-    pub fn populate(&self, file: &File, range: std::ops::Range<usize>, threads: usize) {
-        if let Owner::Cow(map, span) = &self.owner {
-            populate_read(map, *span, file, range, threads);
+    /// (see [`Buffer::map_cow`]), without asking first whether they are
+    /// cached (callers ask [`Buffer::cached`]); does nothing for other
+    /// kinds of memory.
+    pub fn populate(&self, range: std::ops::Range<usize>, threads: usize) {
+        if let Owner::Cow(map, _) = &self.owner {
+            populate_read(map, range, threads);
         }
     }
 
-    /// Whether bytes `range` of a copy-on-write mapping look cached (then
-    /// [`Buffer::populate`] would do nothing). Cheap: a few system calls,
-    /// so callers ask with the GIL held and release it only to populate.
-    /// `true` for other kinds of memory.
+    /// Whether bytes `range` of a copy-on-write mapping of `file` look
+    /// cached (then there is nothing to populate). Cheap: a few system
+    /// calls, so callers ask with the GIL held and release it only to
+    /// populate. `true` for other kinds of memory.
     pub fn cached(&self, file: &File, range: std::ops::Range<usize>) -> bool {
         match &self.owner {
             Owner::Cow(map, span) => cow_cached(map, *span, file, &range),
@@ -330,23 +333,17 @@ const POPULATE_CHUNK: usize = 8 << 20;
 const POPULATE_STEP_MIN: usize = 1 << 20;
 
 /// Faults `range` of `map` in with read faults (`MADV_POPULATE_READ`) on up
-/// to `threads` threads. Best effort: kernels before 5.14 refuse the advice
-/// and the pages are then faulted on first touch as usual; an I/O error
-/// (a truncated file) stops populating and surfaces, as SIGBUS, only if the
-/// lost pages are touched.
-fn populate_read(
-    map: &MmapMut,
-    span: FileSpan,
-    file: &File,
-    range: std::ops::Range<usize>,
-    threads: usize,
-) {
+/// to `threads` threads. Callers first ask [`cow_cached`]: for cached
+/// pages, faulting them in on first touch (several at a time) costs no
+/// more than populating them here. Best effort: kernels before 5.14 refuse
+/// the advice and the pages are then faulted on first touch as usual; an
+/// I/O error (a truncated file) stops populating and surfaces, as SIGBUS,
+/// only if the lost pages are touched.
+fn populate_read(map: &MmapMut, range: std::ops::Range<usize>, threads: usize) {
     #[cfg(target_os = "linux")]
     {
         let range = range.start.min(map.len())..range.end.min(map.len());
-        if cow_cached(map, span, file, &range) {
-            // Nothing to read: faulting cached pages in on first touch
-            // (several at a time) costs no more than populating them here.
+        if range.is_empty() {
             return;
         }
         // Waiting on the disk, not the CPU: at least 4 streams in flight,
@@ -400,7 +397,7 @@ fn populate_read(
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = (map, span, file, range, threads);
+    let _ = (map, range, threads);
 }
 
 /// Largest buffer [`Buffer::read_owned`] takes from the allocator: glibc's
@@ -421,7 +418,7 @@ unsafe fn libc_pread(file: &File, dst: *mut u8, len: usize, pos: u64) -> std::io
     usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
 }
 
-/// Pages sampled by [`cached`].
+/// Pages sampled by the page-cache probes ([`file_cached`], [`Buffer::cached`]).
 const CACHE_SAMPLES: usize = 16;
 
 /// Whether bytes `range` (clipped to the mapping) of copy-on-write mapping

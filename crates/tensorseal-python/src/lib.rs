@@ -304,7 +304,7 @@ impl SafeFile {
                         // Probed with the GIL held (a few system calls);
                         // released only to read.
                         if !b.cached(file, range.clone()) {
-                            py.detach(|| b.populate(file, range, threads));
+                            py.detach(|| b.populate(range, threads));
                         }
                     }
                     return Ok((map, start, end));
@@ -381,8 +381,8 @@ impl SafeFile {
         }
         let file = self.opened.file();
         // Reads up to `HEAP_READ_MAX` (32 MiB) are one positioned read into
-        // a heap block (`read_owned` ignores the plan's threads); the
-        // plan's sequential advice still widens the read-ahead for them.
+        // a heap block (`read_owned` does not call `fill`); the plan, which
+        // only looks at reads of 32 MiB or more, shapes the larger ones.
         let plan = read::read_plan(file, start as u64, end - start, read::default_threads());
         let read = || {
             Buffer::read_owned(file, start as u64, end - start, |dst| {

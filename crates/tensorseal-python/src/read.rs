@@ -109,7 +109,7 @@ fn read_part(file: &File, offset: u64, dst: &mut [u8]) -> io::Result<()> {
 /// the whole range instead (which blocks while it submits the whole range)
 /// and 0.94 s with both; the reference 1.22 s.
 pub fn read_plan(file: &File, offset: u64, len: usize, threads: usize) -> ReadPlan {
-    if len >= COLD_MIN && !cached(file, offset, len) {
+    if len >= COLD_MIN && !crate::buffer::file_cached(file, offset, len) {
         advise_sequential(file);
         ReadPlan {
             threads: threads.max(4),
@@ -135,11 +135,6 @@ fn advise_sequential(file: &File) {
 
 #[cfg(not(target_os = "linux"))]
 fn advise_sequential(_file: &File) {}
-
-/// Whether bytes `offset..offset + len` of `file` look cached.
-fn cached(file: &File, offset: u64, len: usize) -> bool {
-    crate::buffer::file_cached(file, offset, len)
-}
 
 /// Number of reader threads: `TENSORSEAL_THREADS` if set, else the number of
 /// CPUs the process may use (at most 8). Read once: `available_parallelism` reads cgroup files on every call.

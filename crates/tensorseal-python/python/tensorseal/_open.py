@@ -314,6 +314,12 @@ class SafeSlice:
             return lo, hi, (sub, *rest)
         return None
 
+    def _row_bytes(self, lo: int, hi: int):
+        """Bytes of rows ``lo..=hi``, relative to the tensor's first byte
+        (rows of whole bytes, as ``_rows`` guarantees)."""
+        row = (self._end - self._start) // self._shape[0]
+        return lo * row, (hi + 1) * row
+
     def _finish(self, out):
         """``out`` in the caller's framework and on its device."""
         if self._convert is not None:
@@ -325,23 +331,20 @@ class SafeSlice:
             # As the reference: a view of a copy-on-write mapping (one that
             # has not handed this tensor out before), indexed by torch itself
             # (torch's semantics and errors).
-            # The rows the index selects, when it says (an int or a slice
-            # first), are read ahead on several threads if not cached;
-            # anything unusual is left to torch, errors included. Only
-            # tensors large enough to be read ahead at all pay for working
-            # the rows out.
-            # Only rows taken densely (an int, or a slice of step 1): a
-            # strided or reversed slice would read ahead rows it skips.
-            rows = None
+            # When the file was not cached, the rows the index takes
+            # densely (an int, or a slice of step 1, first: a strided or
+            # reversed slice would read ahead rows it skips) are read ahead
+            # on several threads. Only tensors large enough to be read ahead
+            # at all pay for working the rows out; anything unusual is left
+            # to torch, errors included.
+            part = None
             if self._end - self._start >= _READ_AHEAD_MIN and _dense_first(index) and not self._file.warm():
                 try:
                     rows = self._rows(index)
                 except Exception:
                     rows = None
-            part = None
-            if rows is not None:
-                row = (self._end - self._start) // self._shape[0]
-                part = (rows[0] * row, (rows[1] + 1) * row)
+                if rows is not None:
+                    part = self._row_bytes(rows[0], rows[1])
             buf, start, end = self._file.cow_tensor(self._name, part is not None, part)
             out = torch_view(buf, self._dtype, self._shape, start, end, self._name)[index]
             return self._finish(out)
@@ -381,8 +384,8 @@ class SafeSlice:
             start, end, shape = self._start, self._end, self._shape
         else:
             lo, hi, index = rows
-            row = (self._end - self._start) // self._shape[0]
-            start, end = self._start + lo * row, self._start + (hi + 1) * row
+            first, past = self._row_bytes(lo, hi)
+            start, end = self._start + first, self._start + past
             shape = [hi - lo + 1, *self._shape[1:]]
         full = _view(self._file, self._fw, True, self._name, self._dtype, shape, start, end)
         out = full[index]
