@@ -259,17 +259,21 @@ impl Buffer {
     /// Up to [`HEAP_READ_MAX`] the memory comes from the allocator without
     /// being zeroed first (the reads write it straight into uninitialised
     /// memory), so buffers freed by earlier results are reused as the
-    /// reference's `bytearray`s are, without new page faults; larger ones
-    /// are anonymous mappings filled by `fill`.
+    /// reference's `bytearray`s are, without new page faults; from twice
+    /// [`SPLIT_PART`] such a read is split into contiguous parts read at
+    /// once on up to `plan.threads` threads. Larger ones are anonymous
+    /// mappings filled by [`crate::read::read_parallel`] as `plan` says.
     #[cfg(target_os = "linux")]
     pub fn read_owned(
         file: &File,
         offset: u64,
         len: usize,
-        fill: impl FnOnce(&mut [u8]) -> std::io::Result<()>,
+        plan: crate::read::ReadPlan,
     ) -> std::io::Result<Buffer> {
         if len == 0 || len > HEAP_READ_MAX {
-            return Buffer::owned_with(len, fill);
+            return Buffer::owned_with(len, |dst| {
+                crate::read::read_parallel(file, offset, dst, plan)
+            });
         }
         let layout = Layout::from_size_align(len, HEAP_ALIGN)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -285,33 +289,71 @@ impl Buffer {
             len,
             owner: Owner::Heap(layout),
         };
-        let mut done = 0usize;
-        while done < len {
-            let pos = offset + done as u64;
-            // SAFETY: `ptr + done .. ptr + len` lies inside the allocation
-            // owned by `buf`; the kernel writes at most `len - done` bytes
-            // there. No Rust reference to the (partly uninitialised) memory
-            // is created.
-            let n = unsafe { libc_pread(file, ptr.add(done), len - done, pos) };
-            match n {
-                Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
-                Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+        let parts = (len / SPLIT_PART).clamp(1, plan.threads.max(1));
+        let part = len.div_ceil(parts).next_multiple_of(page_size());
+        // The address, not the pointer, crosses into the readers.
+        let base = ptr as usize;
+        // Reads the part that starts `at` bytes into the allocation.
+        let read_part = |at: usize| {
+            let part_len = part.min(len - at);
+            // SAFETY: `at + part_len <= len`, so the range lies inside the
+            // allocation owned by `buf`, which outlives every reader (they
+            // are joined before `buf` is returned or dropped); the parts
+            // are disjoint, so no two threads write the same byte. No Rust
+            // reference to the (partly uninitialised) memory is created.
+            unsafe {
+                pread_exact_raw(
+                    file,
+                    (base as *mut u8).add(at),
+                    part_len,
+                    offset + at as u64,
+                )
             }
+        };
+        if parts == 1 {
+            read_part(0)?;
+            return Ok(buf);
         }
+        std::thread::scope(|s| {
+            let read_part = &read_part;
+            // The first part is read here; a reader that cannot be spawned
+            // is read here too.
+            let spawned: Vec<_> = (part..len)
+                .step_by(part)
+                .map(|at| {
+                    std::thread::Builder::new()
+                        .spawn_scoped(s, move || read_part(at))
+                        .map_err(|_| at)
+                })
+                .collect();
+            let mut result = read_part(0);
+            for handle in spawned {
+                let r = match handle {
+                    Ok(h) => h
+                        .join()
+                        .unwrap_or_else(|_| Err(std::io::Error::other("reader thread panicked"))),
+                    Err(at) => read_part(at),
+                };
+                if result.is_ok() {
+                    result = r;
+                }
+            }
+            result
+        })?;
         Ok(buf)
     }
 
     /// [`Buffer::owned_with`] elsewhere.
     #[cfg(not(target_os = "linux"))]
     pub fn read_owned(
-        _file: &File,
-        _offset: u64,
+        file: &File,
+        offset: u64,
         len: usize,
-        fill: impl FnOnce(&mut [u8]) -> std::io::Result<()>,
+        plan: crate::read::ReadPlan,
     ) -> std::io::Result<Buffer> {
-        Buffer::owned_with(len, fill)
+        Buffer::owned_with(len, |dst| {
+            crate::read::read_parallel(file, offset, dst, plan)
+        })
     }
 
     /// Address of the first byte (for diagnostics and zero-copy tests).
@@ -403,6 +445,34 @@ fn populate_read(map: &MmapMut, range: std::ops::Range<usize>, threads: usize) {
 /// Largest buffer [`Buffer::read_owned`] takes from the allocator: glibc's
 /// largest dynamic mmap threshold, below which freed blocks are reused.
 const HEAP_READ_MAX: usize = 32 << 20;
+
+/// Smallest heap read [`Buffer::read_owned`] splits over threads, and the
+/// fewest bytes of one of its parts. On the 2-vCPU VM (1 GiB in 64 tensors
+/// of 16 MiB, numpy `get_tensor` of each, medians of 4-6 runs): cold
+/// 0.99 s in one read, 0.71 s in two parts, 0.69 s in four; warm 0.074 s,
+/// 0.072 s and 0.063 s.
+const SPLIT_PART: usize = 4 << 20;
+
+/// Reads exactly `len` bytes of `file` at `pos` into raw memory.
+///
+/// # Safety
+/// `dst` must be valid for writes of `len` bytes.
+#[cfg(target_os = "linux")]
+unsafe fn pread_exact_raw(file: &File, dst: *mut u8, len: usize, pos: u64) -> std::io::Result<()> {
+    let mut done = 0usize;
+    while done < len {
+        // SAFETY: `dst + done .. dst + len` is writable (the caller's
+        // promise); the kernel writes at most `len - done` bytes there.
+        let n = unsafe { libc_pread(file, dst.add(done), len - done, pos + done as u64) };
+        match n {
+            Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
 
 /// pread(2) into raw memory.
 ///

@@ -380,15 +380,11 @@ impl SafeFile {
             )));
         }
         let file = self.opened.file();
-        // Reads up to `HEAP_READ_MAX` (32 MiB) are one positioned read into
-        // a heap block (`read_owned` does not call `fill`); the plan, which
-        // only looks at reads of 32 MiB or more, shapes the larger ones.
+        // Reads up to `HEAP_READ_MAX` (32 MiB) go into a heap block, split
+        // over the plan's threads from 8 MiB; the plan probes the page
+        // cache only for reads of 32 MiB or more.
         let plan = read::read_plan(file, start as u64, end - start, read::default_threads());
-        let read = || {
-            Buffer::read_owned(file, start as u64, end - start, |dst| {
-                read::read_parallel(file, start as u64, dst, plan)
-            })
-        };
+        let read = || Buffer::read_owned(file, start as u64, end - start, plan);
         // Small reads keep the GIL: releasing and retaking it costs more.
         let result = if end - start < SMALL_READ {
             read()

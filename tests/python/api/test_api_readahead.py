@@ -18,12 +18,13 @@ import tensorseal
 import tensorseal.numpy as ts_np
 import tensorseal.torch as ts_pt
 
-# Sizes around the 1 MiB part and populate minimums, the 16 MiB read
-# chunk and the 32 MiB cold-plan limit, with odd byte counts so parts end
-# mid-page.
+# Sizes around the 1 MiB part and populate minimums, the 8 MiB split of
+# heap reads, the 16 MiB read chunk and the 32 MiB cold-plan limit, with
+# odd byte counts so parts end mid-page.
 SHAPES = {
     "a": (3, 5),
-    "b": (1024 * 1024 + 3,),  # 4 MiB + 12 bytes of f32
+    "b": (1024 * 1024 + 3,),  # 4 MiB + 12 bytes of f32: one read
+    "e": (5, 629_147),  # 12 MiB + 28 bytes of f32: a heap read split in parts
     "c": (9, 1024 * 1024 + 1),  # ~36 MiB: past the 32 MiB cold-read and heap-read limits
     "d": (7, 3),
 }
@@ -75,7 +76,7 @@ def test_get_tensor_and_slices_uncached_are_exact(sample, fw):
         -1,
     ]
     with safe(path, fw, ref=True) as r:
-        for name in ("b", "c"):
+        for name in ("b", "e", "c"):
             for index in indexes:
                 if name == "b" and isinstance(index, tuple):
                     continue
@@ -111,6 +112,20 @@ def test_read_ahead_part_outside_the_tensor_is_refused(sample):
         f.cow_tensor("b", True, (0, nbytes + 1))
     with pytest.raises(ValueError, match="outside tensor"):
         f.cow_tensor("b", True, (8, 4))
+
+
+@pytest.mark.parametrize("keep", [64, 12 << 20, (24 << 20) + 7])
+def test_split_read_of_a_truncated_file_is_a_safetensor_error(tmp_path, keep):
+    """A heap read split in parts (here a 32 MiB tensor, read in two or
+    more parts) fails as one read does, whichever part comes up short."""
+    p = str(tmp_path / "t.safetensors")
+    ts_np.save_file({"w": np.ones((8, 1 << 20), dtype=np.float32)}, p)
+    with tensorseal.safe_open(p, "np", backend="pread") as f:
+        os.truncate(p, keep)
+        with pytest.raises(
+            tensorseal.SafetensorError, match="^Could not read tensor w from file: failed to fill whole buffer$"
+        ):
+            f.get_tensor("w")
 
 
 def safe(path, fw, ref=False):
