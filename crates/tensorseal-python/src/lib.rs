@@ -225,6 +225,20 @@ impl SafeFile {
         ))
     }
 
+    /// `(buffer, dtype, shape)`: tensor `name` read into memory of its own
+    /// ([`SafeFile::read_range`] over its bytes) with what describes it, in
+    /// one call: the per-tensor path of numpy `get_tensor`, where each
+    /// crossing into the extension is a noticeable part of a small
+    /// tensor's cost.
+    fn read_tensor(
+        &self,
+        py: Python<'_>,
+        name: &str,
+    ) -> PyResult<(Buffer, &'static str, Vec<usize>)> {
+        let (dtype, shape, start, end) = self.info(py, name)?;
+        Ok((self.read_range(py, start, end, Some(name))?, dtype, shape))
+    }
+
     /// Whether the file's data section looked fully cached the first time
     /// this was asked (16 sampled pages; the answer is kept for the
     /// handle). Slices of a warm file skip working out what to read
