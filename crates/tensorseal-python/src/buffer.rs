@@ -435,9 +435,18 @@ fn populate_read(map: &MmapMut, range: std::ops::Range<usize>, threads: usize) {
             work(range.clone());
         } else {
             std::thread::scope(|s| {
-                for p in parts {
-                    let work = &work;
-                    s.spawn(move || work(p));
+                // A part whose thread cannot be spawned is populated here,
+                // after the others are started (no panic).
+                let left: Vec<_> = parts
+                    .filter(|p| {
+                        let (work, p) = (&work, p.clone());
+                        std::thread::Builder::new()
+                            .spawn_scoped(s, move || work(p))
+                            .is_err()
+                    })
+                    .collect();
+                for p in left {
+                    work(p);
                 }
             });
         }
@@ -512,8 +521,9 @@ fn touch_pages(addr: usize, len: usize) -> bool {
 /// largest dynamic mmap threshold, below which freed blocks are reused.
 const HEAP_READ_MAX: usize = 32 << 20;
 
-/// Smallest heap read [`Buffer::read_owned`] splits over threads, and the
-/// fewest bytes of one of its parts. On the 2-vCPU VM (1 GiB in 64 tensors
+/// Fewest bytes of one part of a heap read that [`Buffer::read_owned`]
+/// splits over threads (so reads from twice this size are split). On the
+/// 2-vCPU VM (1 GiB in 64 tensors
 /// of 16 MiB, numpy `get_tensor` of each, medians of 4-6 runs): cold
 /// 0.99 s in one read, 0.71 s in two parts, 0.69 s in four; warm 0.074 s,
 /// 0.072 s and 0.063 s.

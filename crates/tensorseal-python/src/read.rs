@@ -56,18 +56,20 @@ pub fn read_parallel(file: &File, offset: u64, dst: &mut [u8], plan: ReadPlan) -
     }
     let work = Mutex::new(dst.chunks_mut(part).enumerate());
     let next = || work.lock().map(|mut it| it.next()).unwrap_or(None);
+    // Takes pieces until none is left.
+    let worker = || -> io::Result<()> {
+        while let Some((i, piece)) = next() {
+            read_part(file, offset + (i * part) as u64, piece)?;
+        }
+        Ok(())
+    };
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads.min(len.div_ceil(part)))
-            .map(|_| {
-                s.spawn(|| -> io::Result<()> {
-                    while let Some((i, piece)) = next() {
-                        read_part(file, offset + (i * part) as u64, piece)?;
-                    }
-                    Ok(())
-                })
-            })
+        // The calling thread is one of the readers; a reader that cannot be
+        // spawned leaves its pieces to the others (no panic).
+        let handles: Vec<_> = (1..threads.min(len.div_ceil(part)))
+            .filter_map(|_| std::thread::Builder::new().spawn_scoped(s, worker).ok())
             .collect();
-        let mut result = Ok(());
+        let mut result = worker();
         for h in handles {
             let r = h
                 .join()
