@@ -143,3 +143,54 @@ def assert_same(got, want, fw):
     else:
         assert got.dtype == want.dtype and got.shape == want.shape
         assert torch.equal(got, want)
+
+
+NO_THREADS = r"""
+import resource, sys, threading
+resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))
+try:
+    threading.Thread(target=lambda: None).start()
+    print("threads still start")
+    sys.exit(3)
+except RuntimeError:
+    pass
+import numpy as np, tensorseal, tensorseal.numpy as tn
+p = sys.argv[1]
+want = np.arange(9 << 20, dtype=np.float32).reshape(9, 1 << 20)
+with tensorseal.safe_open(p, "np") as f:
+    assert np.array_equal(f.get_tensor("w"), want)  # 36 MiB: read_parallel
+    assert np.array_equal(f.get_slice("w")[2:5], want[2:5])  # 12 MiB: a split heap read
+assert np.array_equal(tn.load_file(p)["w"], want)
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to run as another user")
+def test_reads_work_where_no_thread_can_be_spawned(request):
+    """Where the OS refuses every new thread (RLIMIT_NPROC of a user with no
+    process), reads that would use reader threads are done on the calling
+    thread instead of panicking."""
+    import shutil
+    import subprocess
+    import sys
+
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("needs setpriv")
+    import tempfile
+
+    # Not tmp_path: pytest's base directory is private to root.
+    d = tempfile.mkdtemp(prefix="tensorseal-nothreads-")
+    request.addfinalizer(lambda: shutil.rmtree(d, ignore_errors=True))
+    p = os.path.join(d, "w.safetensors")
+    ts_np.save_file({"w": np.arange(9 << 20, dtype=np.float32).reshape(9, 1 << 20)}, p)
+    os.chmod(d, 0o755)
+    os.chmod(p, 0o644)
+    cmd = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable]
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    probe = subprocess.run(cmd + ["-c", "import tensorseal, numpy"], capture_output=True, env=env, timeout=120)
+    if probe.returncode != 0:
+        pytest.skip("the interpreter or package is not readable by an unprivileged user here")
+    proc = subprocess.run(cmd + ["-c", NO_THREADS, p], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == "ok"
