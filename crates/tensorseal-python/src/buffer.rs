@@ -293,14 +293,16 @@ impl Buffer {
         let part = len.div_ceil(parts).next_multiple_of(page_size());
         // The address, not the pointer, crosses into the readers.
         let base = ptr as usize;
-        // Reads the part that starts `at` bytes into the allocation.
-        let read_part = |at: usize| {
+        // Reads part `k`, which starts `k * part` bytes into the allocation.
+        let read_part = |k: usize| {
+            let at = k * part;
             let part_len = part.min(len - at);
-            // SAFETY: `at + part_len <= len`, so the range lies inside the
-            // allocation owned by `buf`, which outlives every reader (they
-            // are joined before `buf` is returned or dropped); the parts
-            // are disjoint, so no two threads write the same byte. No Rust
-            // reference to the (partly uninitialised) memory is created.
+            // SAFETY: `at + part_len <= len` (`k` < the number of parts), so
+            // the range lies inside the allocation owned by `buf`, which
+            // outlives every reader (`on_threads` joins them before
+            // returning); the parts are disjoint, so no two threads write the
+            // same byte. No Rust reference to the (partly uninitialised)
+            // memory is created.
             unsafe {
                 pread_exact_raw(
                     file,
@@ -310,36 +312,7 @@ impl Buffer {
                 )
             }
         };
-        if parts == 1 {
-            read_part(0)?;
-            return Ok(buf);
-        }
-        std::thread::scope(|s| {
-            let read_part = &read_part;
-            // The first part is read here; a reader that cannot be spawned
-            // is read here too.
-            let spawned: Vec<_> = (part..len)
-                .step_by(part)
-                .map(|at| {
-                    std::thread::Builder::new()
-                        .spawn_scoped(s, move || read_part(at))
-                        .map_err(|_| at)
-                })
-                .collect();
-            let mut result = read_part(0);
-            for handle in spawned {
-                let r = match handle {
-                    Ok(h) => h
-                        .join()
-                        .unwrap_or_else(|_| Err(std::io::Error::other("reader thread panicked"))),
-                    Err(at) => read_part(at),
-                };
-                if result.is_ok() {
-                    result = r;
-                }
-            }
-            result
-        })?;
+        crate::read::on_threads(len.div_ceil(part), read_part)?;
         Ok(buf)
     }
 
@@ -428,28 +401,16 @@ fn populate_read(map: &MmapMut, range: std::ops::Range<usize>, threads: usize) {
                 }
             }
         };
-        let parts = (range.start..range.end)
+        let parts: Vec<_> = (range.start..range.end)
             .step_by(part)
-            .map(|start| start..(start + part).min(range.end));
-        if range.len() <= part {
-            work(range.clone());
-        } else {
-            std::thread::scope(|s| {
-                // A part whose thread cannot be spawned is populated here,
-                // after the others are started (no panic).
-                let left: Vec<_> = parts
-                    .filter(|p| {
-                        let (work, p) = (&work, p.clone());
-                        std::thread::Builder::new()
-                            .spawn_scoped(s, move || work(p))
-                            .is_err()
-                    })
-                    .collect();
-                for p in left {
-                    work(p);
-                }
-            });
-        }
+            .map(|start| start..(start + part).min(range.end))
+            .collect();
+        let _ = crate::read::on_threads(parts.len(), |k| {
+            if let Some(p) = parts.get(k) {
+                work(p.clone());
+            }
+            Ok(())
+        });
         if sequential {
             let _ = map.advise_range(Advice::Normal, range.start, range.len());
         }

@@ -57,23 +57,42 @@ pub fn read_parallel(file: &File, offset: u64, dst: &mut [u8], plan: ReadPlan) -
     let work = Mutex::new(dst.chunks_mut(part).enumerate());
     let next = || work.lock().map(|mut it| it.next()).unwrap_or(None);
     // Takes pieces until none is left.
-    let worker = || -> io::Result<()> {
+    let worker = |_| -> io::Result<()> {
         while let Some((i, piece)) = next() {
             read_part(file, offset + (i * part) as u64, piece)?;
         }
         Ok(())
     };
+    on_threads(threads.min(len.div_ceil(part)), worker)
+}
+
+/// Runs `work(0)` .. `work(n - 1)` at once (nothing for `n == 0`): `work(0)` on the calling
+/// thread, the others on scoped threads, and returns the first error (in
+/// index order). An index whose thread the OS refuses to start is run on
+/// the calling thread afterwards, so no work is lost and nothing panics.
+pub fn on_threads(n: usize, work: impl Fn(usize) -> io::Result<()> + Sync) -> io::Result<()> {
+    match n {
+        0 => return Ok(()),
+        1 => return work(0),
+        _ => {}
+    }
+    let work = &work;
     std::thread::scope(|s| {
-        // The calling thread is one of the readers; a reader that cannot be
-        // spawned leaves its pieces to the others (no panic).
-        let handles: Vec<_> = (1..threads.min(len.div_ceil(part)))
-            .filter_map(|_| std::thread::Builder::new().spawn_scoped(s, worker).ok())
+        let spawned: Vec<_> = (1..n)
+            .map(|k| {
+                std::thread::Builder::new()
+                    .spawn_scoped(s, move || work(k))
+                    .map_err(|_| k)
+            })
             .collect();
-        let mut result = worker();
-        for h in handles {
-            let r = h
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("reader thread panicked")));
+        let mut result = work(0);
+        for handle in spawned {
+            let r = match handle {
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("worker thread panicked"))),
+                Err(k) => work(k),
+            };
             if result.is_ok() {
                 result = r;
             }
